@@ -1,0 +1,43 @@
+# REKALM: knowledge lexicalization + knowledge-aware instruction tuning for LLM recommenders.
+# This file reads like a table of contents; each stage lives in rules/<stage>.smk and its
+# logic in the importable `rekalm` package.
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+sys.path.insert(0, workflow.basedir)  # the `rekalm` package, installed or not
+
+from rekalm.config import check_config
+
+
+configfile: "config/config.yaml"
+configfile: "config/domains.yaml"
+
+
+check_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
+validate(config, "config/schema.yaml")  # fills schema defaults
+
+
+wildcard_constraints:
+    dataset="|".join(config["datasets"]),
+    ablation="|".join(config["ablations"]),
+
+
+include: "rules/common.smk"
+include: "rules/download.smk"
+include: "rules/prepare.smk"
+include: "rules/split.smk"
+
+
+localrules:
+    all,
+    download,
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets,

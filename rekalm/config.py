@@ -1,0 +1,86 @@
+"""Config validation with one-line messages, and the questions the workflow asks of it.
+
+The Snakefile calls :func:`check_config` before anything else: JSON-Schema errors come
+back as ``config: datasets.ml1m.split.test_fraction: 1.5 is greater than ...`` instead of
+a schema dump, and names that point nowhere (an ablation using an unknown source, a
+dataset naming a missing model preset) are caught before any job starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+Config = Mapping[str, Any]
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(part) for part in error.absolute_path) or "(top level)"
+
+
+def schema_errors(config: Config, schema: Mapping[str, Any]) -> list[str]:
+    """Every schema violation as 'key.path: message', most specific first."""
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (-len(e.absolute_path), _key_path(e)))
+    messages = []
+    for error in errors:
+        # oneOf/anyOf failures hide the useful reason in their context.
+        detail = min(error.context, key=lambda e: len(e.message)).message if error.context else error.message
+        messages.append(f"{_key_path(error)}: {detail}")
+    return messages
+
+
+def reference_errors(config: Config) -> list[str]:
+    """Names used in one block that must be defined in another."""
+    messages = []
+    for name in config["run"]["datasets"]:
+        if name not in config["datasets"]:
+            messages.append(f"run.datasets: {name!r} is not defined under datasets (known: {sorted(config['datasets'])})")
+    for name in config["run"]["ablations"]:
+        if name not in config["ablations"]:
+            messages.append(f"run.ablations: {name!r} is not defined under ablations (known: {sorted(config['ablations'])})")
+    for dataset, spec in config["datasets"].items():
+        for key, block in (("model", "models"), ("training", "training"), ("inference", "inference")):
+            if key in spec and block in config and spec[key] not in config[block]:
+                messages.append(f"datasets.{dataset}.{key}: {spec[key]!r} is not defined under {block} (known: {sorted(config[block])})")
+        if "domains" in config and spec["domain"] not in config["domains"]:
+            messages.append(f"datasets.{dataset}.domain: {spec['domain']!r} is not defined under domains (known: {sorted(config['domains'])})")
+    return messages
+
+
+def check_config(config: Config, schema_path: str | Path) -> None:
+    """Raise ConfigError with the first problem, naming its key."""
+    problems = schema_errors(config, load_yaml(schema_path))
+    if not problems:
+        problems = reference_errors(config)
+    if problems:
+        extra = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(f"config: {problems[0]}{extra}")
+
+
+def dataset_sources(config: Config, dataset: str) -> list[str]:
+    """The knowledge sources a dataset provides."""
+    return sorted(config["datasets"][dataset]["knowledge"])
+
+
+def ablations_for(config: Config, dataset: str, requested: list[str] | None = None) -> list[str]:
+    """Requested ablations (default: run.ablations) whose sources the dataset provides."""
+    available = set(dataset_sources(config, dataset))
+    names = requested if requested is not None else config["run"]["ablations"]
+    return [name for name in names if set(config["ablations"][name]) <= available]

@@ -1,0 +1,221 @@
+"""User split and candidate lists (protocol.md, "Data and split").
+
+Two methods produce the same *sizes* (20 % test users; per user ``int(0.5 * n) + 1`` of
+the liked and of the disliked items held out):
+
+- ``original`` reproduces the original study's code bit for bit: ``random.seed(22)`` is
+  re-applied before *every* ``random.sample`` call, users are taken in order of first
+  appearance in the interaction file and each user's rows in file order. The test users,
+  per-user lists and Apriori input then match the original's shipped files.
+- ``seeded`` is independent of file row order: users are sorted, and each user's draw
+  comes from its own generator seeded with ``(seed, user)``, so adding a user changes
+  nobody else's split.
+
+Outputs (both methods):
+
+``split`` — one row per kept interaction:
+    user (str), user_set ('train'|'test'), item (str), liked (int8),
+    side ('history'|'held_out'), row (int64: the interaction's row in interactions.parquet)
+``candidates`` — the held-out items of every user, shuffled:
+    user (str), user_set (str), position (int32, 0-based rank in the shuffled list),
+    item (str), liked (int8)
+
+Optional caps (for small models and CPU runs; off by default) shorten histories to the
+most recent items and cut candidate lists while keeping liked and disliked items in
+proportion. They are applied after the split, so they never change who is a test user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Literal, Sequence, TypeVar
+
+import numpy as np
+import pandas as pd
+
+T = TypeVar("T")
+
+SplitMethod = Literal["original", "seeded"]
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    method: SplitMethod = "original"
+    seed: int = 22
+    test_fraction: float = 0.2
+    held_out_fraction: float = 0.5
+    held_out_margin: int = 1
+    max_history_liked: int | None = None
+    max_history_disliked: int | None = None
+    max_candidates: int | None = None
+
+
+def original_sample(values: Sequence[T], fraction: float, margin: int, seed: int) -> tuple[list[T], list[T]]:
+    """The original's helper: re-seed, sample ``int(fraction*n)+margin``, return (rest, sample).
+
+    The returned lists are sorted by position in ``values`` (the original returned set
+    order, which for strings depends on PYTHONHASHSEED); membership is what matters.
+    """
+    size = min(int(fraction * len(values)) + margin, len(values))
+    random.seed(seed)
+    sample = random.sample(list(values), size)
+    chosen = set(sample)
+    rest = [v for v in values if v not in chosen]
+    return rest, [v for v in values if v in chosen]
+
+
+def _user_rng(seed: int, user: str) -> np.random.Generator:
+    # A stable per-user stream: hash() of a str varies between processes, sha256 does not.
+    digest = hashlib.sha256(f"{seed}:{user}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def _seeded_sample(values: Sequence[T], fraction: float, margin: int, rng: np.random.Generator) -> tuple[list[T], list[T]]:
+    size = min(int(fraction * len(values)) + margin, len(values))
+    picked = set(rng.choice(len(values), size=size, replace=False).tolist()) if size else set()
+    rest = [v for i, v in enumerate(values) if i not in picked]
+    return rest, [v for i, v in enumerate(values) if i in picked]
+
+
+def select_test_users(users_in_order: Sequence[str], config: SplitConfig) -> set[str]:
+    if config.method == "original":
+        _, test = original_sample(users_in_order, config.test_fraction, 0, config.seed)
+        return set(test)
+    ordered = sorted(users_in_order)
+    size = int(config.test_fraction * len(ordered))
+    rng = np.random.default_rng(config.seed)
+    return {ordered[i] for i in rng.choice(len(ordered), size=size, replace=False)}
+
+
+def _hold_out(rows: list[int], user: str, config: SplitConfig) -> tuple[list[int], list[int]]:
+    """Split one user's liked (or disliked) row positions into (history, held_out)."""
+    if not rows:
+        return [], []
+    if config.method == "original":
+        return original_sample(rows, config.held_out_fraction, config.held_out_margin, config.seed)
+    return _seeded_sample(rows, config.held_out_fraction, config.held_out_margin, _user_rng(config.seed, user))
+
+
+def _cap_history(rows: list[int], cap: int | None, recency: pd.Series) -> list[int]:
+    """Keep the ``cap`` most recent rows (by timestamp, else by file order)."""
+    if cap is None or len(rows) <= cap:
+        return rows
+    kept = sorted(rows, key=lambda r: (recency.iat[r], r))[-cap:]
+    return sorted(kept)
+
+
+def _proportional_caps(n_liked: int, n_disliked: int, cap: int) -> tuple[int, int]:
+    """How many liked/disliked candidates to keep under ``cap``, in proportion, >= 1 each if present."""
+    total = n_liked + n_disliked
+    if total <= cap:
+        return n_liked, n_disliked
+    liked = round(cap * n_liked / total)
+    if n_liked:
+        liked = max(liked, 1)
+    if n_disliked:
+        liked = min(liked, cap - 1)
+    liked = min(liked, n_liked)
+    return liked, min(cap - liked, n_disliked)
+
+
+def split_interactions(interactions: pd.DataFrame, config: SplitConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split canonical interactions (user, item, liked[, timestamp]) into (split, candidates)."""
+    missing = {"user", "item", "liked"} - set(interactions.columns)
+    if missing:
+        raise ValueError(f"interactions: missing column(s) {sorted(missing)}; expected user, item, liked")
+    frame = interactions.reset_index(drop=True)
+    recency = frame["timestamp"] if "timestamp" in frame and frame["timestamp"].notna().all() else pd.Series(np.arange(len(frame)))
+    users_in_order = list(pd.unique(frame["user"]))
+    test_users = select_test_users(users_in_order, config)
+    liked_flags = frame["liked"].to_numpy()
+    item_ids = frame["item"].astype(str).to_numpy()
+
+    split_parts: list[pd.DataFrame] = []
+    candidate_parts: list[pd.DataFrame] = []
+    for user, positions in frame.groupby("user", sort=False).indices.items():
+        rows = sorted(positions.tolist())
+        if config.method == "seeded":  # draw over items, not file positions
+            rows = sorted(rows, key=lambda r: (item_ids[r], r))
+        liked_rows = [r for r in rows if liked_flags[r] == 1]
+        disliked_rows = [r for r in rows if liked_flags[r] != 1]
+        liked_history, liked_held = _hold_out(liked_rows, user, config)
+        disliked_history, disliked_held = _hold_out(disliked_rows, user, config)
+        liked_history = _cap_history(liked_history, config.max_history_liked, recency)
+        disliked_history = _cap_history(disliked_history, config.max_history_disliked, recency)
+        candidates = _shuffled_candidates(liked_held, disliked_held, user, config)
+        user_set = "test" if user in test_users else "train"
+        split_parts.append(_split_rows(frame, user, user_set, sorted(liked_history + disliked_history), sorted(candidates)))
+        candidate_parts.append(_candidate_rows(frame, user, user_set, candidates))
+    return _concat(split_parts, _SPLIT_COLUMNS), _concat(candidate_parts, _CANDIDATE_COLUMNS)
+
+
+def _shuffled_candidates(liked: list[int], disliked: list[int], user: str, config: SplitConfig) -> list[int]:
+    rng = _user_rng(config.seed + 1, user)  # a stream of its own: shuffling must not move the split
+    if config.max_candidates is not None:
+        keep_liked, keep_disliked = _proportional_caps(len(liked), len(disliked), config.max_candidates)
+        liked = [liked[i] for i in sorted(rng.choice(len(liked), keep_liked, replace=False))] if liked else []
+        disliked = [disliked[i] for i in sorted(rng.choice(len(disliked), keep_disliked, replace=False))] if disliked else []
+    pool = liked + disliked
+    return [pool[i] for i in rng.permutation(len(pool))]
+
+
+_SPLIT_COLUMNS = ["user", "user_set", "item", "liked", "side", "row"]
+_CANDIDATE_COLUMNS = ["user", "user_set", "position", "item", "liked"]
+
+
+def _split_rows(frame: pd.DataFrame, user: str, user_set: str, history: list[int], held_out: list[int]) -> pd.DataFrame:
+    rows = history + held_out
+    return pd.DataFrame(
+        {
+            "user": user,
+            "user_set": user_set,
+            "item": frame["item"].to_numpy()[rows],
+            "liked": frame["liked"].to_numpy()[rows],
+            "side": ["history"] * len(history) + ["held_out"] * len(held_out),
+            "row": rows,
+        }
+    )
+
+
+def _candidate_rows(frame: pd.DataFrame, user: str, user_set: str, candidates: list[int]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user": user,
+            "user_set": user_set,
+            "position": np.arange(len(candidates)),
+            "item": frame["item"].to_numpy()[candidates],
+            "liked": frame["liked"].to_numpy()[candidates],
+        }
+    )
+
+
+def _concat(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+    table = table[columns]
+    for column in ("user", "user_set", "item") + (("side",) if "side" in columns else ()):
+        table[column] = table[column].astype(str)
+    table["liked"] = table["liked"].astype("int8")
+    if "row" in table:
+        table["row"] = table["row"].astype("int64")
+    if "position" in table:
+        table["position"] = table["position"].astype("int32")
+    return table.reset_index(drop=True)
+
+
+def split_stats(split: pd.DataFrame, candidates: pd.DataFrame) -> dict[str, dict[str, float | int]]:
+    """Per user set: users, history/held-out rows and candidate list sizes."""
+    stats: dict[str, dict[str, float | int]] = {}
+    for user_set in ("train", "test"):
+        rows = split[split["user_set"] == user_set]
+        sizes = candidates[candidates["user_set"] == user_set].groupby("user").size()
+        stats[user_set] = {
+            "users": int(rows["user"].nunique()),
+            "history": int((rows["side"] == "history").sum()),
+            "held_out": int((rows["side"] == "held_out").sum()),
+            "candidates_mean": round(float(sizes.mean()), 2) if len(sizes) else 0.0,
+            "candidates_median": float(sizes.median()) if len(sizes) else 0.0,
+            "candidates_max": int(sizes.max()) if len(sizes) else 0,
+        }
+    return stats

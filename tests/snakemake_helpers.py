@@ -1,0 +1,46 @@
+"""Drive the real workflow through Snakemake's Python API (dry-runs and local runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from snakemake.api import SnakemakeApi
+from snakemake.settings.enums import Quietness
+from snakemake.settings.types import ConfigSettings, DAGSettings, ExecutionSettings, OutputSettings, ResourceSettings
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+CONFIG_FILES = [REPO / "config" / "config.yaml", REPO / "config" / "domains.yaml"]
+
+
+def write_override(workdir: Path, override: dict[str, Any], name: str = "override.yaml") -> Path:
+    path = workdir / name
+    path.write_text(yaml.safe_dump(override))
+    return path
+
+
+def _api_run(workdir: Path, targets: list[str], executor: str, overrides: list[Path], cores: int, forceall: bool = False) -> Any:
+    api = SnakemakeApi(OutputSettings(quiet={Quietness.ALL} if executor == "dryrun" else None, show_failed_logs=True))
+    with api:
+        workflow = api.workflow(
+            resource_settings=ResourceSettings(cores=cores),
+            config_settings=ConfigSettings(configfiles=[*CONFIG_FILES, *overrides]),
+            snakefile=SNAKEFILE,
+            workdir=workdir,
+        )
+        dag = workflow.dag(DAGSettings(targets=targets, forceall=forceall))
+        dag.execute_workflow(executor=executor, execution_settings=ExecutionSettings())
+        return dag.workflow_api._workflow.dag
+
+
+def planned_jobs(workdir: Path, targets: list[str] | None = None, overrides: list[Path] = (), forceall: bool = False) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job a dry-run would execute."""
+    dag = _api_run(workdir, list(targets or []), "dryrun", list(overrides), cores=1, forceall=forceall)
+    # A dry-run "finishes" exactly the jobs a real run would execute.
+    return sorted(((job.rule.name, dict(job.wildcards)) for job in dag.finished_jobs), key=repr)
+
+
+def run_workflow(workdir: Path, targets: list[str] | None = None, overrides: list[Path] = (), cores: int = 2) -> None:
+    _api_run(workdir, list(targets or []), "local", list(overrides), cores=cores)

@@ -1,0 +1,73 @@
+import copy
+from pathlib import Path
+
+import pytest
+
+from rekalm.config import ConfigError, ablations_for, check_config, load_yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "config" / "schema.yaml"
+
+
+@pytest.fixture(scope="module")
+def shipped_config() -> dict:
+    config = load_yaml(REPO / "config" / "config.yaml")
+    config.update(load_yaml(REPO / "config" / "domains.yaml"))
+    return config
+
+
+def test_shipped_config_is_valid(shipped_config):
+    check_config(shipped_config, SCHEMA)
+
+
+def with_change(config: dict, path: str, value: object) -> dict:
+    changed = copy.deepcopy(config)
+    *parents, last = path.split(".")
+    node = changed
+    for key in parents:
+        node = node[key]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return changed
+
+
+@pytest.mark.parametrize(
+    "path,value,message",
+    [
+        ("datasets.ml1m.split.test_fraction", 1.5, r"datasets\.ml1m\.split\.test_fraction: 1\.5 is greater than or equal to the maximum of 1"),
+        ("datasets.ml1m.split.method", "random", r"datasets\.ml1m\.split\.method: 'random' is not one of \['original', 'seeded'\]"),
+        ("datasets.ml1m.split.unknown_key", 1, r"datasets\.ml1m\.split: Additional properties are not allowed \('unknown_key' was unexpected\)"),
+        ("datasets.ml1m.like_if", "=> 4", r"datasets\.ml1m\.like_if: '=> 4' does not match"),
+        ("datasets.ml1m.format", "csv", r"datasets\.ml1m\.format: 'csv' is not one of"),
+        ("datasets.ml1m.max_users", "many", r"datasets\.ml1m\.max_users: 'many' is not of type 'integer', 'null'"),
+        ("datasets.ml1m.knowledge.collab.min_support", 0, r"datasets\.ml1m\.knowledge\.collab\.min_support: 0 is less than or equal to the minimum of 0"),
+        ("datasets.ml1m.files.ratings.sha256", "abc", r"datasets\.ml1m\.files\.ratings\.sha256: 'abc' does not match"),
+        ("datasets.ml1m.domain", KeyError, r"datasets\.ml1m: 'domain' is a required property"),
+        ("ablations.no_kn", ["pictures"], r"ablations\.no_kn\.0: 'pictures' is not one of"),
+        ("run.datasets", ["ml1m", "imdb"], r"run\.datasets: 'imdb' is not defined under datasets"),
+        ("run.ablations", ["everything"], r"run\.ablations: 'everything' is not defined under ablations"),
+        ("datasets.ml1m.domain", "cooking", r"datasets\.ml1m\.domain: 'cooking' is not defined under domains"),
+        ("surprise", True, r"\(top level\): Additional properties are not allowed \('surprise' was unexpected\)"),
+    ],
+)
+def test_bad_values_name_the_key(shipped_config, path, value, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        check_config(with_change(shipped_config, path, value), SCHEMA)
+    assert "\n" not in str(error.value)
+
+
+def test_references_to_presets_are_checked(shipped_config):
+    for key, block in (("model", "models"), ("training", "training"), ("inference", "inference")):
+        if block not in shipped_config:
+            continue
+        with pytest.raises(ConfigError, match=rf"datasets\.ml1m\.{key}: 'nope' is not defined under {block}"):
+            check_config(with_change(shipped_config, f"datasets.ml1m.{key}", "nope"), SCHEMA)
+
+
+def test_ablations_follow_the_sources_a_dataset_has(shipped_config):
+    everything = list(shipped_config["ablations"])
+    assert ablations_for(shipped_config, "ml1m", everything) == everything
+    mini = ablations_for(shipped_config, "ml1m_mini", everything)
+    assert "no_kn" in mini and all("text" not in shipped_config["ablations"][name] for name in mini)

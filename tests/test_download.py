@@ -1,0 +1,156 @@
+"""The download stage against a real HTTP server on 127.0.0.1."""
+
+import hashlib
+import io
+import socket
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from rekalm.download import DownloadError, RetryPolicy, fetch_dataset, resolve_file
+
+FAST = RetryPolicy(attempts=3, backoff_s=0.01, timeout_s=5)
+PAYLOAD = b"1\t2\t1\n1\t3\t0\n"
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        for name, data in members.items():
+            bundle.writestr(name, data)
+    return buffer.getvalue()
+
+
+class FixtureServer:
+    """Serves ``routes`` (path -> bytes); ``failures`` (path -> list of status codes) are
+    answered first, one per request. Counts requests per path."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, bytes] = {}
+        self.failures: dict[str, list[int]] = {}
+        self.requests: dict[str, int] = {}
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server API)
+                server.requests[self.path] = server.requests.get(self.path, 0) + 1
+                pending = server.failures.get(self.path)
+                if pending:
+                    self.send_error(pending.pop(0))
+                    return
+                if self.path not in server.routes:
+                    self.send_error(404)
+                    return
+                body = server.routes[self.path]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "FixtureServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    with FixtureServer() as running:
+        yield running
+
+
+def test_download_verifies_checksum_and_caches(server, tmp_path):
+    server.routes["/data/train.tsv"] = PAYLOAD
+    spec = {"url": f"{server.url}/data/train.tsv", "sha256": sha(PAYLOAD)}
+    path = resolve_file(spec, tmp_path, "datasets.x.files.train", FAST)
+    assert path.read_bytes() == PAYLOAD
+    resolve_file(spec, tmp_path, "datasets.x.files.train", FAST)
+    assert server.requests["/data/train.tsv"] == 1  # the verified file is not fetched again
+
+
+def test_checksum_mismatch_fails_and_leaves_no_file(server, tmp_path):
+    server.routes["/bad.tsv"] = PAYLOAD
+    spec = {"url": f"{server.url}/bad.tsv", "sha256": "0" * 64}
+    with pytest.raises(DownloadError, match=r"datasets\.x\.files\.train: sha256 mismatch"):
+        resolve_file(spec, tmp_path, "datasets.x.files.train", FAST)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_server_errors_are_retried_with_backoff(server, tmp_path):
+    server.routes["/flaky.tsv"] = PAYLOAD
+    server.failures["/flaky.tsv"] = [500, 503]
+    path = resolve_file({"url": f"{server.url}/flaky.tsv"}, tmp_path, "f", FAST)
+    assert path.read_bytes() == PAYLOAD and server.requests["/flaky.tsv"] == 3
+
+
+def test_not_found_fails_fast_and_mirrors_are_tried(server, tmp_path):
+    server.routes["/mirror.tsv"] = PAYLOAD
+    spec = {"url": [f"{server.url}/missing.tsv", f"{server.url}/mirror.tsv"], "filename": "train.tsv"}
+    path = resolve_file(spec, tmp_path, "f", FAST)
+    assert path.name == "train.tsv" and path.read_bytes() == PAYLOAD
+    assert server.requests["/missing.tsv"] == 1  # a 404 is not retried
+
+
+def test_persistent_failure_leaves_no_partial_file(server, tmp_path):
+    server.failures["/down.tsv"] = [500, 500, 500]
+    with pytest.raises(DownloadError, match=r"^label: could not download .*/down.tsv: HTTP 500") as error:
+        resolve_file({"url": f"{server.url}/down.tsv"}, tmp_path, "label", FAST)
+    assert "\n" not in str(error.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_offline_gives_one_clear_line(tmp_path):
+    with socket.socket() as probe:  # a port with nothing listening: connection refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(DownloadError, match=r"could not download .*offline\? set a local 'path'"):
+        resolve_file({"url": f"http://127.0.0.1:{port}/x.tsv"}, tmp_path, "datasets.ml1m.files.ratings", FAST)
+
+
+def test_zip_member_is_extracted(server, tmp_path):
+    archive = zip_bytes({"ml-1m/ratings.dat": b"1::2::5::0\n", "ml-1m/movies.dat": b"2::X (1999)::Drama\n"})
+    server.routes["/ml-1m.zip"] = archive
+    files = {
+        "ratings": {"url": f"{server.url}/ml-1m.zip", "sha256": sha(archive), "member": "ml-1m/ratings.dat"},
+        "items": {"url": f"{server.url}/ml-1m.zip", "sha256": sha(archive), "member": "ml-1m/movies.dat"},
+    }
+    manifest = fetch_dataset("ml1m", files, tmp_path, FAST)
+    assert Path(manifest["ratings"]["path"]).read_bytes() == b"1::2::5::0\n"
+    assert Path(manifest["items"]["path"]).name == "movies.dat"
+    assert server.requests["/ml-1m.zip"] == 1  # the archive is shared by both members
+    with pytest.raises(DownloadError, match="has no member 'nope.dat'"):
+        resolve_file({"url": f"{server.url}/ml-1m.zip", "member": "nope.dat"}, tmp_path, "f", FAST)
+
+
+def test_local_path_and_package_resource(tmp_path):
+    local = tmp_path / "local.tsv"
+    local.write_bytes(PAYLOAD)
+    assert resolve_file({"path": str(local), "sha256": sha(PAYLOAD)}, tmp_path, "f") == local.resolve()
+    with pytest.raises(DownloadError, match="local file .* does not exist"):
+        resolve_file({"path": str(tmp_path / "absent.tsv")}, tmp_path, "f")
+    resource = resolve_file({"package": "rekalm", "resource": "py.typed"}, tmp_path, "f")
+    assert resource.name == "py.typed"
+    with pytest.raises(DownloadError, match="package 'no_such_pkg' is not installed"):
+        resolve_file({"package": "no_such_pkg", "resource": "x"}, tmp_path, "f")
+
+
+def test_spec_without_origin_names_the_key(tmp_path):
+    with pytest.raises(DownloadError, match=r"datasets\.bgg\.files\.ratings: give exactly one of url, path, package.*BoardGameGeek"):
+        resolve_file({"path": None}, tmp_path, "datasets.bgg.files.ratings")

@@ -1,0 +1,162 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rekalm.prepare import PrepareOptions, binarize, dataset_stats, prepare_dataset
+
+RECBOLE_INTER = (
+    "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    "1m_1\tThe Matrix (1999)\t5\t100\n"
+    "1m_1\tToy Story (1995)\t3\t101\n"
+    "1m_2\tThe Matrix (1999)\t4\t102\n"
+    "1m_2\tSe7en (1995)\t1\t103\n"
+    "1m_2\tSe7en (1995)\t5\t104\n"
+)
+RECBOLE_ITEM = (
+    "item_id:token\tmovie_title:token\trelease_year:float\tgenre:token\n"
+    "The Matrix (1999)\tThe Matrix\t1999\tAction Sci-Fi\n"
+    "Toy Story (1995)\tToy Story\t1995\tAnimation Children's Comedy\n"
+    "Se7en (1995)\tSe7en\t1995\tCrime Thriller\n"
+    "Unrated (2000)\tUnrated\t2000\tDrama\n"
+)
+
+
+def write(folder: Path, name: str, text: str, encoding: str = "utf-8") -> Path:
+    path = folder / name
+    path.write_text(text, encoding=encoding)
+    return path
+
+
+def test_ml1m_recbole_keeps_titles_intact_and_binarizes(tmp_path):
+    files = {"ratings": write(tmp_path, "r.inter", RECBOLE_INTER), "items": write(tmp_path, "i.item", RECBOLE_ITEM)}
+    files["dbpedia_mapping"] = write(tmp_path, "map.tsv", "2571\tThe Matrix (1999)\thttp://dbpedia.org/resource/The_Matrix\n")
+    interactions, items = prepare_dataset("ml1m_recbole", files, PrepareOptions(like_if=">= 4"))
+    assert interactions[["user", "item", "liked"]].values.tolist() == [
+        ["1m_1", "The Matrix (1999)", 1],
+        ["1m_1", "Toy Story (1995)", 0],
+        ["1m_2", "The Matrix (1999)", 1],
+        ["1m_2", "Se7en (1995)", 0],  # the duplicate rating keeps the first row
+    ]
+    assert interactions["timestamp"].tolist() == [100, 101, 102, 103]
+    assert sorted(items["name"]) == ["Se7en (1995)", "The Matrix (1999)", "Toy Story (1995)"]  # unrated item dropped
+    matrix = items.set_index("item").loc["The Matrix (1999)"]
+    assert list(matrix["genres"]) == ["Action", "Sci-Fi"] and matrix["year"] == 1999
+    assert matrix["dbpedia_uri"] == "http://dbpedia.org/resource/The_Matrix"
+    assert pd.isna(items.set_index("item").loc["Se7en (1995)", "dbpedia_uri"])
+
+
+def test_ml1m_grouplens_dat_files(tmp_path):
+    files = {
+        "ratings": write(tmp_path, "ratings.dat", "1::2571::5::978300760\n1::1::2::978300761\n2::1::4::978300762\n"),
+        "items": write(tmp_path, "movies.dat", "1::Toy Story (1995)::Animation|Children's|Comedy\n2571::Matrix, The (1999)::Action|Sci-Fi\n", encoding="latin-1"),
+        "dbpedia_mapping": write(tmp_path, "map.tsv", "2571\tMatrix, The (1999)\thttp://dbpedia.org/resource/The_Matrix\n"),
+    }
+    interactions, items = prepare_dataset("ml1m_grouplens", files, PrepareOptions(like_if=">= 4"))
+    assert interactions["liked"].tolist() == [1, 0, 1]
+    matrix = items.set_index("item").loc["2571"]
+    assert matrix["name"] == "Matrix, The (1999)"  # defect 7: no "Matrix The"
+    assert matrix["year"] == 1999 and list(matrix["genres"]) == ["Action", "Sci-Fi"]
+    assert matrix["dbpedia_uri"] == "http://dbpedia.org/resource/The_Matrix"
+
+
+def test_rekalm_original_keeps_train_then_test_order_and_uris(tmp_path):
+    files = {
+        "train": write(tmp_path, "train.tsv", "7\t10001\t1\n7\t10000\t0\n"),
+        "test": write(tmp_path, "test.tsv", "8\t10001\t0\n7\t10002\t1\n"),
+        "names": write(tmp_path, "names.json", json.dumps({"10000": "The Seventh Scroll", "10001": "Pride and Prejudice", "10002": "Moby-Dick; or, The Whale"})),
+        "mapping": write(tmp_path, "map.tsv", "id\turi\n10000\tThe Seventh Scroll;http://dbpedia.org/resource/The_Seventh_Scroll\n"),
+    }
+    interactions, items = prepare_dataset("rekalm_original", files, PrepareOptions())
+    assert interactions[["user", "item", "liked"]].values.tolist() == [["7", "10001", 1], ["7", "10000", 0], ["8", "10001", 0], ["7", "10002", 1]]
+    assert items.set_index("item").loc["10002", "name"] == "Moby-Dick; or, The Whale"
+    assert items.set_index("item").loc["10000", "dbpedia_uri"] == "http://dbpedia.org/resource/The_Seventh_Scroll"
+
+
+def test_rekalm_original_item_names_file(tmp_path):
+    files = {
+        "train": write(tmp_path, "train.tsv", "1\t2000\t1\n"),
+        "test": write(tmp_path, "test.tsv", "2\t2001\t0\n"),
+        "names": write(tmp_path, "names.json", json.dumps({"20000": "!!!"})),
+        "item_names": write(tmp_path, "mapping_items.tsv", "2000\tMALICE MIZER\n2001\tDiary of Dreams\n"),
+    }
+    _, items = prepare_dataset("rekalm_original", files, PrepareOptions())
+    assert dict(zip(items["item"], items["name"])) == {"2000": "MALICE MIZER", "2001": "Diary of Dreams"}
+
+
+def test_bgg_kaggle(tmp_path):
+    files = {
+        "ratings": write(tmp_path, "reviews.csv", ",user,rating,comment,ID,name\n0,ann,8.5,,13,Catan\n1,ann,7,,822,Carcassonne\n2,bob,9,,822,Carcassonne\n"),
+        "items": write(
+            tmp_path,
+            "games.csv",
+            ",id,primary,yearpublished,minplayers,playingtime,boardgamecategory,boardgamemechanic\n"
+            "0,13,Catan,1995,3,120,\"['Negotiation']\",\"['Dice Rolling', 'Trading']\"\n"
+            "1,822,Carcassonne,2000,2,45,\"['Medieval']\",\"['Tile Placement']\"\n",
+        ),
+    }
+    interactions, items = prepare_dataset("bgg_kaggle", files, PrepareOptions(like_if="> 7", min_user_interactions=2))
+    assert interactions[["user", "item", "liked"]].values.tolist() == [["ann", "13", 1], ["ann", "822", 0]]
+    catan = items.set_index("item").loc["13"]
+    assert list(catan["mechanics"]) == ["Dice Rolling", "Trading"] and catan["min_players"] == 3 and catan["playing_time"] == 120
+
+
+def test_user_slice_is_seeded_and_keeps_row_order(tmp_path):
+    rows = "".join(f"1m_{u}\tThe Matrix (1999)\t5\t{u}\n1m_{u}\tSe7en (1995)\t2\t{u}\n" for u in range(20))
+    files = {"ratings": write(tmp_path, "r.inter", RECBOLE_INTER.splitlines(True)[0] + rows), "items": write(tmp_path, "i.item", RECBOLE_ITEM)}
+    first, _ = prepare_dataset("ml1m_recbole", files, PrepareOptions(like_if=">= 4", max_users=5, slice_seed=1))
+    again, _ = prepare_dataset("ml1m_recbole", files, PrepareOptions(like_if=">= 4", max_users=5, slice_seed=1))
+    other, _ = prepare_dataset("ml1m_recbole", files, PrepareOptions(like_if=">= 4", max_users=5, slice_seed=2))
+    assert first["user"].nunique() == 5 and first.equals(again) and not first.equals(other)
+    assert first["timestamp"].is_monotonic_increasing
+
+
+@pytest.mark.parametrize(
+    "fmt,files,message",
+    [
+        ("rekalm_original", {"train": "1\t2\n", "test": "1\t3\t1\n", "names": "{}"}, r"train\.tsv: expected 3 tab-separated columns"),
+        ("rekalm_original", {"train": "1\t2\tyes\n", "test": "1\t3\t1\n", "names": "{}"}, r"train\.tsv: column 3 must be 0"),
+        ("rekalm_original", {"train": "1\t2\t1\n", "test": "1\t3\t1\n", "names": "{not json"}, r"names\.json: not valid JSON"),
+        ("ml1m_recbole", {"ratings": "user_id:token\titem_id:token\n1\t2\n", "items": RECBOLE_ITEM}, r"ratings\.inter: missing column\(s\) \['rating:float'"),
+        ("ml1m_recbole", {"ratings": RECBOLE_INTER.replace("\t3\t", "\tthree\t"), "items": RECBOLE_ITEM}, r"ratings\.inter: column 'rating:float' row 2: expected a number, got 'three'"),
+        ("ml1m_grouplens", {"ratings": "1::2::5\n", "items": "2::X (1999)::Drama\n"}, r"ratings\.dat: expected 4 '::'-separated fields"),
+    ],
+)
+def test_malformed_files_fail_with_one_line_naming_the_file(tmp_path, fmt, files, message):
+    names = {"train": "train.tsv", "test": "test.tsv", "names": "names.json", "ratings": "ratings.inter" if fmt == "ml1m_recbole" else "ratings.dat", "items": "items.txt"}
+    paths = {role: write(tmp_path, names[role], text) for role, text in files.items()}
+    with pytest.raises(ValueError, match=message) as error:
+        prepare_dataset(fmt, paths, PrepareOptions(like_if=">= 4"))
+    assert "\n" not in str(error.value)
+
+
+def test_items_missing_from_the_item_file_are_reported(tmp_path):
+    files = {"ratings": write(tmp_path, "r.inter", RECBOLE_INTER + "1m_3\tNowhere (2001)\t5\t200\n"), "items": write(tmp_path, "i.item", RECBOLE_ITEM)}
+    with pytest.raises(ValueError, match="no entry in the item file.*Nowhere"):
+        prepare_dataset("ml1m_recbole", files, PrepareOptions(like_if=">= 4"))
+
+
+def test_like_rules():
+    ratings = pd.Series([3.0, 4.0, 7.0, 7.5])
+    assert binarize(ratings, ">= 4", "x").tolist() == [0, 1, 1, 1]
+    assert binarize(ratings, "> 7", "x").tolist() == [0, 0, 0, 1]
+    with pytest.raises(ValueError, match="like_if"):
+        binarize(ratings, "=> 4", "x")
+    with pytest.raises(ValueError, match="like rule"):
+        binarize(ratings, None, "x")
+
+
+def test_unknown_format():
+    with pytest.raises(ValueError, match="format 'nope' is unknown"):
+        prepare_dataset("nope", {}, PrepareOptions())
+
+
+def test_original_files_parse(original_data):
+    base = original_data / "dbbook"
+    files = {"train": base / "user-item/train.tsv", "test": base / "user-item/test.tsv", "names": base / "entities_names.json", "mapping": base / "mapping_entities.tsv"}
+    interactions, items = prepare_dataset("rekalm_original", files, PrepareOptions())
+    stats = dataset_stats(interactions, items)
+    rows = sum(1 for role in ("train", "test") for line in open(files[role]) if line.strip())
+    assert stats["interactions"] == rows == 129513  # every row of train.tsv + test.tsv
+    assert stats["items_with_dbpedia_uri"] == stats["items"]

@@ -1,0 +1,25 @@
+"""Shared start-up for the thin Snakemake scripts.
+
+Snakemake puts this folder on ``sys.path`` when it runs a script, so every script can
+``from _common import start`` before importing the library: it sends stderr and logging
+to the rule's log file and makes the ``rekalm`` package importable from the repository
+even where it is not pip-installed (e.g. inside a conda env built from envs/).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def start(snakemake: Any) -> logging.Logger:
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    if snakemake.log:
+        sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    return logging.getLogger(f"rekalm.{snakemake.rule}")

@@ -1,0 +1,12 @@
+from _common import start
+
+log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)
+
+from pathlib import Path
+
+from rekalm.download import RetryPolicy, fetch_dataset
+from rekalm.io import write_json
+
+output = Path(snakemake.output[0])
+manifest = fetch_dataset(snakemake.wildcards.dataset, snakemake.params.files, output.parent, RetryPolicy(**snakemake.params.retry))
+write_json(manifest, output)
