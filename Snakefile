@@ -24,12 +24,20 @@ validate(config, "config/schema.yaml")  # fills schema defaults
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
     ablation="|".join(config["ablations"]),
+    source="|".join(config["lexicalize"]["sources"]),
 
 
 include: "rules/common.smk"
 include: "rules/download.smk"
 include: "rules/prepare.smk"
 include: "rules/split.smk"
+include: "rules/mine_rules.smk"
+include: "rules/lookup_dbpedia.smk"
+include: "rules/lexicalize.smk"
+include: "rules/build_sets.smk"
+include: "rules/prepare_model.smk"
+include: "rules/train.smk"
+include: "rules/merge.smk"
 
 
 localrules:

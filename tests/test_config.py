@@ -25,7 +25,7 @@ def with_change(config: dict, path: str, value: object) -> dict:
     *parents, last = path.split(".")
     node = changed
     for key in parents:
-        node = node[key]
+        node = node.setdefault(key, {})
     if value is KeyError:
         del node[last]
     else:

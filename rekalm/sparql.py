@@ -1,0 +1,584 @@
+"""SPARQL access for the knowledge lookup: safe query terms, an on-disk query cache, a
+resilient client over SPARQLWrapper, and a local oxigraph server for RDF dump files.
+
+Nothing here knows about items or DBpedia relations; :mod:`rekalm.lookup_dbpedia` builds
+the queries. The same client talks to the public DBpedia endpoint and to a local
+``oxigraph serve-read-only`` process, so the query code is identical for both sources.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import http.client
+import json
+import logging
+import lzma
+import math
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from SPARQLWrapper import JSON, POST, SPARQLWrapper
+from SPARQLWrapper.SPARQLExceptions import (
+    EndPointInternalError,
+    EndPointNotFound,
+    QueryBadFormed,
+    Unauthorized,
+    URITooLong,
+)
+
+from rekalm import __version__
+from rekalm.io import atomic_dir, write_json
+
+log = logging.getLogger(__name__)
+
+Binding = dict[str, dict[str, str]]
+"""One row of a SPARQL JSON result: variable -> {"type", "value", optional "xml:lang"/"datatype"}."""
+
+DEFAULT_USER_AGENT = f"rekalm/{__version__} (knowledge lookup for LLM recommenders; SPARQLWrapper)"
+
+
+class SparqlError(RuntimeError):
+    """A query could not be answered; the message is one line meant for the rule's log."""
+
+
+class EndpointUnreachable(SparqlError):
+    """No connection could be made to the endpoint (DNS, refused, reset) after all retries."""
+
+
+class RequestBudgetExhausted(SparqlError):
+    """``max_requests`` was reached; what was fetched so far stays in the cache."""
+
+
+class QueryRejected(SparqlError):
+    """The endpoint answered HTTP 400: retrying the same text cannot help."""
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """Collapse whitespace so an error stays on one log line, and keep it short."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------------------
+# Query terms. Titles come from datasets and may contain quotes, backslashes or newlines;
+# every value that enters a query goes through these two functions.
+# --------------------------------------------------------------------------------------
+
+_STRING_ESCAPES = {
+    "\\": "\\\\",
+    '"': '\\"',
+    "'": "\\'",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\b": "\\b",
+    "\f": "\\f",
+}
+_LANGUAGE_TAG = re.compile(r"^[A-Za-z]+(-[A-Za-z0-9]+)*$")
+_IRI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
+# Characters that SPARQL's IRIREF production forbids (plus controls and space).
+_IRI_FORBIDDEN = set('<>"{}|^`\\') | {chr(code) for code in range(0x21)}
+
+
+def sparql_string(text: str, language: str | None = None) -> str:
+    """``text`` as a SPARQL string literal (``"..."`` or ``"..."@lang``) that cannot end early.
+
+    Every backslash is doubled. SPARQL 1.1 (section 19.2) lets engines expand ``\\uXXXX``
+    codepoint escapes *before* parsing, so a title holding the six characters ``\\u0022``
+    could turn into a quote there; writing the ``u`` after a backslash as ``\\u0075``
+    makes both kinds of engine read back exactly the original characters.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"SPARQL literal: expected a string, got {type(text).__name__}")
+    pieces: list[str] = []
+    previous = ""
+    for char in text:
+        if previous == "\\" and char in "uU":
+            pieces.append(f"\\u{ord(char):04X}")
+        else:
+            pieces.append(_STRING_ESCAPES.get(char, char))
+        previous = char
+    quoted = '"' + "".join(pieces) + '"'
+    if language is None:
+        return quoted
+    if not _LANGUAGE_TAG.match(language):
+        raise ValueError(f"SPARQL literal: language tag {language!r} is not a valid BCP 47 tag")
+    return f"{quoted}@{language}"
+
+
+def sparql_iri(uri: str) -> str:
+    """``<uri>`` for a query; characters an IRIREF cannot hold are percent-encoded.
+
+    DBpedia writes such characters percent-encoded itself, so encoding them keeps the IRI
+    equal to the stored one while making it impossible to close the ``<...>`` early.
+    """
+    if not isinstance(uri, str) or not _IRI_SCHEME.match(uri):
+        raise ValueError(f"SPARQL IRI: expected an absolute IRI such as http://dbpedia.org/resource/X, got {uri!r}")
+    encoded = "".join(quote(char, safe="") if char in _IRI_FORBIDDEN else char for char in uri)
+    return f"<{encoded}>"
+
+
+def values_block(variable: str, terms: Sequence[str]) -> str:
+    """``VALUES ?variable { t1 t2 ... }`` from already-escaped terms."""
+    return f"VALUES ?{variable} {{ {' '.join(terms)} }}"
+
+
+def term_year(term: dict[str, str] | None) -> int | None:
+    """The year at the start of a date-like literal (xsd:date, gYear, "1995-05-01"), else None."""
+    if not term:
+        return None
+    match = re.match(r"^\s*(-?\d{4})", term.get("value", ""))
+    return int(match.group(1)) if match else None
+
+
+# --------------------------------------------------------------------------------------
+# On-disk cache: one JSON file per query, named by the hash of (namespace, query).
+# --------------------------------------------------------------------------------------
+
+
+class QueryCache:
+    """Results keyed by ``sha256(namespace + query)``, one file each, written atomically.
+
+    One file per query (rather than one database) means a killed run loses at most the
+    query in flight, parallel rules never contend for a lock, and a re-run reads results
+    back without any request. The namespace separates endpoints: the public DBpedia and a
+    local dump can answer the same query differently.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], namespace: str) -> None:
+        self.root = Path(root)
+        self.namespace = namespace
+
+    def key(self, query: str) -> str:
+        return hashlib.sha256(f"{self.namespace}\n{query}".encode()).hexdigest()
+
+    def path(self, query: str) -> Path:
+        key = self.key(query)
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, query: str) -> dict[str, Any] | None:
+        path = self.path(query)
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            log.warning("cache file %s is unreadable; fetching the query again", path)
+            return None
+        if not isinstance(entry, dict) or entry.get("namespace") != self.namespace or entry.get("query") != query:
+            return None
+        result = entry.get("result")
+        return result if _is_select_result(result) else None
+
+    def put(self, query: str, result: dict[str, Any]) -> None:
+        write_json({"namespace": self.namespace, "query": query, "result": result}, self.path(query))
+
+
+# --------------------------------------------------------------------------------------
+# Client
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    timeout_s: float = 60.0
+    retries: int = 5
+    backoff_initial_s: float = 2.0
+    backoff_max_s: float = 120.0
+    request_delay_s: float = 0.5
+    max_requests: int | None = None
+    user_agent: str = DEFAULT_USER_AGENT
+
+
+@dataclass
+class RequestCounters:
+    requests: int = 0
+    """HTTP requests sent, retries included (what ``max_requests`` limits)."""
+    cache_hits: int = 0
+    retries: int = 0
+    fetched: int = 0
+    """Queries answered by the endpoint (and then cached)."""
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, *, unreachable: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.unreachable = unreachable
+        self.retry_after = retry_after
+
+
+@dataclass
+class SparqlClient:
+    """SELECT queries with a cache, a request budget, politeness delay and retries.
+
+    ``sleep``, ``clock`` and ``jitter`` are injectable so tests can check the backoff
+    schedule without waiting for it.
+    """
+
+    endpoint: str
+    cache: QueryCache | None = None
+    settings: ClientSettings = field(default_factory=ClientSettings)
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    jitter: Callable[[], float] = random.random
+    counters: RequestCounters = field(default_factory=RequestCounters)
+    _last_request_at: float | None = field(default=None, init=False, repr=False)
+
+    def select(self, query: str) -> list[Binding]:
+        """The bindings of one SELECT query, from the cache when it was asked before."""
+        if self.cache is not None:
+            cached = self.cache.get(query)
+            if cached is not None:
+                self.counters.cache_hits += 1
+                return cached["results"]["bindings"]
+        result = self._fetch_with_retries(query)
+        self.counters.fetched += 1
+        if self.cache is not None:
+            self.cache.put(query, result)
+        return result["results"]["bindings"]
+
+    def select_pages(self, query: str, page_size: int) -> list[Binding]:
+        """All bindings of an ORDER BY query, fetched ``page_size`` rows at a time.
+
+        Each page is its own cached query, so a run killed between pages resumes at the
+        first page it does not have. ``page_size`` must not exceed the server's own row
+        cap (public DBpedia: 10,000), or a truncated page would look like the last one.
+        """
+        if page_size < 1:
+            raise ValueError(f"dbpedia.page_size: expected a positive integer, got {page_size}")
+        rows: list[Binding] = []
+        offset = 0
+        while True:
+            page = self.select(f"{query}\nLIMIT {page_size}\nOFFSET {offset}")
+            rows.extend(page)
+            if len(page) < page_size:
+                return rows
+            offset += page_size
+
+    # -- one query over the network ----------------------------------------------------
+
+    def _fetch_with_retries(self, query: str) -> dict[str, Any]:
+        attempts = self.settings.retries + 1
+        failure: _Retryable | None = None
+        for attempt in range(attempts):
+            self._check_budget()
+            self._wait_politely()
+            try:
+                return self._fetch_once(query)
+            except _Retryable as error:
+                failure = error
+            if attempt + 1 < attempts:
+                delay = self._backoff_delay(attempt, failure.retry_after)
+                self.counters.retries += 1
+                log.warning(
+                    "SPARQL %s: %s; retry %d/%d in %.1f s",
+                    self.endpoint,
+                    failure.reason,
+                    attempt + 1,
+                    self.settings.retries,
+                    delay,
+                )
+                self.sleep(delay)
+        assert failure is not None
+        message = f"SPARQL endpoint {self.endpoint} failed after {attempts} attempt(s): {failure.reason}"
+        if failure.unreachable:
+            raise EndpointUnreachable(one_line(f"SPARQL endpoint {self.endpoint} is unreachable ({failure.reason}) after {attempts} attempt(s)"))
+        raise SparqlError(one_line(message))
+
+    def _check_budget(self) -> None:
+        budget = self.settings.max_requests
+        if budget is not None and self.counters.requests >= budget:
+            where = f"cached in {self.cache.root}" if self.cache is not None else "not cached (no cache_dir)"
+            raise RequestBudgetExhausted(
+                f"request budget dbpedia.max_requests={budget} used up; everything fetched so far is {where}: "
+                "re-run to continue, or raise the budget"
+            )
+
+    def _wait_politely(self) -> None:
+        if self._last_request_at is None or self.settings.request_delay_s <= 0:
+            return
+        remaining = self._last_request_at + self.settings.request_delay_s - self.clock()
+        if remaining > 0:
+            self.sleep(remaining)
+
+    def _backoff_delay(self, attempt: int, retry_after: float | None) -> float:
+        # "Equal jitter": at least half the exponential step, so retries from parallel
+        # rules spread out without ever retrying immediately.
+        step = min(self.settings.backoff_max_s, self.settings.backoff_initial_s * 2**attempt)
+        delay = step / 2 + self.jitter() * step / 2
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.settings.backoff_max_s))
+        return delay
+
+    def _fetch_once(self, query: str) -> dict[str, Any]:
+        wrapper = SPARQLWrapper(self.endpoint, agent=self.settings.user_agent)
+        wrapper.setMethod(POST)  # VALUES blocks of 50 IRIs overflow GET URL limits
+        wrapper.setReturnFormat(JSON)
+        wrapper.setOnlyConneg(True)  # Accept header only; no ?format= that some servers reject
+        wrapper.setQuery(query)
+        # setTimeout() truncates to int (0.5 s would become "no timeout"); the attribute
+        # is what _query() passes to urlopen.
+        wrapper.timeout = self.settings.timeout_s
+        self.counters.requests += 1
+        self._last_request_at = self.clock()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # content-type mismatch: checked below
+                response = wrapper.query()
+                try:
+                    # Virtuoso (public DBpedia) answers 200 with a *truncated* result when
+                    # its "anytime" timeout fires and flags it only in this header; caching
+                    # it would silently lose facts for good.
+                    partial = response.response.headers.get("X-SQL-State")
+                    payload = response.convert()
+                finally:
+                    response.response.close()
+        except QueryBadFormed as error:
+            raise QueryRejected(one_line(f"SPARQL endpoint {self.endpoint} rejected the query (HTTP 400): {_detail(error)}")) from None
+        except (EndPointNotFound, Unauthorized, URITooLong) as error:
+            raise SparqlError(one_line(f"SPARQL endpoint {self.endpoint} refused the request: {type(error).__name__}")) from None
+        except EndPointInternalError:
+            raise _Retryable("HTTP 500") from None
+        except urllib.error.HTTPError as error:
+            if error.code in (408, 429) or error.code >= 500:
+                raise _Retryable(f"HTTP {error.code}", retry_after=_retry_after_s(error.headers)) from None
+            raise SparqlError(one_line(f"SPARQL endpoint {self.endpoint} answered HTTP {error.code} {error.reason}")) from None
+        except urllib.error.URLError as error:
+            if isinstance(error.reason, (TimeoutError, socket.timeout)):
+                raise _Retryable(f"timed out after {self.settings.timeout_s:g} s") from None
+            raise _Retryable(one_line(error.reason), unreachable=True) from None
+        except (TimeoutError, socket.timeout):
+            raise _Retryable(f"timed out after {self.settings.timeout_s:g} s") from None
+        except (ConnectionError, http.client.HTTPException) as error:
+            raise _Retryable(f"connection failed ({type(error).__name__})", unreachable=isinstance(error, ConnectionRefusedError)) from None
+        except (ValueError, TypeError, UnicodeDecodeError) as error:
+            raise _Retryable(f"malformed response ({type(error).__name__})") from None
+        if partial:
+            raise _Retryable(f"incomplete result (X-SQL-State {one_line(partial, 40)})")
+        if not _is_select_result(payload):
+            raise _Retryable("malformed response (not SPARQL JSON results)")
+        return {"head": payload.get("head", {}), "results": {"bindings": payload["results"]["bindings"]}}
+
+
+def _detail(error: Exception) -> str:
+    text = str(error)
+    return text.split("Response:", 1)[-1] if "Response:" in text else text
+
+
+def _retry_after_s(headers: Any) -> float | None:
+    """Seconds from a Retry-After header (a number or an HTTP date), else None."""
+    value = headers.get("Retry-After") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _is_select_result(payload: object) -> bool:
+    if not isinstance(payload, dict):
+        return False
+    results = payload.get("results")
+    if not isinstance(results, dict) or not isinstance(results.get("bindings"), list):
+        return False
+    return all(isinstance(row, dict) and all(isinstance(term, dict) and "value" in term for term in row.values()) for row in results["bindings"])
+
+
+# --------------------------------------------------------------------------------------
+# Local RDF dumps served by oxigraph
+# --------------------------------------------------------------------------------------
+
+RDF_FORMATS = {".ttl": "ttl", ".nt": "nt", ".nq": "nq", ".trig": "trig", ".n3": "n3", ".rdf": "rdf", ".owl": "rdf", ".xml": "rdf"}
+# oxigraph 0.5 reads .gz itself but panics on .bz2 (the DBpedia Databus default), so
+# compressed files are decompressed here and streamed to `oxigraph load` on stdin.
+DECOMPRESSORS: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def oxigraph_executable() -> str:
+    """The ``oxigraph`` CLI from the PyPI package, found beside this Python or on PATH."""
+    beside_python = Path(sys.executable).parent / "oxigraph"
+    found = str(beside_python) if beside_python.exists() else shutil.which("oxigraph")
+    if not found:
+        raise SparqlError("the oxigraph CLI was not found: pip install oxigraph==0.5.13 (needed for dbpedia.local_dump)")
+    return found
+
+
+def rdf_format(path: Path) -> tuple[str, Callable[..., Any] | None]:
+    """(oxigraph format name, decompressor or None) from a file name like x.ttl.bz2."""
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    decompress = DECOMPRESSORS.get(suffixes[-1]) if suffixes else None
+    inner = suffixes[-2] if decompress and len(suffixes) >= 2 else (suffixes[-1] if suffixes else "")
+    if inner not in RDF_FORMATS:
+        raise ValueError(f"dbpedia.local_dump: {path}: expected an RDF file ({', '.join(sorted(RDF_FORMATS))}, optionally .gz/.bz2/.xz)")
+    return RDF_FORMATS[inner], decompress
+
+
+def dump_fingerprint(files: Sequence[str | os.PathLike[str]]) -> str:
+    """A short id of a set of dump files (name, size, mtime): names the store and the cache."""
+    for path in map(Path, files):
+        if not path.is_file():
+            raise ValueError(f"dbpedia.local_dump: file {path} not found")
+    digest = hashlib.sha256()
+    for name in sorted(str(Path(f).resolve()) for f in files):
+        stat = Path(name).stat()
+        digest.update(f"{Path(name).name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def load_rdf_store(files: Sequence[str | os.PathLike[str]], store_root: str | os.PathLike[str]) -> Path:
+    """An oxigraph store holding ``files``, loaded once and reused by later runs.
+
+    The store is built in a temporary folder and renamed into place when every file is in,
+    so a killed load never leaves a store that looks complete.
+    """
+    paths = [Path(f) for f in files]
+    target = Path(store_root) / dump_fingerprint(paths)
+    formats = [rdf_format(path) for path in paths]
+    if (target / "loaded.json").exists():
+        return target
+    executable = oxigraph_executable()
+    with atomic_dir(target) as building:
+        for path, (fmt, decompress) in zip(paths, formats):
+            log.info("loading %s into a local oxigraph store", path)
+            _oxigraph_load(executable, building, path, fmt, decompress)
+        write_json({"files": [str(p) for p in paths]}, building / "loaded.json")
+    return target
+
+
+def _oxigraph_load(executable: str, store: Path, path: Path, fmt: str, decompress: Callable[..., Any] | None) -> None:
+    # --lenient: DBpedia dumps hold a few IRIs that strict parsing rejects.
+    command = [executable, "load", "--lenient", "--location", str(store), "--format", fmt]
+    with tempfile.TemporaryFile() as errors:
+        if decompress is None:
+            process = subprocess.run([*command, "--file", str(path)], stdout=subprocess.DEVNULL, stderr=errors)
+        else:
+            process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
+            assert process.stdin is not None
+            try:
+                with decompress(path, "rb") as source:
+                    shutil.copyfileobj(source, process.stdin, 1 << 20)
+            except BrokenPipeError:
+                pass  # oxigraph stopped reading: its exit status below says why
+            finally:
+                process.stdin.close()
+                process.wait()
+        if process.returncode != 0:
+            errors.seek(0)
+            raise SparqlError(one_line(f"oxigraph could not load {path}: {errors.read().decode(errors='replace')[-400:]}"))
+
+
+def free_local_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def serve_rdf_store(store: str | os.PathLike[str], query_timeout_s: float | None = None, startup_timeout_s: float = 60.0) -> Iterator[str]:
+    """Run ``oxigraph serve-read-only`` on 127.0.0.1 for the duration of the block.
+
+    Yields the query URL. The port is picked free just before the start; if another
+    process grabs it first, the start is retried on a new port. ``query_timeout_s`` makes
+    the server drop a query the client has given up on instead of computing it on.
+    """
+    executable = oxigraph_executable()
+    timeout = ["--timeout-s", str(max(1, math.ceil(query_timeout_s)))] if query_timeout_s else []
+    for _ in range(3):
+        port = free_local_port()
+        with tempfile.TemporaryFile() as errors:
+            process = subprocess.Popen(
+                [executable, "serve-read-only", "--location", str(store), "--bind", f"127.0.0.1:{port}", *timeout],
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+            )
+            try:
+                if _wait_for_port(process, port, startup_timeout_s):
+                    log.info("oxigraph serving %s at 127.0.0.1:%d", store, port)
+                    yield f"http://127.0.0.1:{port}/query"
+                    return
+                errors.seek(0)
+                reason = one_line(errors.read().decode(errors="replace")[-400:]) or f"exit status {process.returncode}"
+            finally:
+                _stop(process)
+        if "in use" not in reason.lower():
+            break
+    raise SparqlError(f"oxigraph server did not start on 127.0.0.1: {reason}")
+
+
+def _wait_for_port(process: subprocess.Popen[bytes], port: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def local_sparql_endpoint(
+    files: Sequence[str | os.PathLike[str]], store_root: str | os.PathLike[str], query_timeout_s: float | None = None
+) -> Iterator[str]:
+    """Load ``files`` (once) and serve them on 127.0.0.1; yields the query URL."""
+    store = load_rdf_store(files, store_root)
+    with serve_rdf_store(store, query_timeout_s) as url:
+        yield url
+
+
+__all__ = [
+    "Binding",
+    "ClientSettings",
+    "EndpointUnreachable",
+    "QueryCache",
+    "QueryRejected",
+    "RequestBudgetExhausted",
+    "RequestCounters",
+    "SparqlClient",
+    "SparqlError",
+    "dump_fingerprint",
+    "load_rdf_store",
+    "local_sparql_endpoint",
+    "one_line",
+    "serve_rdf_store",
+    "sparql_iri",
+    "sparql_string",
+    "term_year",
+    "values_block",
+]

@@ -1,0 +1,739 @@
+"""LoRA instruction tuning of a base model on one ablation's training set.
+
+Built on transformers' ``Trainer`` + peft + accelerate rather than TRL's ``SFTTrainer``:
+our rows arrive already rendered (``prompt`` + ``completion``), so all TRL would add is
+its packing and completion masking, which are a few lines here and stay stable across
+versions, while TRL's argument names have changed in most releases.
+
+What happens, in order:
+
+1. ``train.jsonl`` rows ``{kind, prompt, completion}`` are tokenized; the completion gets
+   EOS. With ``loss: completion_only`` (default) prompt tokens get label -100, so only the
+   answer (or a whole knowledge document, whose prompt is "") is learned; with
+   ``full_sequence`` (the original study) every token is.
+2. With ``packing: true`` examples are packed best-fit-decreasing into rows of at most
+   ``seq_len`` tokens. Examples in a row do not see each other: position ids restart at 0
+   for every example and no attention mask is passed, so transformers builds a
+   block-diagonal causal mask (SDPA/eager), or, for flash-attention, the batch is flattened
+   into one row and the varlen kernels use the same position ids
+   (``DataCollatorWithFlattening``). The first token of each example is never a target,
+   so no example learns to predict across a boundary.
+3. ``Trainer`` runs with every value of the training preset; checkpoints go to a folder
+   outside the rule's outputs every ``save_steps`` and a re-run resumes from the newest
+   complete one (after a kill, a Slurm time-out or a crash). A fingerprint of data,
+   settings and base model guards against resuming someone else's run.
+4. The adapter, a TSV log (loss, tokens/s, peak memory per step) and a loss curve are
+   written atomically.
+
+With N > 1 GPUs visible, :func:`run_training_job` starts N data-parallel workers with
+``accelerate launch --multi_gpu`` on this module's command line (``python -m rekalm.train
+--job job.json``); with one GPU or none it trains in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Sequence
+
+from tqdm import tqdm
+
+from rekalm.io import atomic_dir, atomic_path, read_jsonl, write_json
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100  # the label value torch's cross-entropy (and transformers) skip
+LossMode = Literal["completion_only", "full_sequence"]
+FINGERPRINT_FILE = "rekalm_fingerprint.json"
+JOB_FILE = "rekalm_job.json"
+RESULT_FILE = "rekalm_result.json"
+TRAINING_RECORD = "rekalm_training.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """One training preset (``config["training"][name]``). Defaults are the paper's values."""
+
+    lora_r: int = 64
+    lora_alpha: int = 128
+    lora_dropout: float = 0.1
+    target_modules: str | list[str] = "all-linear"
+    seq_len: int = 2048
+    learning_rate: float = 1e-4
+    epochs: float = 10.0
+    max_steps: int | None = None  # a cap on optimizer steps; None trains all epochs
+    per_device_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    weight_decay: float = 1e-4
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    lr_scheduler: str = "linear"
+    warmup_steps: int = 0
+    seed: int = 22
+    bf16: bool = True  # applied only where CUDA supports it
+    tf32: bool = True  # applied only on CUDA
+    gradient_checkpointing: bool = True
+    packing: bool = True
+    loss: LossMode = "completion_only"
+    save_steps: int = 200
+    save_total_limit: int = 2
+    keep_checkpoints: bool = False  # delete the checkpoint folder once the adapter is saved
+    logging_steps: int = 1
+    attn_implementation: str = "auto"  # auto = flash_attention_2 when installed on CUDA, else sdpa
+
+    @classmethod
+    def from_config(cls, preset: dict[str, Any], where: str = "training") -> "TrainingSettings":
+        """Build from a config preset; ``resources`` (read by rules/common.smk) is ignored."""
+        values = {key: value for key, value in preset.items() if key != "resources"}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown setting(s) {unknown}; expected some of {sorted(known)}")
+        settings = cls(**values)
+        settings.validate(where)
+        return settings
+
+    def validate(self, where: str = "training") -> None:
+        if self.loss not in ("completion_only", "full_sequence"):
+            raise ValueError(f"{where}.loss: expected 'completion_only' or 'full_sequence', got {self.loss!r}")
+        for name in ("lora_r", "seq_len", "per_device_batch_size", "gradient_accumulation_steps", "save_steps", "logging_steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{where}.{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"{where}.max_steps: expected null or a positive integer, got {self.max_steps!r}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"{where}.lora_dropout: expected 0 <= value < 1, got {self.lora_dropout!r}")
+        # Checked here so a typo fails with one line naming the key, not a Trainer traceback.
+        from transformers.trainer_utils import SchedulerType
+        from transformers.training_args import OptimizerNames
+
+        for name, allowed in (("optim", OptimizerNames), ("lr_scheduler", SchedulerType)):
+            values = sorted(member.value for member in allowed)
+            if getattr(self, name) not in values:
+                raise ValueError(f"{where}.{name}: expected one of {values}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """Everything one (dataset, ablation) training needs; serializable for worker processes."""
+
+    train_jsonl: str
+    base_model_dir: str
+    adapter_dir: str
+    log_tsv: str
+    loss_png: str
+    checkpoint_dir: str
+    settings: TrainingSettings = field(default_factory=TrainingSettings)
+    threads: int = 1
+    trust_remote_code: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "settings": self.settings.to_dict()}
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> "TrainingJob":
+        return cls(**{**payload, "settings": TrainingSettings(**payload["settings"])})
+
+
+@dataclass
+class TrainingResult:
+    global_step: int
+    resumed_from: str | None
+    examples: int
+    dropped_examples: int
+    truncated_examples: int
+    packed_rows: int
+    train_runtime_s: float
+    device: str
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class TokenizedSet:
+    examples: list[dict[str, list[int]]]
+    dropped: int  # completion-only examples whose prompt alone fills seq_len
+    truncated: int
+
+
+def load_training_rows(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """Read train.jsonl and check every row has string ``prompt`` and ``completion``."""
+    rows = read_jsonl(path)
+    if not rows:
+        raise ValueError(f"{path}: no training rows")
+    for number, row in enumerate(rows, start=1):
+        for key in ("prompt", "completion"):
+            if not isinstance(row.get(key), str):
+                raise ValueError(f"{path}:{number}: field {key!r} must be a string (rows are {{kind, prompt, completion}})")
+        if not row["completion"]:
+            raise ValueError(f"{path}:{number}: empty completion")
+    return rows
+
+
+def leading_special_ids(tokenizer: "PreTrainedTokenizerBase") -> list[int]:
+    """Tokens the tokenizer puts in front of plain text (Llama-3: BOS; SmolLM2: none)."""
+    return list(tokenizer("", add_special_tokens=True)["input_ids"])
+
+
+def tokenize_rows(rows: Sequence[dict[str, str]], tokenizer: "PreTrainedTokenizerBase", seq_len: int, loss: LossMode) -> TokenizedSet:
+    """Token ids and labels per row: ``prompt`` then ``completion`` + EOS, cut to ``seq_len``."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer: no eos_token_id; the completion needs an end-of-sequence token")
+    lead = leading_special_ids(tokenizer)
+    bos_text = tokenizer.bos_token or None
+    # Prompts are rendered with the chat template already; tokenizing prompt and completion
+    # separately keeps the boundary exact (the prompt ends at the assistant header).
+    prompts = tokenizer([r["prompt"] for r in rows], add_special_tokens=False)["input_ids"]
+    completions = tokenizer([r["completion"] for r in rows], add_special_tokens=False)["input_ids"]
+    examples, dropped, truncated = [], 0, 0
+    for row, prompt_ids, completion_ids in tqdm(zip(rows, prompts, completions), total=len(rows), desc="tokenizing", mininterval=5):
+        prefix = [] if bos_text and row["prompt"].startswith(bos_text) else lead
+        prompt_ids = prefix + list(prompt_ids)
+        completion_ids = list(completion_ids) + [tokenizer.eos_token_id]
+        if loss == "completion_only" and len(prompt_ids) >= seq_len:
+            dropped += 1
+            continue
+        input_ids = (prompt_ids + completion_ids)[:seq_len]
+        truncated += len(prompt_ids) + len(completion_ids) > seq_len
+        if loss == "completion_only":
+            labels = [IGNORE_INDEX] * len(prompt_ids) + input_ids[len(prompt_ids) :]
+        else:
+            labels = list(input_ids)
+        examples.append({"input_ids": input_ids, "labels": labels})
+    return TokenizedSet(examples, dropped, truncated)
+
+
+def pack_best_fit(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Group example indices into rows of at most ``capacity`` tokens (best-fit decreasing).
+
+    A sorted list of free space + bisect finds the tightest row in O(log rows) search
+    (plus a C-level memmove), so 10^5 examples pack in well under a second.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    rows: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (free tokens, row index), sorted
+    for index in order:
+        length = lengths[index]
+        if length > capacity:
+            raise ValueError(f"packing: example {index} has {length} tokens > seq_len {capacity}")
+        slot = bisect.bisect_left(free, (length, -1))
+        if slot < len(free):
+            space, row = free.pop(slot)
+        else:
+            space, row = capacity, len(rows)
+            rows.append([])
+        rows[row].append(index)
+        if space - length > 0:
+            bisect.insort(free, (space - length, row))
+    return rows
+
+
+class PackedRows:
+    """A map-style dataset whose items are packed rows: ``{"segments": [example, ...]}``."""
+
+    def __init__(self, examples: list[dict[str, list[int]]], rows: list[list[int]]):
+        self.examples = examples
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, list[dict[str, list[int]]]]:
+        return {"segments": [self.examples[i] for i in self.rows[index]]}
+
+
+class SingleExamples:
+    """One example per item (no packing): the plain layout, padded per batch."""
+
+    def __init__(self, examples: list[dict[str, list[int]]]):
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        return self.examples[index]
+
+
+@dataclass
+class PackedRowCollator:
+    """Batch packed rows as [batch, longest row] with position ids restarting per example.
+
+    Hand-written because transformers' ``DataCollatorWithFlattening`` puts the whole batch
+    into ONE row: fine for flash-attention's varlen kernels, but under SDPA that is a
+    (batch*seq_len)^2 mask, 4x the attention work of [batch, seq_len] at batch 4. Row tails
+    are padded as a segment of their own (positions from 0, labels -100), so real tokens
+    never attend to padding and no attention mask is needed (a 2-D mask would switch
+    transformers' packed-sequence detection off).
+    """
+
+    pad_token_id: int
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, "torch.Tensor"]:
+        import torch
+
+        rows = [self._row(feature["segments"]) for feature in features]
+        width = max(len(ids) for ids, _, _ in rows)
+        batch_ids, batch_labels, batch_positions = [], [], []
+        for ids, labels, positions in rows:
+            pad = width - len(ids)
+            batch_ids.append(ids + [self.pad_token_id] * pad)
+            batch_labels.append(labels + [IGNORE_INDEX] * pad)
+            batch_positions.append(positions + list(range(pad)))
+        return {
+            "input_ids": torch.tensor(batch_ids, dtype=torch.long),
+            "labels": torch.tensor(batch_labels, dtype=torch.long),
+            "position_ids": torch.tensor(batch_positions, dtype=torch.long),
+        }
+
+    @staticmethod
+    def _row(segments: list[dict[str, list[int]]]) -> tuple[list[int], list[int], list[int]]:
+        ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        for segment in segments:
+            ids += segment["input_ids"]
+            labels += [IGNORE_INDEX] + segment["labels"][1:]  # never predict across a boundary
+            positions += range(len(segment["input_ids"]))
+        return ids, labels, positions
+
+
+class FlattenedRowCollator:
+    """For flash-attention: the batch's examples in one row, via transformers' own collator
+    (the varlen kernels then attend within each example only, at no extra cost)."""
+
+    def __init__(self) -> None:
+        from transformers import DataCollatorWithFlattening
+
+        self.flatten = DataCollatorWithFlattening(return_tensors="pt")
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, "torch.Tensor"]:
+        return self.flatten([segment for feature in features for segment in feature["segments"]])
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_step(path: Path) -> int | None:
+    match = _CHECKPOINT.match(path.name)
+    return int(match.group(1)) if match and path.is_dir() else None
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    """trainer_state.json is the last file Trainer writes into a checkpoint: a kill before
+    (or during) that write leaves a folder that must not be resumed from."""
+    state = path / "trainer_state.json"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def newest_complete_checkpoint(checkpoint_dir: str | os.PathLike[str]) -> Path | None:
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return None
+    candidates = sorted((step, path) for path in folder.iterdir() if (step := checkpoint_step(path)) is not None)
+    for _, path in reversed(candidates):
+        if is_complete_checkpoint(path):
+            return path
+    return None
+
+
+def training_fingerprint(job: TrainingJob) -> str:
+    """What a checkpoint must have been trained on to be resumed: data, settings, base model."""
+    digest = hashlib.sha256()
+    with open(job.train_jsonl, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    base = Path(job.base_model_dir)
+    weights = sorted((p.name, p.stat().st_size) for p in base.glob("*.safetensors"))
+    config_text = (base / "config.json").read_text(encoding="utf-8") if (base / "config.json").is_file() else ""
+    # Settings that do not change the optimisation trajectory may differ on a resume.
+    settings = {k: v for k, v in job.settings.to_dict().items() if k not in {"save_steps", "save_total_limit", "keep_checkpoints", "logging_steps"}}
+    digest.update(json.dumps({"settings": settings, "weights": weights, "config": config_text}, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def prepare_checkpoint_dir(job: TrainingJob) -> Path | None:
+    """Make the checkpoint folder ready and return the checkpoint to resume from, if any.
+
+    Checkpoints from a different fingerprint (new data, settings or base model) are deleted:
+    resuming them would silently mix two trainings. Incomplete checkpoints are deleted too.
+    """
+    folder = Path(job.checkpoint_dir)
+    fingerprint = training_fingerprint(job)
+    marker = folder / FINGERPRINT_FILE
+    if folder.is_dir():
+        recorded = json.loads(marker.read_text(encoding="utf-8")).get("fingerprint") if marker.is_file() else None
+        if recorded != fingerprint:
+            if any(checkpoint_step(p) is not None for p in folder.iterdir()):
+                log.warning("checkpoints in %s come from other data/settings: starting over", folder)
+            shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json({"fingerprint": fingerprint, "train_jsonl": job.train_jsonl, "base_model_dir": job.base_model_dir}, marker)
+    for path in folder.iterdir():
+        if checkpoint_step(path) is not None and not is_complete_checkpoint(path):
+            log.warning("removing incomplete checkpoint %s (killed while saving)", path)
+            shutil.rmtree(path)
+    resume = newest_complete_checkpoint(folder)
+    if resume is not None:
+        log.info("resuming from %s", resume)
+    return resume
+
+
+# --------------------------------------------------------------------------- device
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    device: str  # "cuda" or "cpu"
+    bf16: bool
+    tf32: bool
+    attn_implementation: str
+
+
+def visible_gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def plan_device(settings: TrainingSettings) -> DevicePlan:
+    """Resolve the preset's precision and attention switches for the hardware at hand:
+    bf16/tf32 exist only on CUDA (bf16 autocast on CPU is much slower than fp32)."""
+    import importlib.util
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    bf16 = bool(settings.bf16 and cuda and torch.cuda.is_bf16_supported())
+    tf32 = bool(settings.tf32 and cuda)
+    attn = settings.attn_implementation
+    if attn == "auto":
+        attn = "flash_attention_2" if cuda and importlib.util.find_spec("flash_attn") is not None else "sdpa"
+    return DevicePlan("cuda" if cuda else "cpu", bf16, tf32, attn)
+
+
+def peak_memory_mb(device: str) -> float:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+def make_callback_class() -> type:
+    from transformers import TrainerCallback
+
+    class ThroughputLog(TrainerCallback):
+        """Adds tokens/s, peak memory and a session number to every loss entry of the log
+        history. The history lives in trainer_state.json, so a resumed run keeps the rows
+        logged before the interruption; ``session`` shows where it resumed."""
+
+        def __init__(self, device: str):
+            self.device = device
+            self.session = 1
+            self.last_time = 0.0
+            self.last_tokens = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.session = 1 + max((entry.get("session", 0) for entry in state.log_history), default=0)
+            self.last_time = time.perf_counter()
+            self.last_tokens = state.num_input_tokens_seen
+            if self.device == "cuda":
+                import torch
+
+                torch.cuda.reset_peak_memory_stats()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            entry = state.log_history[-1] if state.log_history else {}
+            if "loss" not in entry or entry.get("step") != state.global_step:
+                return
+            now = time.perf_counter()
+            tokens = state.num_input_tokens_seen
+            entry["tokens_per_second"] = (tokens - self.last_tokens) / max(now - self.last_time, 1e-9)
+            entry["peak_memory_mb"] = peak_memory_mb(self.device)
+            entry["session"] = self.session
+            self.last_time, self.last_tokens = now, tokens
+
+    return ThroughputLog
+
+
+def total_steps(rows: int, settings: TrainingSettings, world_size: int) -> int:
+    """Optimizer steps for all epochs, as Trainer counts them (last partial batch kept)."""
+    batches = math.ceil(rows / (settings.per_device_batch_size * world_size))
+    return max(1, math.ceil(settings.epochs * batches / settings.gradient_accumulation_steps))
+
+
+def build_training_arguments(settings: TrainingSettings, plan: DevicePlan, output_dir: str, rows: int, world_size: int = 1):
+    """The preset, one to one, as ``TrainingArguments`` (the tests assert on this object)."""
+    from transformers import TrainingArguments
+
+    steps = total_steps(rows, settings, world_size)
+    cap = settings.max_steps if settings.max_steps is not None and settings.max_steps < steps else -1
+    return TrainingArguments(
+        output_dir=output_dir,
+        per_device_train_batch_size=settings.per_device_batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        learning_rate=settings.learning_rate,
+        num_train_epochs=settings.epochs,
+        max_steps=cap,  # HF's max_steps overrides epochs; we only pass it when it is the tighter cap
+        weight_decay=settings.weight_decay,
+        max_grad_norm=settings.max_grad_norm,
+        optim=settings.optim,
+        lr_scheduler_type=settings.lr_scheduler,
+        warmup_steps=settings.warmup_steps,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        bf16=plan.bf16,
+        tf32=plan.tf32 if plan.device == "cuda" else None,
+        # Activation (a.k.a. gradient) checkpointing; non-reentrant works with frozen base weights.
+        activation_checkpointing=settings.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if settings.gradient_checkpointing else None,
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        save_total_limit=settings.save_total_limit,
+        logging_strategy="steps",
+        logging_steps=settings.logging_steps,
+        # Packed rows have (almost) no padding and no attention mask: count every token.
+        include_num_input_tokens_seen="all" if settings.packing else "non_padding",
+        remove_unused_columns=False,  # our items are {"segments": ...}, not model kwargs
+        ddp_find_unused_parameters=False,
+        use_cpu=plan.device == "cpu",
+        report_to="none",
+        disable_tqdm=False,
+    )
+
+
+def load_lora_model(base_model_dir: str, settings: TrainingSettings, plan: DevicePlan, trust_remote_code: bool = False):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        base_model_dir,
+        dtype=torch.bfloat16 if plan.bf16 else torch.float32,
+        attn_implementation=plan.attn_implementation,
+        trust_remote_code=trust_remote_code,
+    )
+    model.config.use_cache = False  # no KV cache while training (and it clashes with checkpointing)
+    lora = LoraConfig(
+        r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=settings.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def load_tokenizer(base_model_dir: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # padding is never a target (label -100)
+    return tokenizer
+
+
+def build_trainer(
+    job: TrainingJob,
+    tokenized: TokenizedSet,
+    tokenizer: "PreTrainedTokenizerBase",
+    plan: DevicePlan,
+    world_size: int = 1,
+    callbacks: Sequence["TrainerCallback"] = (),
+) -> "Trainer":
+    """Model, data layout and ``Trainer`` for ``job``; nothing is trained yet."""
+    from transformers import DataCollatorForSeq2Seq, Trainer
+
+    settings = job.settings
+    model = load_lora_model(job.base_model_dir, settings, plan, job.trust_remote_code)
+    if settings.packing:
+        rows = pack_best_fit([len(e["input_ids"]) for e in tokenized.examples], settings.seq_len)
+        dataset: Any = PackedRows(tokenized.examples, rows)
+        collator: Any = FlattenedRowCollator() if plan.attn_implementation.startswith("flash") else PackedRowCollator(tokenizer.pad_token_id)
+    else:
+        dataset = SingleExamples(tokenized.examples)
+        collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, return_tensors="pt")
+    args = build_training_arguments(settings, plan, job.checkpoint_dir, len(dataset), world_size)
+    callback = make_callback_class()(plan.device)
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=[callback, *callbacks],
+    )
+
+
+# --------------------------------------------------------------------------- outputs
+
+LOG_COLUMNS = ["step", "epoch", "loss", "learning_rate", "grad_norm", "num_input_tokens_seen", "tokens_per_second", "peak_memory_mb", "session"]
+
+
+def training_log_table(log_history: list[dict[str, Any]]):
+    import pandas as pd
+
+    entries = [entry for entry in log_history if "loss" in entry]
+    table = pd.DataFrame(entries)
+    for column in LOG_COLUMNS:
+        if column not in table:
+            table[column] = pd.NA
+    return table[LOG_COLUMNS].sort_values("step", kind="stable").reset_index(drop=True)
+
+
+def write_training_log(log_history: list[dict[str, Any]], tsv_path: str | os.PathLike[str]) -> None:
+    with atomic_path(tsv_path) as temp:
+        training_log_table(log_history).to_csv(temp, sep="\t", index=False)
+
+
+def plot_loss(log_history: list[dict[str, Any]], png_path: str | os.PathLike[str], title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on cluster nodes
+    import matplotlib.pyplot as plt
+
+    table = training_log_table(log_history)
+    figure, axis = plt.subplots(figsize=(7, 4))
+    axis.plot(table["step"], table["loss"].astype(float), linewidth=1.2, label="training loss")
+    resumed = table.loc[table["session"].ne(table["session"].shift()) & (table.index > 0), "step"]
+    for step in resumed:
+        axis.axvline(step, color="grey", linestyle="--", linewidth=0.8)
+    axis.set_xlabel("optimizer step" + (" (dashed: resumed)" if len(resumed) else ""))
+    axis.set_ylabel("loss")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    with atomic_path(png_path) as temp:
+        figure.savefig(temp, format="png", dpi=120)
+    plt.close(figure)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def train_adapter(job: TrainingJob, resume_from: str | os.PathLike[str] | None = None, callbacks: Sequence["TrainerCallback"] = ()) -> TrainingResult:
+    """Train (or resume) in this process; the main process writes the outputs."""
+    import torch
+    from transformers import set_seed
+
+    torch.set_num_threads(max(1, job.threads))
+    settings = job.settings
+    set_seed(settings.seed)
+    plan = plan_device(settings)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    log.info("device plan: %s, world size %d, threads %d", plan, world_size, job.threads)
+    tokenizer = load_tokenizer(job.base_model_dir, job.trust_remote_code)
+    rows = load_training_rows(job.train_jsonl)
+    tokenized = tokenize_rows(rows, tokenizer, settings.seq_len, settings.loss)
+    if not tokenized.examples:
+        raise ValueError(f"{job.train_jsonl}: every prompt is longer than seq_len {settings.seq_len}; raise seq_len or cap the split")
+    if tokenized.dropped or tokenized.truncated:
+        log.warning("%d of %d examples dropped (prompt >= seq_len %d), %d truncated", tokenized.dropped, len(rows), settings.seq_len, tokenized.truncated)
+    trainer = build_trainer(job, tokenized, tokenizer, plan, world_size, callbacks)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    runtime = time.perf_counter() - started
+    result = TrainingResult(
+        global_step=trainer.state.global_step,
+        resumed_from=str(resume_from) if resume_from else None,
+        examples=len(tokenized.examples),
+        dropped_examples=tokenized.dropped,
+        truncated_examples=tokenized.truncated,
+        packed_rows=len(trainer.train_dataset),
+        train_runtime_s=runtime,
+        device=plan.device,
+    )
+    if trainer.is_world_process_zero():
+        save_outputs(trainer, job, result)
+    return result
+
+
+def save_outputs(trainer: "Trainer", job: TrainingJob, result: TrainingResult) -> None:
+    history = trainer.state.log_history
+    with atomic_dir(job.adapter_dir) as staging:
+        trainer.model.save_pretrained(staging, safe_serialization=True)
+        record = {"settings": job.settings.to_dict(), "result": dataclasses.asdict(result), "base_model_dir": job.base_model_dir}
+        (staging / TRAINING_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_training_log(history, job.log_tsv)
+    plot_loss(history, job.loss_png, title=f"{Path(job.adapter_dir).parent.name}: LoRA r{job.settings.lora_r}, lr {job.settings.learning_rate:g}")
+    write_json(dataclasses.asdict(result), Path(job.checkpoint_dir) / RESULT_FILE)
+
+
+def data_parallel_command(processes: int, job_path: str | os.PathLike[str]) -> list[str]:
+    """``accelerate launch`` line that starts one worker per GPU on this module."""
+    return [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_machines", "1", "--num_processes", str(processes),
+        "--mixed_precision", "no",  # the Trainer sets bf16 itself from the preset
+        "--dynamo_backend", "no",
+        "-m", "rekalm.train", "--job", str(job_path),
+    ]  # fmt: skip
+
+
+def run_training_job(job: TrainingJob, callbacks: Sequence["TrainerCallback"] = ()) -> TrainingResult:
+    """Resume-aware training of one ablation, data-parallel over all visible GPUs."""
+    resume = prepare_checkpoint_dir(job)
+    gpus = visible_gpu_count()
+    if gpus > 1 and "LOCAL_RANK" not in os.environ:
+        job_path = Path(job.checkpoint_dir) / JOB_FILE
+        worker = dataclasses.replace(job, threads=max(1, job.threads // gpus))  # the job's cores, shared
+        write_json({**worker.to_dict(), "resume_from": str(resume) if resume else None}, job_path)
+        command = data_parallel_command(gpus, job_path)
+        log.info("starting %d data-parallel workers: %s", gpus, " ".join(command))
+        subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(worker.threads)})
+        result = TrainingResult(**json.loads((Path(job.checkpoint_dir) / RESULT_FILE).read_text(encoding="utf-8")))
+    else:
+        result = train_adapter(job, resume, callbacks)
+    if not job.settings.keep_checkpoints:
+        shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Worker entry point: ``python -m rekalm.train --job job.json`` (used by the launcher)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--job", required=True, help="JSON written by run_training_job")
+    arguments = parser.parse_args(argv)
+    payload = json.loads(Path(arguments.job).read_text(encoding="utf-8"))
+    resume = payload.pop("resume_from", None)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    train_adapter(TrainingJob.from_dict(payload), resume)
+
+
+if __name__ == "__main__":
+    main()

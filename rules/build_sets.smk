@@ -1,0 +1,29 @@
+# Training and test sets: one job per dataset and ablation (config ablations: name -> sources).
+# Prompts are rendered with the base model's tokenizer (its chat template when it has one).
+
+
+rule build_sets:
+    input:
+        unpack(build_sets_inputs),
+    output:
+        train="results/{dataset}/build_sets/{ablation}/train.jsonl",
+        test="results/{dataset}/build_sets/{ablation}/test.jsonl",
+        stats="results/{dataset}/build_sets/{ablation}/stats.json",
+    log:
+        "logs/{dataset}/build_sets/{ablation}.log",
+    benchmark:
+        "benchmarks/out/{dataset}/build_sets/{ablation}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        sources=ablation_sources,
+        domain=domain_spec,
+        seq_len=training_seq_len,
+        lexicalize=config["lexicalize"],
+        trust_remote_code=config["trust_remote_code"],
+    script:
+        "../workflow_scripts/build_sets.py"

@@ -1,0 +1,22 @@
+# Knowledge sources as text: one job per dataset and source (collab, graph, text, ...).
+# The source's input table comes from config lexicalize.sources.<source>.input.
+
+
+rule lexicalize:
+    input:
+        unpack(lexicalize_inputs),
+    output:
+        texts="results/{dataset}/lexicalize/{source}.jsonl",
+        stats="results/{dataset}/lexicalize/{source}.stats.json",
+    log:
+        "logs/{dataset}/lexicalize/{source}.log",
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        domain=domain_spec,
+    script:
+        "../workflow_scripts/lexicalize.py"

@@ -1,0 +1,32 @@
+# Factual knowledge for the graph/text sources: DBpedia over SPARQL (remote endpoint or a
+# local dump served by oxigraph), or the items' own attributes (offline route).
+# Queries are cached in dbpedia.cache_dir, outside the declared outputs, so a re-run or a
+# resumed run makes no repeated requests.
+
+
+rule lookup_dbpedia:
+    input:
+        item_table="results/{dataset}/prepare/items.parquet",
+        dumps=dbpedia_dump_files,
+    output:
+        triples="results/{dataset}/lookup_dbpedia/triples.parquet",
+        abstracts="results/{dataset}/lookup_dbpedia/abstracts.parquet",
+        mapping="results/{dataset}/lookup_dbpedia/mapping.parquet",
+        stats="results/{dataset}/lookup_dbpedia/stats.json",
+    log:
+        "logs/{dataset}/lookup_dbpedia.log",
+    benchmark:
+        "benchmarks/out/{dataset}/lookup_dbpedia.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=360,
+    params:
+        knowledge=knowledge_routes,
+        domain_name=dataset_domain,
+        domain=domain_settings,
+        dbpedia=dbpedia_settings,
+    script:
+        "../workflow_scripts/lookup_dbpedia.py"

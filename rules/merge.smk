@@ -1,0 +1,28 @@
+# Merge an ablation's adapter into the base model (merge_and_unload, safetensors, base
+# tokenizer) after checking that the merged logits match base + adapter. Optional:
+# inference can load base + adapter instead. The merged folder is as large as the base
+# model, so merge.temporary marks it temp() (deleted once inference has read it).
+
+
+rule merge:
+    input:
+        base_model=base_model_dir,
+        adapter="results/{dataset}/train/{ablation}/adapter",
+    output:
+        model_dir=merged_model_output(),
+    log:
+        "logs/{dataset}/merge/{ablation}.log",
+    benchmark:
+        "logs/{dataset}/merge/{ablation}.benchmark.tsv"
+    conda:
+        "../envs/llm.yaml"
+    threads: 4
+    resources:
+        mem_mb=config["merge"]["mem_mb"],
+        runtime=config["merge"]["runtime"],
+    params:
+        dtype=config["merge"]["dtype"],
+        tolerance=config["merge"]["tolerance"],
+        trust_remote_code=config["trust_remote_code"],
+    script:
+        "../workflow_scripts/merge.py"

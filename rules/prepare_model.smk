@@ -1,0 +1,22 @@
+# Base model as a plain HF folder (config["models"][model]): a GGUF file inside an
+# installed package (converted once), a Hub repository at a pinned revision (token from
+# the environment variable named by token_env), or a local folder. Hub downloads need
+# internet: where compute nodes have none, list this rule in the Snakefile's localrules.
+
+
+rule prepare_model:
+    output:
+        model_dir=directory("results/models/{model}/base"),
+    log:
+        "logs/models/{model}/prepare_model.log",
+    conda:
+        "../envs/llm.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    params:
+        source=model_source,
+        trust_remote_code=config["trust_remote_code"],
+    script:
+        "../workflow_scripts/prepare_model.py"

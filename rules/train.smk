@@ -1,0 +1,35 @@
+# LoRA training of one (dataset, ablation) with the dataset's training preset
+# (config["training"][datasets.<dataset>.training]). Checkpoints are written every
+# save_steps to results/{dataset}/checkpoints/{ablation}/, outside the outputs: a re-run
+# after a kill, a Slurm time-out or a failure resumes from the newest complete one
+# (`--retries N` does it automatically). The preset's resources.gpu = N > 1 gives the job
+# N GPUs and the script starts N data-parallel workers (`accelerate launch --multi_gpu`);
+# on CPU, torch uses this rule's threads.
+
+
+rule train:
+    input:
+        train_set="results/{dataset}/build_sets/{ablation}/train.jsonl",
+        base_model=base_model_dir,
+    output:
+        adapter=directory("results/{dataset}/train/{ablation}/adapter"),
+        log_tsv="results/{dataset}/train/{ablation}/train_log.tsv",
+        loss_png="results/{dataset}/train/{ablation}/loss.png",
+    log:
+        "logs/{dataset}/train/{ablation}.log",
+    benchmark:
+        "logs/{dataset}/train/{ablation}.benchmark.tsv"
+    conda:
+        "../envs/llm.yaml"
+    threads: 8
+    resources:
+        gpu=training_resource("gpu"),
+        mem_mb=training_resource("mem_mb"),
+        runtime=training_resource("runtime"),
+    params:
+        settings=training_settings,
+        preset_name=training_preset_name,
+        checkpoint_dir="results/{dataset}/checkpoints/{ablation}",
+        trust_remote_code=config["trust_remote_code"],
+    script:
+        "../workflow_scripts/train.py"
