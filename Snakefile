@@ -38,6 +38,7 @@ include: "rules/build_sets.smk"
 include: "rules/prepare_model.smk"
 include: "rules/train.smk"
 include: "rules/merge.smk"
+include: "rules/baselines.smk"
 
 
 localrules:

@@ -45,6 +45,7 @@ def all_targets(wildcards):
         targets.append(f"results/{dataset}/split/split.parquet")
         for ablation in run_ablations(dataset):
             targets.append(f"results/{dataset}/train/{ablation}/adapter")
+        targets += baseline_targets(dataset)
     return targets
 
 
@@ -193,3 +194,26 @@ def training_resource(name):
 def merged_model_output():
     model_dir = directory("results/{dataset}/merge/{ablation}/model")
     return temp(model_dir) if config["merge"]["temporary"] else model_dir
+
+
+# --- baselines ------------------------------------------------------------------------
+
+
+def baseline_settings(wildcards):
+    """One baseline's settings: the shared keys plus its own grid only, so that editing one
+    grid re-runs only that baseline (params are a rerun trigger)."""
+    block = config["baselines"]
+    return {
+        "seed": block["seed"],
+        "validation_fraction": block["validation_fraction"],
+        "validation_cutoff": block["validation_cutoff"],
+        "grid": block["grids"].get(wildcards.baseline, {}),
+    }
+
+
+def baseline_targets(dataset):
+    """Every configured baseline's ranx run for a dataset (for rule all / compare)."""
+    return [
+        f"results/{dataset}/baselines/{name}/run.json"
+        for name in config["baselines"]["names"]
+    ]

@@ -80,3 +80,15 @@ def test_embedded_default_runs_end_to_end(tmp_path):
     assert prepared["users"] == load_config()["datasets"]["ml1m_mini"]["max_users"]
     candidates = pd.read_parquet(tmp_path / "results/ml1m_mini/split/candidates.parquet")
     assert candidates.groupby("user").size().max() <= load_config()["datasets"]["ml1m_mini"]["split"]["max_candidates"]
+    assert len(pd.read_parquet(tmp_path / "results/ml1m_mini/mine_rules/rules.parquet")) > 0
+    config = load_config()
+    steps = config["training"][config["datasets"]["ml1m_mini"]["training"]]["max_steps"]
+    for ablation in ablations_for(config, "ml1m_mini"):
+        run = tmp_path / "results/ml1m_mini/train" / ablation
+        assert (run / "adapter/adapter_config.json").is_file(), ablation
+        assert len(pd.read_csv(run / "train_log.tsv", sep="\t")) == steps, ablation
+        assert (run / "loss.png").stat().st_size > 0
+    test_users = set(candidates.loc[candidates["user_set"] == "test", "user"])
+    for baseline in config["baselines"]["names"]:
+        ranked = pd.read_parquet(tmp_path / "results/ml1m_mini/baselines" / baseline / "predictions.parquet")
+        assert set(ranked["user"]) == test_users, baseline
