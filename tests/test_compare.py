@@ -1,0 +1,142 @@
+"""Comparison across ablations: ranx compare + paired test, Markdown/LaTeX tables, plot, JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rekalm.compare import letters_for, markdown_report, write_comparison
+from rekalm.evaluate import MetricSettings, evaluate_ranking, held_out_judgements, relevant_qrels
+from rekalm.infer import run_from_predictions
+from rekalm.parse import PARSE_COUNT_COLUMNS
+
+N_USERS, N_CANDIDATES, N_LIKED = 30, 6, 2
+
+
+def synthetic_candidates() -> pd.DataFrame:
+    rows = []
+    for user in range(N_USERS):
+        for position in range(N_CANDIDATES):
+            rows.append((f"u{user}", "test", position, f"i{user}_{position}", int(position < N_LIKED)))
+    return pd.DataFrame(rows, columns=["user", "user_set", "position", "item", "liked"])
+
+
+def synthetic_split(candidates: pd.DataFrame) -> pd.DataFrame:
+    held_out = candidates.assign(side="held_out")[["user", "user_set", "item", "liked", "side"]]
+    # popular history items seen by every test user, so popularity is not all zero
+    history = pd.DataFrame({"user": candidates["user"].unique(), "user_set": "test", "item": "i0_0", "liked": 1, "side": "history"})
+    split = pd.concat([history, held_out], ignore_index=True)
+    split["row"] = np.arange(len(split), dtype="int64")
+    return split
+
+
+def ranked_predictions(candidates: pd.DataFrame, strategy: str, seed: int = 0) -> pd.DataFrame:
+    """oracle: liked first; inverse: liked last; random: a seeded shuffle (appended tail)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user, group in candidates.groupby("user", sort=False):
+        items = group.sort_values("liked", ascending=strategy == "inverse", kind="stable")["item"].tolist()
+        if strategy == "random":
+            items = [items[i] for i in rng.permutation(len(items))]
+        for rank, item in enumerate(items, start=1):
+            appended = strategy == "random" and rank > 3
+            row = {"user": user, "item": item, "rank": rank, "score": 1 - (rank - 1) / len(items), "source": "appended" if appended else "model"}
+            row.update({column: 0 for column in PARSE_COUNT_COLUMNS})
+            row["n_appended"] = 3 if strategy == "random" else 0
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def evaluated() -> tuple[dict, dict, dict, MetricSettings]:
+    candidates = synthetic_candidates()
+    split = synthetic_split(candidates)
+    settings = MetricSettings(cutoffs=(1, 3), numba_cache_dir=os.environ.get("NUMBA_CACHE_DIR"))
+    metrics, runs = {}, {}
+    for name in ("oracle", "zero_shot", "inverse"):
+        predictions = ranked_predictions(candidates, {"zero_shot": "random"}.get(name, name))
+        runs[name] = json.loads(json.dumps(run_from_predictions(predictions)))
+        metrics[name] = evaluate_ranking(predictions, runs[name], candidates, split, settings, labels={"ablation": name})
+    qrels = relevant_qrels(held_out_judgements(candidates))
+    return metrics, runs, qrels, settings
+
+
+def test_letters_follow_ranx_order() -> None:
+    assert letters_for(["x", "y", "z"]) == {"x": "a", "y": "b", "z": "c"}
+    assert list(letters_for([str(i) for i in range(28)]).values())[-3:] == ["z", "aa", "ab"]
+
+
+@pytest.mark.slow
+def test_comparison_outputs(tmp_path: Path, evaluated: tuple) -> None:
+    metrics, runs, qrels, settings = evaluated
+    outputs = {key: tmp_path / name for key, name in (("table", "table.md"), ("latex", "table.tex"), ("plot", "plot.png"), ("summary", "compare.json"))}
+    summary = write_comparison("mini", metrics, runs, qrels, settings, outputs)
+
+    # compare.json: ranx means, a paired test of every pair, and each ablation's metrics
+    written = json.loads(outputs["summary"].read_text())
+    assert written == json.loads(json.dumps(summary))
+    ranx = written["ranx"]
+    assert ranx["ablations"] == ["oracle", "zero_shot", "inverse"] and ranx["stat_test"] == "student"
+    assert ranx["means"]["oracle"]["ndcg@3"] == pytest.approx(1.0)
+    assert ranx["means"]["oracle"]["ndcg@3"] == pytest.approx(metrics["oracle"]["standard"]["ndcg@3"])
+    assert ranx["comparisons"]["oracle"]["inverse"]["ndcg@3"]["significant"] is True
+    assert ranx["comparisons"]["oracle"]["inverse"]["ndcg@3"]["p_value"] < 0.05
+    assert ranx["win_tie_loss"]["oracle"]["inverse"]["ndcg@3"]["W"] == N_USERS
+    assert written["metrics"]["zero_shot"]["parsing"]["appended_per_user"] == 3
+
+    # Markdown: sections for both definitions, popularity and parsing; oracle beats b and c
+    table = outputs["table"].read_text()
+    for heading in ("## Standard definitions (ranx): nDCG", "## ClayRS definitions", "## Average popularity and parsing", "MRR and hit rate"):
+        assert heading in table
+    oracle_row = next(line for line in table.splitlines() if line.startswith("| a | oracle |") and "**1.0000**<sup>bc</sup>" in line)
+    assert oracle_row
+    inverse_row = next(line for line in table.splitlines() if line.startswith("| c | inverse |"))
+    assert "<sup>" not in inverse_row.split("|")[3]  # the worst ablation beats nobody at @1
+
+    # LaTeX: booktabs tables, escaped names, significance as superscripts
+    latex = outputs["latex"].read_text()
+    assert latex.count(r"\begin{tabular}") == latex.count(r"\end{tabular}") >= 10
+    assert r"zero\_shot" in latex and "zero_shot &" not in latex
+    assert r"\textbf{1.0000}$^{\mathrm{bc}}$" in latex and r"\toprule" in latex
+
+    # plot: a real PNG
+    assert outputs["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert outputs["plot"].stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_single_ablation_and_clayrs_only(tmp_path: Path, evaluated: tuple) -> None:
+    metrics, runs, qrels, settings = evaluated
+    outputs = {key: tmp_path / f"{key}.out" for key in ("table", "latex", "plot", "summary")}
+    write_comparison("mini", {"oracle": metrics["oracle"]}, {"oracle": runs["oracle"]}, qrels, settings, outputs)
+    assert "| a | oracle |" in outputs["table"].read_text()
+    clayrs_only = MetricSettings(cutoffs=(1, 3), definitions=("clayrs",))
+    summary = write_comparison("mini", metrics, runs, qrels, clayrs_only, outputs)
+    assert summary["ranx"] is None  # no standard metrics asked for: no ranx comparison
+    assert "Standard definitions" not in outputs["table"].read_text()
+    assert outputs["plot"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_mismatched_inputs_are_rejected(tmp_path: Path) -> None:
+    settings = MetricSettings(cutoffs=(1,))
+    outputs = {key: tmp_path / key for key in ("table", "latex", "plot", "summary")}
+    with pytest.raises(ValueError, match="different ablations"):
+        write_comparison("mini", {"a": {}}, {"b": {}}, {}, settings, outputs)
+    with pytest.raises(ValueError, match="no ablation"):
+        write_comparison("mini", {}, {}, {}, settings, outputs)
+
+
+def test_markdown_without_significance_marks_best_values() -> None:
+    settings = MetricSettings(cutoffs=(1,), definitions=("clayrs",))
+    metrics = {
+        "no_kn": {"users": {"evaluated": 2, "without_relevant": 0}, "clayrs": {"ndcg@1": 0.5, "ndcg": 0.6}, "popularity": {}, "parsing": {}},
+        "graph": {"users": {"evaluated": 2, "without_relevant": 0}, "clayrs": {"ndcg@1": 0.75, "ndcg": None}, "popularity": {}, "parsing": {}},
+    }
+    table = markdown_report("mini", metrics, settings, None)
+    assert "| a | no_kn | 0.5000 | **0.6000** |" in table
+    assert "| b | graph | **0.7500** | – |" in table

@@ -1,0 +1,21 @@
+import json
+
+from _common import start
+
+log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)
+
+from rekalm.evaluate import MetricSettings, evaluate_ranking
+from rekalm.io import read_parquet, write_json
+
+with open(snakemake.input.run, encoding="utf-8") as handle:
+    run = json.load(handle)
+metrics = evaluate_ranking(
+    predictions=read_parquet(snakemake.input.predictions, required=["user", "item", "rank", "source"]),
+    run=run,
+    candidates=read_parquet(snakemake.input.candidates, required=["user", "user_set", "item", "liked"]),
+    split=read_parquet(snakemake.input.split, required=["user", "user_set", "item", "side"]),
+    settings=MetricSettings.from_config(snakemake.params.metrics),
+    labels={"dataset": snakemake.wildcards.dataset, "ablation": snakemake.wildcards.ablation},
+)
+log.info("%s/%s: %s", snakemake.wildcards.dataset, snakemake.wildcards.ablation, metrics.get("standard"))
+write_json(metrics, snakemake.output[0])
