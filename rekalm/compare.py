@@ -153,18 +153,7 @@ def family_rows(
     """(column names, rows of (text, is_best, superscript)) for one metric family."""
     names = [f"{family}@{k}" for k in cutoffs] + [family]
     headers = [f"@{k}" for k in cutoffs] + ["all"]
-    columns = {name: [metrics[ablation].get(definition, {}).get(name) for ablation in metrics] for name in names}
-    best = {name: _best(values) for name, values in columns.items()}
-    rows = []
-    for index, ablation in enumerate(metrics):
-        cells = []
-        for name in names:
-            value = columns[name][index]
-            is_best = value is not None and best[name] is not None and round(value, 4) == round(best[name], 4)
-            marks = significant_wins(comparison, ablation, name) if comparison and definition == "standard" else ""
-            cells.append((_fmt(value), is_best, marks))
-        rows.append(cells)
-    return headers, rows
+    return headers, single_rows(metrics, definition, names, comparison)
 
 
 def single_rows(metrics: Mapping[str, Mapping[str, Any]], definition: str, names: Sequence[str], comparison: Mapping[str, Any] | None, higher_is_better: bool = True) -> list[list[tuple[str, bool, str]]]:
