@@ -39,6 +39,9 @@ include: "rules/prepare_model.smk"
 include: "rules/train.smk"
 include: "rules/merge.smk"
 include: "rules/baselines.smk"
+include: "rules/infer.smk"
+include: "rules/evaluate.smk"
+include: "rules/compare.smk"
 
 
 localrules:

@@ -1,15 +1,15 @@
-"""Compare the ablations of one dataset: ranx ``compare`` with a paired test, tables, a plot.
+"""Compare the systems of one dataset: ranx ``compare`` with a paired test, tables, a plot.
 
-Inputs are each ablation's ``metrics.json`` (standard, ClayRS, popularity and parsing
+Inputs are each system's ``metrics.json`` (standard, ClayRS, popularity and parsing
 figures) and ``run.json`` (for the per-user scores the paired test needs: ranx recomputes
-the standard metrics per user and tests every pair of ablations). Outputs:
+the standard metrics per user and tests every pair of systems). Outputs:
 
-- ``table.md`` and ``table.tex``: one table per metric family (rows = ablations, columns =
+- ``table.md`` and ``table.tex``: one table per metric family (rows = systems, columns =
   cutoffs and the full list). Standard values carry ranx-style superscript letters naming
-  the ablations a row beats significantly; the best value of a column is bold. ClayRS
+  the systems a row beats significantly; the best value of a column is bold. ClayRS
   values (comparable with the original paper) and the popularity / parsing figures follow.
 - ``plot.png``: grouped bars of one metric family at every cutoff, per definition.
-- ``compare.json``: the ranx report (means, p-values, win/tie/loss) plus every ablation's
+- ``compare.json``: the ranx report (means, p-values, win/tie/loss) plus every system's
   metrics, in one file.
 """
 
@@ -43,11 +43,11 @@ PARSING_COLUMNS = (
 )
 
 
-def letters_for(ablations: Sequence[str]) -> dict[str, str]:
+def letters_for(systems: Sequence[str]) -> dict[str, str]:
     """a, b, c, ... (then aa, ab, ...) in the given order, as ranx labels its rows."""
     alphabet = string.ascii_lowercase
     labels = {}
-    for index, name in enumerate(ablations):
+    for index, name in enumerate(systems):
         label, number = "", index
         while True:
             label = alphabet[number % 26] + label
@@ -85,10 +85,10 @@ def compare_runs(
     ranx = import_ranx(settings.numba_cache_dir)
     names = list(runs)
     metrics = standard_metric_names(settings.cutoffs)
-    # A paired test needs the same users in every run: those ranked by all ablations.
+    # A paired test needs the same users in every run: those ranked by all systems.
     qrels = {user: items for user, items in qrels.items() if all(user in run for run in runs.values())}
     if not qrels:
-        raise ValueError("compare: no test user with a liked held-out item was ranked by every ablation")
+        raise ValueError("compare: no test user with a liked held-out item was ranked by every system")
     ranx_runs = [ranx.Run.from_dict(run_for_qrels(run, qrels, source=f"run of {name}"), name=name) for name, run in runs.items()]
     report = ranx.compare(
         ranx.Qrels.from_dict(dict(qrels)),
@@ -109,7 +109,7 @@ def compare_runs(
         "stat_test": settings.stat_test,
         "max_p": settings.max_p,
         "metrics": metrics,
-        "ablations": names,
+        "systems": names,
         "users": len(qrels),
         "means": {name: {metric: report.results[name][metric] for metric in metrics} for name in names},
         "comparisons": pairs,
@@ -117,15 +117,15 @@ def compare_runs(
     }
 
 
-def significant_wins(comparison: Mapping[str, Any], ablation: str, metric: str) -> str:
-    """Letters of the ablations that ``ablation`` beats significantly on ``metric``."""
-    letters = letters_for(comparison["ablations"])
-    mine = comparison["means"][ablation][metric]
+def significant_wins(comparison: Mapping[str, Any], system: str, metric: str) -> str:
+    """Letters of the systems that ``system`` beats significantly on ``metric``."""
+    letters = letters_for(comparison["systems"])
+    mine = comparison["means"][system][metric]
     wins = []
-    for other in comparison["ablations"]:
-        if other == ablation:
+    for other in comparison["systems"]:
+        if other == system:
             continue
-        result = comparison["comparisons"][ablation][other][metric]
+        result = comparison["comparisons"][system][other][metric]
         if result.get("significant") and mine > comparison["means"][other][metric]:
             wins.append(letters[other])
     return "".join(wins)
@@ -157,29 +157,29 @@ def family_rows(
 
 
 def single_rows(metrics: Mapping[str, Mapping[str, Any]], definition: str, names: Sequence[str], comparison: Mapping[str, Any] | None, higher_is_better: bool = True) -> list[list[tuple[str, bool, str]]]:
-    columns = {name: [metrics[ablation].get(definition, {}).get(name) for ablation in metrics] for name in names}
+    columns = {name: [metrics[system].get(definition, {}).get(name) for system in metrics] for name in names}
     best = {name: _best(values) for name, values in columns.items()}
     rows = []
-    for index, ablation in enumerate(metrics):
+    for index, system in enumerate(metrics):
         cells = []
         for name in names:
             value = columns[name][index]
             is_best = higher_is_better and value is not None and best[name] is not None and round(value, 4) == round(best[name], 4)
-            marks = significant_wins(comparison, ablation, name) if comparison and definition == "standard" else ""
+            marks = significant_wins(comparison, system, name) if comparison and definition == "standard" else ""
             cells.append((_fmt(value), is_best, marks))
         rows.append(cells)
     return rows
 
 
-def _markdown_table(headers: Sequence[str], ablations: Sequence[str], rows: Sequence[Sequence[tuple[str, bool, str]]]) -> str:
-    letters = letters_for(ablations)
-    lines = ["| # | Ablation | " + " | ".join(headers) + " |", "|---|---|" + "|".join("---:" for _ in headers) + "|"]
-    for ablation, cells in zip(ablations, rows):
+def _markdown_table(headers: Sequence[str], systems: Sequence[str], rows: Sequence[Sequence[tuple[str, bool, str]]]) -> str:
+    letters = letters_for(systems)
+    lines = ["| # | System | " + " | ".join(headers) + " |", "|---|---|" + "|".join("---:" for _ in headers) + "|"]
+    for system, cells in zip(systems, rows):
         texts = []
         for text, is_best, marks in cells:
             text = f"**{text}**" if is_best else text
             texts.append(text + (f"<sup>{marks}</sup>" if marks else ""))
-        lines.append(f"| {letters[ablation]} | {ablation} | " + " | ".join(texts) + " |")
+        lines.append(f"| {letters[system]} | {system} | " + " | ".join(texts) + " |")
     return "\n".join(lines)
 
 
@@ -189,8 +189,8 @@ def _latex_escape(text: str) -> str:
     return text
 
 
-def _latex_table(caption: str, label: str, headers: Sequence[str], ablations: Sequence[str], rows: Sequence[Sequence[tuple[str, bool, str]]]) -> str:
-    letters = letters_for(ablations)
+def _latex_table(caption: str, label: str, headers: Sequence[str], systems: Sequence[str], rows: Sequence[Sequence[tuple[str, bool, str]]]) -> str:
+    letters = letters_for(systems)
     lines = [
         r"\begin{table}[ht]",
         r"\centering",
@@ -198,16 +198,16 @@ def _latex_table(caption: str, label: str, headers: Sequence[str], ablations: Se
         rf"\label{{{label}}}",
         r"\begin{tabular}{cl" + "r" * len(headers) + "}",
         r"\toprule",
-        r"\# & Ablation & " + " & ".join(_latex_escape(h).replace("@", "@") for h in headers) + r" \\",
+        r"\# & System & " + " & ".join(_latex_escape(h).replace("@", "@") for h in headers) + r" \\",
         r"\midrule",
     ]
-    for ablation, cells in zip(ablations, rows):
+    for system, cells in zip(systems, rows):
         texts = []
         for text, is_best, marks in cells:
             text = text.replace("–", "--")
             text = rf"\textbf{{{text}}}" if is_best else text
             texts.append(text + (rf"$^{{\mathrm{{{marks}}}}}$" if marks else ""))
-        lines.append(f"{letters[ablation]} & {_latex_escape(ablation)} & " + " & ".join(texts) + r" \\")
+        lines.append(f"{letters[system]} & {_latex_escape(system)} & " + " & ".join(texts) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines)
 
@@ -243,7 +243,7 @@ def _preamble(dataset: str, metrics: Mapping[str, Mapping[str, Any]], settings: 
         f"Relevant items: the liked held-out items of the test users; {users.get('evaluated', '?')} users evaluated "
         f"({users.get('without_relevant', '?')} without a liked held-out item left out).",
         "Standard: ranx (trec_eval) definitions over the complete list (appended candidates included). "
-        f"Superscript letters: the row is significantly better than those ablations ({STAT_TEST_NAMES[settings.stat_test]}, "
+        f"Superscript letters: the row is significantly better than those systems ({STAT_TEST_NAMES[settings.stat_test]}, "
         f"p <= {settings.max_p}). Best value per column in bold.",
         "ClayRS: the original paper's definitions over the list the model returned (P@k divides by min(k, list length); "
         "nDCG's ideal comes from the returned list; users without a relevant returned item are left out).",
@@ -253,19 +253,19 @@ def _preamble(dataset: str, metrics: Mapping[str, Mapping[str, Any]], settings: 
 
 
 def markdown_report(dataset: str, metrics: Mapping[str, Mapping[str, Any]], settings: MetricSettings, comparison: Mapping[str, Any] | None) -> str:
-    ablations = list(metrics)
-    parts = [f"# Ablations on {dataset}", "", *(_preamble(dataset, metrics, settings)), ""]
+    systems = list(metrics)
+    parts = [f"# Systems on {dataset}", "", *(_preamble(dataset, metrics, settings)), ""]
     for heading, _, headers, rows in _sections(metrics, settings, comparison):
-        parts += [f"## {heading}", "", _markdown_table(headers, ablations, rows), ""]
+        parts += [f"## {heading}", "", _markdown_table(headers, systems, rows), ""]
     return "\n".join(parts)
 
 
 def latex_report(dataset: str, metrics: Mapping[str, Mapping[str, Any]], settings: MetricSettings, comparison: Mapping[str, Any] | None) -> str:
-    ablations = list(metrics)
+    systems = list(metrics)
     parts = ["% Needs \\usepackage{booktabs}. " + " ".join(_preamble(dataset, metrics, settings)), ""]
     for heading, key, headers, rows in _sections(metrics, settings, comparison):
         label = f"tab:{dataset}-{key}".replace("_", "-")
-        parts += [_latex_table(f"{dataset}: {heading}", label, headers, ablations, rows), ""]
+        parts += [_latex_table(f"{dataset}: {heading}", label, headers, systems, rows), ""]
     return "\n".join(parts)
 
 
@@ -279,18 +279,18 @@ def plot_comparison(dataset: str, metrics: Mapping[str, Mapping[str, Any]], sett
     matplotlib.use("Agg")  # headless: cluster nodes have no display
     import matplotlib.pyplot as plt
 
-    ablations = list(metrics)
+    systems = list(metrics)
     definitions = list(settings.definitions)
     names = [f"{settings.plot_metric}@{k}" for k in settings.cutoffs] + [settings.plot_metric]
     width = 0.8 / len(names)
-    figure, axes = plt.subplots(len(definitions), 1, figsize=(max(6.0, 1.1 * len(ablations) + 2), 3.2 * len(definitions)), squeeze=False)
-    positions = np.arange(len(ablations))
+    figure, axes = plt.subplots(len(definitions), 1, figsize=(max(6.0, 1.1 * len(systems) + 2), 3.2 * len(definitions)), squeeze=False)
+    positions = np.arange(len(systems))
     for axis, definition in zip(axes[:, 0], definitions):
         for offset, name in enumerate(names):
-            values = [metrics[a].get(definition, {}).get(name) for a in ablations]
+            values = [metrics[a].get(definition, {}).get(name) for a in systems]
             heights = [v if v is not None else 0.0 for v in values]
             axis.bar(positions + (offset - (len(names) - 1) / 2) * width, heights, width, label=metric_label(name) if "@" in name else f"{metric_label(name)} (all)")
-        axis.set_xticks(positions, ablations, rotation=30, ha="right")
+        axis.set_xticks(positions, systems, rotation=30, ha="right")
         axis.set_ylim(0, 1)
         axis.set_ylabel(metric_label(settings.plot_metric))
         axis.set_title(f"{dataset}: {definition} definitions")
@@ -307,7 +307,7 @@ def plot_comparison(dataset: str, metrics: Mapping[str, Mapping[str, Any]], sett
 
 def comparison_summary(dataset: str, metrics: Mapping[str, Mapping[str, Any]], comparison: Mapping[str, Any] | None) -> dict[str, Any]:
     """compare.json content."""
-    return _clean({"dataset": dataset, "ablations": list(metrics), "letters": letters_for(list(metrics)), "ranx": comparison, "metrics": dict(metrics)})
+    return _clean({"dataset": dataset, "systems": list(metrics), "letters": letters_for(list(metrics)), "ranx": comparison, "metrics": dict(metrics)})
 
 
 def write_comparison(
@@ -320,9 +320,9 @@ def write_comparison(
 ) -> dict[str, Any]:
     """Write outputs['table'] (Markdown), ['latex'], ['plot'] (PNG) and ['summary'] (JSON)."""
     if list(metrics) != list(runs):
-        raise ValueError(f"compare: metrics and runs name different ablations ({list(metrics)} vs {list(runs)})")
+        raise ValueError(f"compare: metrics and runs name different systems ({list(metrics)} vs {list(runs)})")
     if not metrics:
-        raise ValueError("compare: no ablation to compare")
+        raise ValueError("compare: no system to compare")
     comparison = compare_runs(runs, qrels, settings) if "standard" in settings.definitions else None
     for key, text in (("table", markdown_report(dataset, metrics, settings, comparison)), ("latex", latex_report(dataset, metrics, settings, comparison))):
         with atomic_path(outputs[key]) as temp:

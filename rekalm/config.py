@@ -55,6 +55,11 @@ def reference_errors(config: Config) -> list[str]:
     for name in config["run"]["ablations"]:
         if name not in config["ablations"]:
             messages.append(f"run.ablations: {name!r} is not defined under ablations (known: {sorted(config['ablations'])})")
+    baseline_names = set((config.get("baselines") or {}).get("names") or [])
+    for name in config["ablations"]:
+        # Ablations, zero-shot systems and baselines share results/<ds>/metrics/<name>.json.
+        if name.startswith("zero_shot_") or name in baseline_names:
+            messages.append(f"ablations.{name}: the name is taken by a zero-shot system or a baseline; choose another")
     for dataset, spec in config["datasets"].items():
         for key, block in (("model", "models"), ("training", "training"), ("inference", "inference")):
             if key in spec and block in config and spec[key] not in config[block]:

@@ -182,7 +182,10 @@ def standard_metric_names(cutoffs: Sequence[int]) -> list[str]:
 
 def standard_metrics(qrels: Judgements, run: Mapping[str, Mapping[str, float]], cutoffs: Sequence[int], numba_cache_dir: str | None = None) -> dict[str, float]:
     ranx = import_ranx(numba_cache_dir)
-    scores = ranx.evaluate(ranx.Qrels.from_dict(qrels), ranx.Run.from_dict(run_for_qrels(run, qrels)), standard_metric_names(cutoffs))
+    # Plain dicts, not Qrels/Run objects: building those compiles numba typed dicts anew in
+    # every process (~5 s, never cached). ranx pairs the two by position, so the run's users
+    # must come in the qrels' order, which run_for_qrels guarantees.
+    scores = ranx.evaluate(dict(qrels), run_for_qrels(run, qrels), standard_metric_names(cutoffs))
     return {name: float(value) for name, value in scores.items()}
 
 

@@ -8,7 +8,12 @@ rule build_sets:
     output:
         train="results/{dataset}/build_sets/{ablation}/train.jsonl",
         test="results/{dataset}/build_sets/{ablation}/test.jsonl",
-        stats="results/{dataset}/build_sets/{ablation}/stats.json",
+        stats=report(
+            "results/{dataset}/build_sets/{ablation}/stats.json",
+            caption="../config/report/build_sets_stats.rst",
+            category="Training sets",
+            subcategory="{dataset}",
+        ),
     log:
         "logs/{dataset}/build_sets/{ablation}.log",
     benchmark:

@@ -40,12 +40,13 @@ def run_ablations(dataset):
 
 
 def all_targets(wildcards):
+    """Per dataset: the comparison report (which pulls every system's metrics) plus the
+    training logs, which no other rule consumes but the report shows."""
     targets = []
     for dataset in config["run"]["datasets"]:
-        targets.append(f"results/{dataset}/split/split.parquet")
+        targets.append(f"results/{dataset}/compare/table.md")
         for ablation in run_ablations(dataset):
-            targets.append(f"results/{dataset}/train/{ablation}/adapter")
-        targets += baseline_targets(dataset)
+            targets.append(f"results/{dataset}/train/{ablation}/loss.png")
     return targets
 
 
@@ -180,15 +181,25 @@ def training_settings(wildcards):
     return {key: value for key, value in preset.items() if key != "resources"}
 
 
-TRAINING_RESOURCE_DEFAULTS = {"gpu": 0, "mem_mb": 8000, "runtime": 60}
+# The schema's defaults for a preset's resources block, per preset family.
+RESOURCE_DEFAULTS = {
+    "training": {"gpu": 0, "mem_mb": 8000, "runtime": 60},
+    "inference": {"gpu": 0, "mem_mb": 8000, "runtime": 120},
+}
+
+
+def preset_resource(family, name):
+    """A job resource from the dataset's `family` preset (training or inference)."""
+
+    def resource(wildcards):
+        preset = config[family][config["datasets"][wildcards.dataset][family]]
+        return preset.get("resources", {}).get(name, RESOURCE_DEFAULTS[family][name])
+
+    return resource
 
 
 def training_resource(name):
-    def resource(wildcards):
-        preset = config["training"][training_preset_name(wildcards)]
-        return preset.get("resources", {}).get(name, TRAINING_RESOURCE_DEFAULTS[name])
-
-    return resource
+    return preset_resource("training", name)
 
 
 def merged_model_output():
@@ -211,9 +222,92 @@ def baseline_settings(wildcards):
     }
 
 
-def baseline_targets(dataset):
-    """Every configured baseline's ranx run for a dataset (for rule all / compare)."""
+def run_baselines():
+    """The baselines that join rule all and the comparison (run.baselines)."""
+    return list(config["baselines"]["names"]) if config["run"]["baselines"] else []
+
+
+# --- infer, evaluate, compare ---------------------------------------------------------
+# A "system" is anything that ranks the test candidates: a trained ablation, the untrained
+# base model (zero_shot_<mode>) or a classical baseline.
+
+ZERO_SHOT_PREFIX = "zero_shot_"
+ZERO_SHOT_SYSTEMS = [ZERO_SHOT_PREFIX + mode for mode in ("score", "generate")]
+
+
+def zero_shot_systems():
+    return [ZERO_SHOT_PREFIX + mode for mode in config["run"]["zero_shot"]]
+
+
+def llm_system_pattern():
+    return "|".join([*config["ablations"], *ZERO_SHOT_SYSTEMS])
+
+
+def any_system_pattern():
+    return "|".join([llm_system_pattern(), *config["baselines"]["names"]])
+
+
+def inference_preset(wildcards):
+    return config["inference"][config["datasets"][wildcards.dataset]["inference"]]
+
+
+def inference_settings(wildcards):
+    """The preset minus its resources (a new runtime must not re-rank); zero-shot systems
+    use their own mode."""
+    preset = inference_preset(wildcards)
+    settings = {key: value for key, value in preset.items() if key != "resources"}
+    if wildcards.system.startswith(ZERO_SHOT_PREFIX):
+        settings["mode"] = wildcards.system.removeprefix(ZERO_SHOT_PREFIX)
+    return settings
+
+
+def inference_resource(name):
+    return preset_resource("inference", name)
+
+
+def infer_inputs(wildcards):
+    """Test prompts plus the model: the merged folder, or base + adapter. Zero-shot
+    systems rank the no_kn prompts with the untrained base model."""
+    dataset, system = wildcards.dataset, wildcards.system
+    base = f"results/models/{base_model_name(dataset)}/base"
+    if system.startswith(ZERO_SHOT_PREFIX):
+        return {"test": f"results/{dataset}/build_sets/no_kn/test.jsonl", "model": base}
+    inputs = {"test": f"results/{dataset}/build_sets/{system}/test.jsonl"}
+    if inference_preset(wildcards).get("load", "merged") == "merged":
+        inputs["model"] = f"results/{dataset}/merge/{system}/model"
+    else:
+        inputs["model"] = base
+        inputs["adapter"] = f"results/{dataset}/train/{system}/adapter"
+    return inputs
+
+
+def ranking_dir(dataset, system):
+    """Where a system's predictions.parquet and run.json live."""
+    if system in config["baselines"]["names"]:
+        return f"results/{dataset}/baselines/{system}"
+    return f"results/{dataset}/infer/{system}"
+
+
+def ranking_files(wildcards):
+    folder = ranking_dir(wildcards.dataset, wildcards.system)
+    return {"predictions": f"{folder}/predictions.parquet", "run": f"{folder}/run.json"}
+
+
+def compared_systems(wildcards):
+    """Table order: zero-shot rows, the trained ablations, then the baselines."""
+    dataset = wildcards.dataset
+    return [*zero_shot_systems(), *run_ablations(dataset), *run_baselines()]
+
+
+def compare_metric_files(wildcards):
     return [
-        f"results/{dataset}/baselines/{name}/run.json"
-        for name in config["baselines"]["names"]
+        f"results/{wildcards.dataset}/metrics/{system}.json"
+        for system in compared_systems(wildcards)
+    ]
+
+
+def compare_run_files(wildcards):
+    return [
+        f"{ranking_dir(wildcards.dataset, system)}/run.json"
+        for system in compared_systems(wildcards)
     ]

@@ -32,7 +32,7 @@ rule compare:
         mem_mb=4000,
         runtime=30,
     params:
-        ablations=compared_ablations,
+        systems=compared_systems,
         metrics=config["metrics"],
     script:
         "../workflow_scripts/compare.py"

@@ -1,18 +1,21 @@
+# Metrics of one system's ranking (an LLM system's or a baseline's) with ranx, in the
+# standard and the ClayRS (original study) definitions, plus popularity and parse counts.
 rule evaluate:
     input:
-        predictions="results/{dataset}/infer/{ablation}/predictions.parquet",
-        run="results/{dataset}/infer/{ablation}/run.json",
+        unpack(ranking_files),
         candidates="results/{dataset}/split/candidates.parquet",
         split="results/{dataset}/split/split.parquet",
     output:
         report(
-            "results/{dataset}/metrics/{ablation}.json",
+            "results/{dataset}/metrics/{system}.json",
             caption="../config/report/evaluate_metrics.rst",
             category="Metrics",
             subcategory="{dataset}",
         ),
     log:
-        "logs/{dataset}/evaluate/{ablation}.log",
+        "logs/{dataset}/evaluate/{system}.log",
+    wildcard_constraints:
+        system=any_system_pattern(),
     conda:
         "../envs/metrics.yaml"
     threads: 1

@@ -1,23 +1,28 @@
+# Rank each test user's candidates with a trained ablation or the untrained base model
+# (zero_shot_<mode>). Resumable in chunks under infer_chunks/: a killed job loses at most
+# one chunk. GPU resources come from the dataset's inference preset.
 rule infer:
     input:
         unpack(infer_inputs),
     output:
-        predictions="results/{dataset}/infer/{ablation}/predictions.parquet",
-        run="results/{dataset}/infer/{ablation}/run.json",
+        predictions="results/{dataset}/infer/{system}/predictions.parquet",
+        run="results/{dataset}/infer/{system}/run.json",
     log:
-        "logs/{dataset}/infer/{ablation}.log",
+        "logs/{dataset}/infer/{system}.log",
     benchmark:
-        "logs/{dataset}/infer/{ablation}.benchmark.tsv"
+        "logs/{dataset}/infer/{system}.benchmark.tsv"
+    wildcard_constraints:
+        system=llm_system_pattern(),
     conda:
         "../envs/llm.yaml"
-    threads: 4
+    threads: 2
     resources:
         gpu=inference_resource("gpu"),
         mem_mb=inference_resource("mem_mb"),
         runtime=inference_resource("runtime"),
     params:
         settings=inference_settings,
-        chunk_dir="results/{dataset}/infer_chunks/{ablation}",
+        chunk_dir="results/{dataset}/infer_chunks/{system}",
         trust_remote_code=config["trust_remote_code"],
     script:
         "../workflow_scripts/infer.py"

@@ -7,7 +7,12 @@ rule lexicalize:
         unpack(lexicalize_inputs),
     output:
         texts="results/{dataset}/lexicalize/{source}.jsonl",
-        stats="results/{dataset}/lexicalize/{source}.stats.json",
+        stats=report(
+            "results/{dataset}/lexicalize/{source}.stats.json",
+            caption="../config/report/lexicalize_stats.rst",
+            category="Knowledge",
+            subcategory="{dataset}",
+        ),
     log:
         "logs/{dataset}/lexicalize/{source}.log",
     conda:

@@ -12,7 +12,12 @@ rule lookup_dbpedia:
         triples="results/{dataset}/lookup_dbpedia/triples.parquet",
         abstracts="results/{dataset}/lookup_dbpedia/abstracts.parquet",
         mapping="results/{dataset}/lookup_dbpedia/mapping.parquet",
-        stats="results/{dataset}/lookup_dbpedia/stats.json",
+        stats=report(
+            "results/{dataset}/lookup_dbpedia/stats.json",
+            caption="../config/report/lookup_stats.rst",
+            category="Knowledge",
+            subcategory="{dataset}",
+        ),
     log:
         "logs/{dataset}/lookup_dbpedia.log",
     benchmark:

@@ -14,7 +14,12 @@ rule train:
     output:
         adapter=directory("results/{dataset}/train/{ablation}/adapter"),
         log_tsv="results/{dataset}/train/{ablation}/train_log.tsv",
-        loss_png="results/{dataset}/train/{ablation}/loss.png",
+        loss_png=report(
+            "results/{dataset}/train/{ablation}/loss.png",
+            caption="../config/report/train_loss.rst",
+            category="Training",
+            subcategory="{dataset}",
+        ),
     log:
         "logs/{dataset}/train/{ablation}.log",
     benchmark:

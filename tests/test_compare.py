@@ -61,7 +61,7 @@ def evaluated() -> tuple[dict, dict, dict, MetricSettings]:
     for name in ("oracle", "zero_shot", "inverse"):
         predictions = ranked_predictions(candidates, {"zero_shot": "random"}.get(name, name))
         runs[name] = json.loads(json.dumps(run_from_predictions(predictions)))
-        metrics[name] = evaluate_ranking(predictions, runs[name], candidates, split, settings, labels={"ablation": name})
+        metrics[name] = evaluate_ranking(predictions, runs[name], candidates, split, settings, labels={"system": name})
     qrels = relevant_qrels(held_out_judgements(candidates))
     return metrics, runs, qrels, settings
 
@@ -81,7 +81,7 @@ def test_comparison_outputs(tmp_path: Path, evaluated: tuple) -> None:
     written = json.loads(outputs["summary"].read_text())
     assert written == json.loads(json.dumps(summary))
     ranx = written["ranx"]
-    assert ranx["ablations"] == ["oracle", "zero_shot", "inverse"] and ranx["stat_test"] == "student"
+    assert ranx["systems"] == ["oracle", "zero_shot", "inverse"] and ranx["stat_test"] == "student"
     assert ranx["means"]["oracle"]["ndcg@3"] == pytest.approx(1.0)
     assert ranx["means"]["oracle"]["ndcg@3"] == pytest.approx(metrics["oracle"]["standard"]["ndcg@3"])
     assert ranx["comparisons"]["oracle"]["inverse"]["ndcg@3"]["significant"] is True
@@ -125,9 +125,9 @@ def test_single_ablation_and_clayrs_only(tmp_path: Path, evaluated: tuple) -> No
 def test_mismatched_inputs_are_rejected(tmp_path: Path) -> None:
     settings = MetricSettings(cutoffs=(1,))
     outputs = {key: tmp_path / key for key in ("table", "latex", "plot", "summary")}
-    with pytest.raises(ValueError, match="different ablations"):
+    with pytest.raises(ValueError, match="different systems"):
         write_comparison("mini", {"a": {}}, {"b": {}}, {}, settings, outputs)
-    with pytest.raises(ValueError, match="no ablation"):
+    with pytest.raises(ValueError, match="no system"):
         write_comparison("mini", {}, {}, {}, settings, outputs)
 
 

@@ -49,6 +49,13 @@ def with_change(config: dict, path: str, value: object) -> dict:
         ("run.datasets", ["ml1m", "imdb"], r"run\.datasets: 'imdb' is not defined under datasets"),
         ("run.ablations", ["everything"], r"run\.ablations: 'everything' is not defined under ablations"),
         ("datasets.ml1m.domain", "cooking", r"datasets\.ml1m\.domain: 'cooking' is not defined under domains"),
+        ("inference.full.mode", "sample", r"inference\.full\.mode: 'sample' is not one of \['score', 'generate'\]"),
+        ("inference.cpu_small.device", "gpu0", r"inference\.cpu_small\.device: 'gpu0' does not match"),
+        ("metrics.cutoffs", [0, 5], r"metrics\.cutoffs\.0: 0 is less than the minimum of 1"),
+        ("metrics.significance.test", "wilcoxon", r"metrics\.significance\.test: 'wilcoxon' is not one of"),
+        ("run.zero_shot", ["beam"], r"run\.zero_shot\.0: 'beam' is not one of \['score', 'generate'\]"),
+        ("ablations.zero_shot_mine", [], r"ablations\.zero_shot_mine: the name is taken by a zero-shot system or a baseline"),
+        ("ablations.ease", ["graph"], r"ablations\.ease: the name is taken"),
         ("surprise", True, r"\(top level\): Additional properties are not allowed \('surprise' was unexpected\)"),
     ],
 )

@@ -1,6 +1,7 @@
 """The real workflow through Snakemake: the full-grid dry-run, lint/format checks, a failing
 input, and an end-to-end run of the embedded default."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -37,8 +38,28 @@ def test_full_grid_dry_run_lists_every_dataset_and_ablation(tmp_path):
     assert len(expected_pairs) == 8 * 3 + 4 * 2  # ml1m/dbbook/lastfm have every source; ml1m_mini and bgg lack text
     for rule, wildcard_sets in by_rule.items():
         pairs = {(dict(w)["dataset"], dict(w)["ablation"]) for w in wildcard_sets if "ablation" in dict(w)}
-        if pairs:
+        if rule == "merge":  # only datasets whose inference preset loads a merged model
+            merged = {d for d in datasets if config["inference"][config["datasets"][d]["inference"]]["load"] == "merged"}
+            assert merged == set(datasets) - {"ml1m_mini"}
+            assert pairs == {(d, a) for d, a in expected_pairs if d in merged}
+        elif pairs:
             assert pairs == expected_pairs, rule
+    zero_shot = {f"zero_shot_{mode}" for mode in config["run"]["zero_shot"]}
+    assert zero_shot == {"zero_shot_score", "zero_shot_generate"}
+    systems = {rule: {(dict(w)["dataset"], dict(w)["system"]) for w in by_rule[rule]} for rule in ("infer", "evaluate")}
+    llm_systems = expected_pairs | {(d, z) for d in datasets for z in zero_shot}
+    assert systems["infer"] == llm_systems
+    assert systems["evaluate"] == llm_systems | {(d, b) for d in datasets for b in config["baselines"]["names"]}
+    assert {dict(w)["dataset"] for w in by_rule["compare"]} == set(datasets)
+    assert len(by_rule["evaluate"]) == len(expected_pairs) + len(datasets) * (2 + 5)
+
+
+def test_one_ablation_target_plans_only_that_ablation(tmp_path):
+    jobs = planned_jobs(tmp_path, targets=["results/ml1m_mini/metrics/graph.json"])
+    rules = sorted(rule for rule, _ in jobs)
+    assert rules.count("train") == rules.count("infer") == rules.count("evaluate") == 1
+    assert {w.get("ablation", w.get("system")) for _, w in jobs} - {None} == {"graph"}
+    assert "compare" not in rules and "baselines" not in rules
 
 
 def test_default_target_is_the_embedded_dataset(tmp_path):
@@ -75,13 +96,19 @@ def test_malformed_input_stops_the_run_and_writes_nothing(tmp_path):
 
 @pytest.mark.slow
 def test_embedded_default_runs_end_to_end(tmp_path):
-    run_workflow(tmp_path, cores=2)
+    config = load_config()
+    # One change to keep CI short: the untrained model's generate-mode run (zero_shot_generate)
+    # gets a fixed 48-token budget instead of one sized for every candidate (~170 tokens,
+    # ~2.5 min on 2 cores). The generate path, parsing and appending are still exercised.
+    inference = copy.deepcopy(config["inference"])
+    inference["cpu_small"]["max_new_tokens"] = 48
+    override = write_override(tmp_path, {"inference": inference})
+    run_workflow(tmp_path, cores=2, overrides=[override])
     prepared = json.loads((tmp_path / "results/ml1m_mini/prepare/stats.json").read_text())
     assert prepared["users"] == load_config()["datasets"]["ml1m_mini"]["max_users"]
     candidates = pd.read_parquet(tmp_path / "results/ml1m_mini/split/candidates.parquet")
     assert candidates.groupby("user").size().max() <= load_config()["datasets"]["ml1m_mini"]["split"]["max_candidates"]
     assert len(pd.read_parquet(tmp_path / "results/ml1m_mini/mine_rules/rules.parquet")) > 0
-    config = load_config()
     steps = config["training"][config["datasets"]["ml1m_mini"]["training"]]["max_steps"]
     for ablation in ablations_for(config, "ml1m_mini"):
         run = tmp_path / "results/ml1m_mini/train" / ablation
@@ -92,3 +119,37 @@ def test_embedded_default_runs_end_to_end(tmp_path):
     for baseline in config["baselines"]["names"]:
         ranked = pd.read_parquet(tmp_path / "results/ml1m_mini/baselines" / baseline / "predictions.parquet")
         assert set(ranked["user"]) == test_users, baseline
+    check_rankings_and_metrics(tmp_path, config, candidates)
+    check_report(tmp_path, override)
+
+
+def check_rankings_and_metrics(workdir: Path, config: dict, candidates: pd.DataFrame) -> None:
+    """Every system ranked every test candidate once and has finite metrics in [0, 1]."""
+    test = candidates[candidates["user_set"] == "test"]
+    systems = [f"zero_shot_{mode}" for mode in config["run"]["zero_shot"]] + ablations_for(config, "ml1m_mini") + config["baselines"]["names"]
+    for system in systems:
+        if system in config["baselines"]["names"]:
+            ranked = pd.read_parquet(workdir / "results/ml1m_mini/baselines" / system / "predictions.parquet")
+        else:
+            ranked = pd.read_parquet(workdir / "results/ml1m_mini/infer" / system / "predictions.parquet")
+            assert sorted(zip(ranked["user"], ranked["item"])) == sorted(zip(test["user"], test["item"])), system
+        metrics = json.loads((workdir / "results/ml1m_mini/metrics" / f"{system}.json").read_text())
+        assert metrics["system"] == system
+        for definition in config["metrics"]["definitions"]:
+            for name in ("ndcg@10", "precision@5", "mrr", *(["hit_rate@5"] if definition == "standard" else [])):
+                value = metrics[definition].get(name)
+                assert value is not None and 0 <= value <= 1, (system, definition, name, value)
+    generated = json.loads((workdir / "results/ml1m_mini/metrics/zero_shot_generate.json").read_text())
+    assert {"hallucinated_total", "appended_total"} <= set(generated["parsing"])
+    table = (workdir / "results/ml1m_mini/compare/table.md").read_text()
+    assert all(system in table for system in systems)
+    assert (workdir / "results/ml1m_mini/compare/plot.png").stat().st_size > 0
+    assert "\\begin{tabular}" in (workdir / "results/ml1m_mini/compare/table.tex").read_text()
+
+
+def check_report(workdir: Path, override: Path) -> None:
+    report = workdir / "report.html"
+    args = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", *map(str, CONFIG_FILES), str(override), "--report", str(report)]
+    result = run_cli(*args, cwd=workdir)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert report.stat().st_size > 100_000  # self-contained: plots and tables embedded

@@ -14,11 +14,11 @@ def read_json(path):
         return json.load(handle)
 
 
-ablations = list(snakemake.params.ablations)
+systems = list(snakemake.params.systems)
 write_comparison(
     dataset=snakemake.wildcards.dataset,
-    metrics=dict(zip(ablations, map(read_json, snakemake.input.metrics))),
-    runs=dict(zip(ablations, map(read_json, snakemake.input.runs))),
+    metrics=dict(zip(systems, map(read_json, snakemake.input.metrics))),
+    runs=dict(zip(systems, map(read_json, snakemake.input.runs))),
     qrels=relevant_qrels(held_out_judgements(read_parquet(snakemake.input.candidates))),
     settings=MetricSettings.from_config(snakemake.params.metrics),
     outputs={key: snakemake.output[key] for key in ("table", "latex", "plot", "summary")},

@@ -15,7 +15,7 @@ metrics = evaluate_ranking(
     candidates=read_parquet(snakemake.input.candidates, required=["user", "user_set", "item", "liked"]),
     split=read_parquet(snakemake.input.split, required=["user", "user_set", "item", "side"]),
     settings=MetricSettings.from_config(snakemake.params.metrics),
-    labels={"dataset": snakemake.wildcards.dataset, "ablation": snakemake.wildcards.ablation},
+    labels={"dataset": snakemake.wildcards.dataset, "system": snakemake.wildcards.system},
 )
-log.info("%s/%s: %s", snakemake.wildcards.dataset, snakemake.wildcards.ablation, metrics.get("standard"))
+log.info("%s/%s: %s", snakemake.wildcards.dataset, snakemake.wildcards.system, metrics.get("standard"))
 write_json(metrics, snakemake.output[0])
