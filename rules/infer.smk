@@ -15,6 +15,8 @@ rule infer:
         system=llm_system_pattern(),
     conda:
         "../envs/llm.yaml"
+    container:
+        "envs/llm.sif"
     threads: 2
     resources:
         gpu=inference_resource("gpu"),

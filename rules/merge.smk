@@ -16,8 +16,11 @@ rule merge:
         "logs/{dataset}/merge/{ablation}.benchmark.tsv"
     conda:
         "../envs/llm.yaml"
+    container:
+        "envs/llm.sif"
     threads: 4
     resources:
+        gpu=config["merge"]["gpu"],
         mem_mb=config["merge"]["mem_mb"],
         runtime=config["merge"]["runtime"],
     params:

@@ -11,6 +11,8 @@ rule prepare_model:
         "logs/models/{model}/prepare_model.log",
     conda:
         "../envs/llm.yaml"
+    container:
+        "envs/llm.sif"
     threads: 2
     resources:
         mem_mb=8000,

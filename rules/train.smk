@@ -26,6 +26,8 @@ rule train:
         "logs/{dataset}/train/{ablation}.benchmark.tsv"
     conda:
         "../envs/llm.yaml"
+    container:
+        "envs/llm.sif"
     threads: 8
     resources:
         gpu=training_resource("gpu"),

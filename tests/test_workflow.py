@@ -54,14 +54,6 @@ def test_full_grid_dry_run_lists_every_dataset_and_ablation(tmp_path):
     assert len(by_rule["evaluate"]) == len(expected_pairs) + len(datasets) * (2 + 5)
 
 
-def test_one_ablation_target_plans_only_that_ablation(tmp_path):
-    jobs = planned_jobs(tmp_path, targets=["results/ml1m_mini/metrics/graph.json"])
-    rules = sorted(rule for rule, _ in jobs)
-    assert rules.count("train") == rules.count("infer") == rules.count("evaluate") == 1
-    assert {w.get("ablation", w.get("system")) for _, w in jobs} - {None} == {"graph"}
-    assert "compare" not in rules and "baselines" not in rules
-
-
 def test_default_target_is_the_embedded_dataset(tmp_path):
     datasets = {wildcards.get("dataset") for _, wildcards in planned_jobs(tmp_path)}
     assert datasets - {None} == {"ml1m_mini"}
