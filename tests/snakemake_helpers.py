@@ -21,26 +21,43 @@ def write_override(workdir: Path, override: dict[str, Any], name: str = "overrid
     return path
 
 
-def _api_run(workdir: Path, targets: list[str], executor: str, overrides: list[Path], cores: int, forceall: bool = False) -> Any:
-    api = SnakemakeApi(OutputSettings(quiet={Quietness.ALL} if executor == "dryrun" else None, show_failed_logs=True))
+def api_run(
+    workdir: Path,
+    targets: list[str],
+    executor: str,
+    configfiles: list[Path],
+    snakefile: Path = SNAKEFILE,
+    cores: int = 1,
+    forceall: bool = False,
+    forcerun: list[str] = (),
+    quiet: bool | None = None,
+) -> Any:
+    """Run ``snakefile`` through Snakemake's API with ``executor`` (dryrun, local, touch);
+    returns the DAG. Quiet by default unless jobs really run."""
+    quiet = executor != "local" if quiet is None else quiet
+    api = SnakemakeApi(OutputSettings(quiet={Quietness.ALL} if quiet else None, show_failed_logs=True))
     with api:
         workflow = api.workflow(
             resource_settings=ResourceSettings(cores=cores),
-            config_settings=ConfigSettings(configfiles=[*CONFIG_FILES, *overrides]),
-            snakefile=SNAKEFILE,
+            config_settings=ConfigSettings(configfiles=list(configfiles)),
+            snakefile=snakefile,
             workdir=workdir,
         )
-        dag = workflow.dag(DAGSettings(targets=targets, forceall=forceall))
+        dag = workflow.dag(DAGSettings(targets=list(targets), forceall=forceall, forcerun=list(forcerun)))
         dag.execute_workflow(executor=executor, execution_settings=ExecutionSettings())
         return dag.workflow_api._workflow.dag
 
 
-def planned_jobs(workdir: Path, targets: list[str] | None = None, overrides: list[Path] = (), forceall: bool = False) -> list[tuple[str, dict[str, str]]]:
-    """(rule, wildcards) of every job a dry-run would execute."""
-    dag = _api_run(workdir, list(targets or []), "dryrun", list(overrides), cores=1, forceall=forceall)
-    # A dry-run "finishes" exactly the jobs a real run would execute.
+def jobs_of(dag: Any) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job the executor ran (a dry-run "finishes" exactly the jobs a
+    real run would execute)."""
     return sorted(((job.rule.name, dict(job.wildcards)) for job in dag.finished_jobs), key=repr)
 
 
+def planned_jobs(workdir: Path, targets: list[str] | None = None, overrides: list[Path] = (), forceall: bool = False) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job a dry-run would execute."""
+    return jobs_of(api_run(workdir, list(targets or []), "dryrun", [*CONFIG_FILES, *overrides], forceall=forceall))
+
+
 def run_workflow(workdir: Path, targets: list[str] | None = None, overrides: list[Path] = (), cores: int = 2) -> None:
-    _api_run(workdir, list(targets or []), "local", list(overrides), cores=cores)
+    api_run(workdir, list(targets or []), "local", [*CONFIG_FILES, *overrides], cores=cores)

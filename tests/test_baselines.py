@@ -6,7 +6,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -235,42 +234,18 @@ def test_bad_input_names_the_table():
 @pytest.mark.slow
 def test_rule_writes_predictions_run_and_tuning(tmp_path):
     """rules/baselines.smk + workflow_scripts/baselines.py through Snakemake, with a tiny
-    Snakefile that defines the common.smk function the rule calls."""
-    from snakemake.api import SnakemakeApi
-    from snakemake.settings.enums import Quietness
-    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+    Snakefile of the real rule and rules/common.smk."""
+    from snakemake_helpers import api_run
 
     split, candidates = cooccurrence_data()
     (tmp_path / "results/tiny/split").mkdir(parents=True)
     split.to_parquet(tmp_path / "results/tiny/split/split.parquet")
     candidates.to_parquet(tmp_path / "results/tiny/split/candidates.parquet")
     (tmp_path / "config.yaml").write_text("baselines: {names: [popularity, ease], seed: 22, validation_fraction: 0.2, validation_cutoff: 10, grids: {ease: {l2: [1.0, 10.0]}}}\n")
-    snakefile = tmp_path / "Snakefile"
-    snakefile.write_text(
-        textwrap.dedent(
-            f"""
-            def baseline_settings(wildcards):
-                block = config["baselines"]
-                return {{
-                    "seed": block["seed"],
-                    "validation_fraction": block["validation_fraction"],
-                    "validation_cutoff": block["validation_cutoff"],
-                    "grid": block["grids"].get(wildcards.baseline, {{}}),
-                }}
-
-            include: "{REPO / 'rules' / 'baselines.smk'}"
-            """
-        )
-    )
+    snakefile = tmp_path / "Snakefile"  # the real rule and the input functions it calls
+    snakefile.write_text("".join(f'include: "{REPO / "rules" / name}"\n' for name in ("common.smk", "baselines.smk")))
     targets = [f"results/tiny/baselines/ease/{name}" for name in ("predictions.parquet", "run.json", "tuning.json")]
-    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        workflow = api.workflow(
-            resource_settings=ResourceSettings(cores=1),
-            config_settings=ConfigSettings(configfiles=[tmp_path / "config.yaml"]),
-            snakefile=snakefile,
-            workdir=tmp_path,
-        )
-        workflow.dag(DAGSettings(targets=targets)).execute_workflow(executor="local")
+    api_run(tmp_path, targets, "local", [tmp_path / "config.yaml"], snakefile=snakefile, quiet=True)
     predictions = pd.read_parquet(tmp_path / targets[0])
     assert ranking_of(predictions, "t1")[0] == "Y" and len(predictions) == 6
     assert set(json.loads((tmp_path / targets[1]).read_text())) == {"t1", "t2"}

@@ -552,49 +552,6 @@ def test_lastfm_sets_from_original_data(original_data: Path, tokenizer):
 
 # ----------------------------------------------------------------- the two rules, end to end
 
-# The rules/common.smk functions these rules call (the lead owns common.smk; this copy lets
-# the rules run here until they land there).
-COMMON_FUNCTIONS = '''
-def domain_spec(wildcards):
-    """The dataset's domain block plus its name (item noun, templates, label)."""
-    domain = config["datasets"][wildcards.dataset]["domain"]
-    return {"name": domain, **config["domains"][domain]}
-
-
-def lexicalize_inputs(wildcards):
-    """The source's table (lexicalize.sources.<source>.input) and the item names."""
-    source = config["lexicalize"]["sources"][wildcards.source]
-    return {
-        "knowledge": source["input"].format(dataset=wildcards.dataset),
-        "item_names": f"results/{wildcards.dataset}/prepare/items.parquet",
-    }
-
-
-def ablation_sources(wildcards):
-    """The knowledge sources of an ablation, in config order."""
-    return list(config["ablations"][wildcards.ablation])
-
-
-def build_sets_inputs(wildcards):
-    """Split, names, base tokenizer folder and the lexicalized file of each of the ablation's sources."""
-    dataset = wildcards.dataset
-    inputs = {
-        "split": f"results/{dataset}/split/split.parquet",
-        "candidates": f"results/{dataset}/split/candidates.parquet",
-        "item_names": f"results/{dataset}/prepare/items.parquet",
-        "tokenizer": f"results/models/{config['datasets'][dataset]['model']}/base",
-    }
-    for source in ablation_sources(wildcards):
-        inputs[f"knowledge_{source}"] = f"results/{dataset}/lexicalize/{source}.jsonl"
-    return inputs
-
-
-def training_seq_len(wildcards):
-    """The dataset's training sequence length: prompts + answers are fitted to it."""
-    preset = config["datasets"][wildcards.dataset]["training"]
-    return config["training"][preset].get("seq_len", 2048)  # rekalm.train.TrainingSettings default
-'''
-
 
 @pytest.mark.slow
 def test_lexicalize_and_build_sets_rules_run_end_to_end(world, smollm2_tokenizer_dir, tmp_path):
@@ -630,7 +587,7 @@ def test_lexicalize_and_build_sets_rules_run_end_to_end(world, smollm2_tokenizer
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     (work / "Snakefile").write_text(
-        COMMON_FUNCTIONS + f'\n\ninclude: "{repo}/rules/lexicalize.smk"\ninclude: "{repo}/rules/build_sets.smk"\n',
+        "".join(f'include: "{repo}/rules/{stage}.smk"\n' for stage in ("common", "lexicalize", "build_sets")),  # real rules + input functions
         encoding="utf-8",
     )
     targets = [f"results/toy/build_sets/{ablation}/{name}" for ablation in ("no_kn", "collab_graph") for name in ("train.jsonl", "test.jsonl", "stats.json")]

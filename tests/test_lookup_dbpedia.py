@@ -62,44 +62,6 @@ MOVIE = DomainSettings.from_config("movie", DOMAINS["movie"])
 DBR = Namespace("http://dbpedia.org/resource/")
 DBO = Namespace("http://dbpedia.org/ontology/")
 
-# rules/common.smk functions the rule calls (the lead pastes these into common.smk).
-COMMON_FUNCTIONS = '''
-def knowledge_routes(wildcards):
-    """The dataset's graph/text source settings, e.g. {"graph": {"source": "dbpedia"}}."""
-    knowledge = config["datasets"][wildcards.dataset].get("knowledge", {})
-    return {source: knowledge[source] for source in ("graph", "text") if source in knowledge}
-
-
-def dataset_domain(wildcards):
-    return config["datasets"][wildcards.dataset]["domain"]
-
-
-def domain_settings(wildcards):
-    """What the lookup needs of the dataset's domain: relation IRIs and attribute columns,
-    not sentence templates, so editing a template does not re-run the lookup."""
-    domain = config["domains"][dataset_domain(wildcards)]
-    keys = ("dbpedia_types", "label_qualifiers", "year_property")
-    settings = {key: domain[key] for key in keys if key in domain}
-    settings["relations"] = {name: {"uri": spec["uri"]} for name, spec in (domain.get("relations") or {}).items()}
-    settings["attribute_relations"] = {name: {"column": spec["column"]} for name, spec in (domain.get("attribute_relations") or {}).items()}
-    return settings
-
-
-def _uses_dbpedia(wildcards):
-    return any(block.get("source") == "dbpedia" for block in knowledge_routes(wildcards).values())
-
-
-def dbpedia_settings(wildcards):
-    """The dbpedia block for datasets that query DBpedia; {} for offline ones, so that
-    editing it does not re-run their lookup."""
-    return config.get("dbpedia", {}) if _uses_dbpedia(wildcards) else {}
-
-
-def dbpedia_dump_files(wildcards):
-    """Local RDF dump files served through oxigraph (none for a remote endpoint)."""
-    return (config.get("dbpedia", {}).get("local_dump") or []) if _uses_dbpedia(wildcards) else []
-'''
-
 
 def _require_oxigraph() -> None:
     try:
@@ -752,12 +714,10 @@ def test_a_bz2_dump_is_loaded_once_and_served_locally(synthetic_dump, tmp_path):
 @pytest.mark.slow
 def test_the_rule_runs_the_offline_and_the_local_dump_routes(synthetic_dump, tmp_path):
     _require_oxigraph()
-    from snakemake.api import SnakemakeApi
-    from snakemake.settings.enums import Quietness
-    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+    from snakemake_helpers import api_run
 
     (tmp_path / "Snakefile").write_text(
-        f"{COMMON_FUNCTIONS}\n\ninclude: {str(REPO / 'rules' / 'lookup_dbpedia.smk')!r}\n"
+        "".join(f"include: {str(REPO / 'rules' / name)!r}\n" for name in ("common.smk", "lookup_dbpedia.smk"))  # real rule + input functions
     )
     config = {
         "domains": DOMAINS,
@@ -772,14 +732,7 @@ def test_the_rule_runs_the_offline_and_the_local_dump_routes(synthetic_dump, tmp
         (tmp_path / "results" / dataset / "prepare").mkdir(parents=True)
         film_items(5).to_parquet(tmp_path / "results" / dataset / "prepare" / "items.parquet", index=False)
     targets = [f"results/{d}/lookup_dbpedia/{f}" for d in ("offline", "local") for f in ("triples.parquet", "abstracts.parquet", "mapping.parquet", "stats.json")]
-    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL}, show_failed_logs=True)) as api:
-        workflow = api.workflow(
-            resource_settings=ResourceSettings(cores=1),
-            config_settings=ConfigSettings(configfiles=[tmp_path / "config.yaml"]),
-            snakefile=tmp_path / "Snakefile",
-            workdir=tmp_path,
-        )
-        workflow.dag(DAGSettings(targets=targets)).execute_workflow(executor="local")
+    api_run(tmp_path, targets, "local", [tmp_path / "config.yaml"], snakefile=tmp_path / "Snakefile", quiet=True)
     offline = json.loads((tmp_path / "results" / "offline" / "lookup_dbpedia" / "stats.json").read_text())
     local = json.loads((tmp_path / "results" / "local" / "lookup_dbpedia" / "stats.json").read_text())
     assert offline["requests_made"] == 0 and offline["triples_by_relation"] == {"genre": 5, "release_year": 5}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -260,36 +259,22 @@ def test_bad_split_file_names_the_file_and_column(tmp_path: Path) -> None:
 
 def test_rule_and_script_run_through_snakemake(tmp_path: Path) -> None:
     """The rule runs the script; a dataset whose thresholds yield no rule still completes."""
-    from snakemake.api import SnakemakeApi
-    from snakemake.settings.enums import Quietness
-    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+    from snakemake_helpers import api_run
 
     repo = Path(__file__).resolve().parents[1]
     rows = [(f"u{u}", "train", item, 1, "history") for u in range(6) for item in ("a", "b")]
     rows += [(f"t{u}", "test", "leak", 1, "history") for u in range(6)]
     for dataset in ("toy", "sparse"):
         write_parquet(split_frame(rows), tmp_path / "results" / dataset / "split" / "split.parquet")
-    # A stand-in for the lead's Snakefile: only the collab_options input function it provides.
-    (tmp_path / "Snakefile").write_text(textwrap.dedent(f"""
-            def collab_options(wildcards):
-                return config["datasets"][wildcards.dataset]["knowledge"]["collab"]
-
-            include: {str(repo / "rules" / "mine_rules.smk")!r}
-            """))
+    # The real rule and the input functions it calls, on a config with only what they read.
+    (tmp_path / "Snakefile").write_text("".join(f"include: {str(repo / 'rules' / name)!r}\n" for name in ("common.smk", "mine_rules.smk")))
     (tmp_path / "config.yaml").write_text(
         "datasets:\n"
         "  toy: {knowledge: {collab: {min_support: 0.5, min_confidence: 0.5}}}\n"
         "  sparse: {knowledge: {collab: {min_support: 0.5, min_confidence: 0.5, max_len: 1}}}\n"
     )
     targets = [f"results/{dataset}/mine_rules/rules.parquet" for dataset in ("toy", "sparse")]
-    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        workflow = api.workflow(
-            resource_settings=ResourceSettings(cores=1),
-            config_settings=ConfigSettings(configfiles=[tmp_path / "config.yaml"]),
-            snakefile=tmp_path / "Snakefile",
-            workdir=tmp_path,
-        )
-        workflow.dag(DAGSettings(targets=targets)).execute_workflow(executor="local")
+    api_run(tmp_path, targets, "local", [tmp_path / "config.yaml"], snakefile=tmp_path / "Snakefile", quiet=True)
     assert rules_as_tuples(read_rules(tmp_path / targets[0])) == [(("a",), ("b",)), (("b",), ("a",))]
     assert "wrote 2 rules" in (tmp_path / "logs" / "toy" / "mine_rules" / "mine_rules.log").read_text()
     assert read_rules(tmp_path / targets[1]).empty

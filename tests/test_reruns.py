@@ -16,10 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from snakemake.api import SnakemakeApi
-from snakemake.settings.enums import Quietness
-from snakemake.settings.types import ConfigSettings, DAGSettings, ExecutionSettings, OutputSettings, ResourceSettings
-from snakemake_helpers import CONFIG_FILES, SNAKEFILE, planned_jobs, write_override
+from snakemake_helpers import CONFIG_FILES, api_run, jobs_of, planned_jobs, write_override
 
 DATASET = "ml1m_mini"
 UPSTREAM = {"download", "prepare", "split", "prepare_model"}  # shared by every ablation
@@ -28,18 +25,8 @@ UPSTREAM = {"download", "prepare", "split", "prepare_model"}  # shared by every 
 def plan(workdir: Path, targets: list[str], overrides: list[Path] = (), forcerun: list[str] = (), forceall: bool = False, executor: str = "dryrun") -> list[tuple[str, dict[str, str]]]:
     """(rule, wildcards) of every job `executor` runs, the `all` target aside; like
     snakemake_helpers.planned_jobs, plus --forcerun and the touch executor."""
-    api = SnakemakeApi(OutputSettings(quiet={Quietness.ALL}))
-    with api:
-        workflow = api.workflow(
-            resource_settings=ResourceSettings(cores=1),
-            config_settings=ConfigSettings(configfiles=[*CONFIG_FILES, *overrides]),
-            snakefile=SNAKEFILE,
-            workdir=workdir,
-        )
-        dag_api = workflow.dag(DAGSettings(targets=targets, forcerun=list(forcerun), forceall=forceall))
-        dag_api.execute_workflow(executor=executor, execution_settings=ExecutionSettings())
-        dag = dag_api.workflow_api._workflow.dag
-        return sorted(((job.rule.name, dict(job.wildcards)) for job in dag.finished_jobs if job.rule.name != "all"), key=repr)
+    dag = api_run(workdir, targets, executor, [*CONFIG_FILES, *overrides], forceall=forceall, forcerun=forcerun)
+    return [(rule, wildcards) for rule, wildcards in jobs_of(dag) if rule != "all"]
 
 
 def per_ablation(jobs) -> set[tuple[str, str]]:
@@ -72,19 +59,14 @@ def test_one_ablation_target_plans_its_jobs_and_the_shared_upstream(tmp_path, ta
 def finished_workdir(tmp_path_factory) -> Path:
     """A workdir in which the default `rule all` counts as finished (about 10 s)."""
     workdir = tmp_path_factory.mktemp("finished")
-    api = SnakemakeApi(OutputSettings(quiet={Quietness.ALL}))
-    with api:
-        workflow = api.workflow(resource_settings=ResourceSettings(cores=1), config_settings=ConfigSettings(configfiles=CONFIG_FILES), snakefile=SNAKEFILE, workdir=workdir)
-        dag_api = workflow.dag(DAGSettings(targets=[]))
-        dag_api.execute_workflow(executor="dryrun", execution_settings=ExecutionSettings())
-        for job in dag_api.workflow_api._workflow.dag.finished_jobs:
-            for output in job.output:
-                path = workdir / str(output)
-                if output.is_directory:
-                    path.mkdir(parents=True, exist_ok=True)
-                else:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.touch()
+    for job in api_run(workdir, [], "dryrun", CONFIG_FILES).finished_jobs:
+        for output in job.output:
+            path = workdir / str(output)
+            if output.is_directory:
+                path.mkdir(parents=True, exist_ok=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
     touched = plan(workdir, [], forceall=True, executor="touch")
     assert rules_of(touched) >= {"train", "infer", "evaluate", "compare"}
     assert plan(workdir, []) == [], "a finished workdir plans nothing"
