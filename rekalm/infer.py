@@ -12,14 +12,32 @@ own tokens, not one full pass per candidate. It cannot hallucinate, skip or repe
 ``generate`` is the original procedure: batched greedy decoding with left padding, then
 :mod:`rekalm.parse` maps the list back to candidate ids. The token budget is sized from each
 user's own candidates (the tokens of the complete list plus a margin), so large candidate
-sets can be listed in full (defect 3: the original's fixed 512 cut 30% of ML-1M lists).
-``max_new_tokens: 512`` reproduces the original.
+sets can be listed in full (the original's fixed 512 cut 30% of ML-1M lists).
+``max_new_tokens: 512`` reproduces the original. Greedy means greedy: the model's own
+generation config (an instruct model's ``repetition_penalty``, ``top_k``, ...) is not let
+into decoding; only its stop tokens are kept.
+
+Both modes see the tokens training learned: prompt, answer prefix and candidate are encoded
+as one string with the function training uses (:func:`rekalm.prompts.encode_prompt_and_answer`),
+and generation starts from the tokens that every trained answer shares.
+
+Context rule (the model's ``max_position_embeddings``; checked per user before its forward
+passes, so a job never fails on it). build_sets already keeps prompt + full answer within
+the training ``seq_len`` where cutting history allows; what still does not fit the model is
+cut here and counted per user in the predictions:
+
+- score: a candidate is scored when prompt + its own tokens fit; the others are ranked after
+  the scored ones in the prompt's order (``source`` 'appended', score NaN), counted in
+  ``n_context_cut``;
+- generate: the budget is cut to the room left after the prompt (``n_budget_cut`` tokens);
+  the parser appends what the model could not list (``n_appended``). A prompt that leaves
+  no room generates nothing and every candidate is appended (``n_context_cut``).
 
 The model is a plain HF folder (a merged model, or the base model for zero-shot runs) with
 an optional PEFT adapter folder; nothing here knows which ablation it serves.
 
-Outputs: ``predictions`` (user, item, rank from 1, score, source 'model'|'appended', and the
-per-user parse counts of :mod:`rekalm.parse`, zero in score mode); ``score`` is the mean
+Outputs: ``predictions`` (user, item, rank from 1, score, source 'model'|'appended', the
+per-user parse counts of :mod:`rekalm.parse`, zero in score mode, and the context cuts); ``score`` is the mean
 log-probability in score mode and the original's ``1 - i/len`` in generate mode. The ranx
 run ``{user: {item: 1 - (rank-1)/len}}`` is derived from the ranks, so it has no ties.
 
@@ -45,13 +63,16 @@ from tqdm.auto import tqdm
 
 from rekalm.io import read_jsonl, read_parquet, write_json, write_parquet
 from rekalm.parse import PARSE_COUNT_COLUMNS, rank_generation
+from rekalm.prompts import common_prefix_length, encode_prompt_and_answer, ranking_answer
 
 log = logging.getLogger(__name__)
 
 ITEM_TERMINATOR = "\n"  # what follows a name in the trained answer ("1. X\n2. Y")
 # The preset's `resources` block sizes the Snakemake job (rules/infer.smk), not the computation.
 RESOURCE_KEYS = frozenset({"resources"})
-PREDICTION_COLUMNS = ["user", "item", "rank", "score", "source", *PARSE_COUNT_COLUMNS]
+# Per-user cuts of the context rule (see the module docstring); zero when everything fit.
+CONTEXT_COUNT_COLUMNS = ("n_context_cut", "n_budget_cut")
+PREDICTION_COLUMNS = ["user", "item", "rank", "score", "source", *PARSE_COUNT_COLUMNS, *CONTEXT_COUNT_COLUMNS]
 MANIFEST_NAME = "manifest.json"
 
 
@@ -179,31 +200,50 @@ def load_model(
 # --- score mode --------------------------------------------------------------------------
 
 
-def _common_prefix_length(left: Sequence[int], right: Sequence[int]) -> int:
-    length = 0
-    for a, b in zip(left, right):
-        if a != b:
-            break
-        length += 1
-    return length
+@dataclass(frozen=True)
+class AnswerTokens:
+    """One user's prompt + answer prefix in the tokens training learned after that prompt."""
+
+    context: list[int]  # the tokens every trained answer of these candidates starts with
+    answer_start: int  # index in ``context`` of the first answer token (training's label boundary)
+    continuations: list[list[int]]  # each candidate's own tokens after ``context``, its terminator included
 
 
-def candidate_token_ids(tokenizer: Any, context: str, names: Sequence[str]) -> tuple[list[int], list[list[int]]]:
-    """(shared prefix tokens, each candidate's continuation tokens).
+def answer_tokens(tokenizer: Any, prompt: str, answer_prefix: str, names: Sequence[str]) -> AnswerTokens:
+    """Tokens of ``prompt + answer_prefix + name + '\\n'`` per candidate, split where they part.
 
-    Each candidate is tokenized *together* with the context, as in training: BPE merges the
-    prefix's trailing space into the name's first token ("1." + " The"), so encoding
-    "context" and "name" apart would score tokens the model never saw. The shared prefix is
-    the longest run of tokens common to the context and every joint encoding.
+    Each candidate is encoded *together* with the prompt and the prefix by
+    :func:`rekalm.prompts.encode_prompt_and_answer`, the function training encodes its rows
+    with: BPE merges the prefix's trailing space into the name's first token ("1." + " The")
+    and SentencePiece drops the word marker of an answer that follows a prompt, so encoding
+    them apart would rank and continue tokens the model never learned. The shared context
+    is the longest run of tokens common to the prefixed prompt and every joint encoding
+    (without the trailing " " token of "1. ", which no trained answer has).
     """
-    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
-    joint = tokenizer([context + name + ITEM_TERMINATOR for name in names], add_special_tokens=False)["input_ids"]
-    shared = len(context_ids)
-    for ids in joint:
-        shared = min(shared, _common_prefix_length(context_ids, ids))
-    if shared == 0:
+    answers = [answer_prefix] + [answer_prefix + name + ITEM_TERMINATOR for name in names]
+    encoded = encode_prompt_and_answer(tokenizer, [prompt] * len(answers), answers)
+    context_ids = encoded[0][0]
+    shared = min((common_prefix_length(context_ids, ids) for ids, _ in encoded[1:]), default=len(context_ids))
+    answer_start = min(min(boundary for _, boundary in encoded), shared)
+    return AnswerTokens(context_ids[:shared], answer_start, [ids[shared:] for ids, _ in encoded[1:]])
+
+
+def candidate_token_ids(tokenizer: Any, prompt: str, answer_prefix: str, names: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+    """(shared context tokens, each candidate's continuation tokens); see :func:`answer_tokens`."""
+    tokens = answer_tokens(tokenizer, prompt, answer_prefix, names)
+    if not tokens.context:
         raise ValueError("prompt: no token is shared by the prompt and its candidates; cannot score (empty prompt?)")
-    return context_ids[:shared], [ids[shared:] for ids in joint]
+    return tokens.context, tokens.continuations
+
+
+def context_limit(model: Any) -> int | None:
+    """The most positions the model was built for (prompt + answer must fit), or None."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def _forward_accepts_logits_to_keep(model: Any) -> bool:
@@ -291,9 +331,18 @@ def _score_packed(model: Any, prefix_layers: list[tuple[Any, Any]], first_logpro
 
 
 def score_candidates(
-    model: Any, tokenizer: Any, context: str, names: Sequence[str], batch_size: int, device: Any, packed: bool | None = None
+    model: Any,
+    tokenizer: Any,
+    prompt: str,
+    answer_prefix: str,
+    names: Sequence[str],
+    batch_size: int,
+    device: Any,
+    packed: bool | None = None,
 ) -> np.ndarray:
-    """Mean log-probability of each ``name + '\\n'`` after ``context``; one prompt pass per call.
+    """Mean log-probability of each ``name + '\\n'`` after ``prompt + answer_prefix``; one
+    prompt pass per call. NaN for a candidate whose tokens would not fit in the model's
+    context (:func:`context_limit`): it is not scored, and nothing is scored when none fits.
 
     Candidates go ``batch_size`` at a time through :func:`_score_packed` (one row, no
     padding) when the attention implementation takes a custom mask, else through
@@ -301,12 +350,15 @@ def score_candidates(
     """
     import torch
 
+    scores = np.full(len(names), np.nan, dtype=np.float64)
     if not names:
-        return np.empty(0, dtype=np.float64)
-    prefix_ids, continuations = candidate_token_ids(tokenizer, context, names)
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if limit and len(prefix_ids) + max(map(len, continuations)) > limit:
-        log.warning("prompt of %d tokens exceeds the model's %d positions: scores may be unreliable", len(prefix_ids), limit)
+        return scores
+    prefix_ids, all_continuations = candidate_token_ids(tokenizer, prompt, answer_prefix, names)
+    limit = context_limit(model)
+    fitting = [i for i, ids in enumerate(all_continuations) if limit is None or len(prefix_ids) + len(ids) <= limit]
+    if not fitting:
+        return scores
+    continuations = {i: all_continuations[i] for i in fitting}
     use_packing = _packing_supported(model) if packed is None else packed
     extra = {"logits_to_keep": 1} if _forward_accepts_logits_to_keep(model) else {}
     with torch.inference_mode():
@@ -314,9 +366,8 @@ def score_candidates(
         first_logprobs = torch.log_softmax(prefix.logits[0, -1].float(), dim=-1)
         prefix_layers = [(layer.keys, layer.values) for layer in prefix.past_key_values.layers]
         del prefix
-        scores = np.empty(len(names), dtype=np.float64)
         # Similar lengths in one batch waste fewer padded positions.
-        order = sorted(range(len(names)), key=lambda index: len(continuations[index]))
+        order = sorted(fitting, key=lambda index: len(continuations[index]))
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             scorer = _score_packed if use_packing else _score_batch
@@ -325,10 +376,11 @@ def score_candidates(
 
 
 def score_chunk(model: Any, tokenizer: Any, device: Any, prompts: Sequence[UserPrompt], settings: InferenceSettings, advance: Callable[[int], Any]) -> pd.DataFrame:
-    """Raw score-mode results of some users: user, item, score (candidate order kept)."""
+    """Raw score-mode results of some users: user, item, score (candidate order kept; NaN:
+    the candidate did not fit in the model's context)."""
     parts = []
     for prompt in prompts:
-        scores = score_candidates(model, tokenizer, prompt.prompt + prompt.answer_prefix, prompt.names, settings.batch_size, device)
+        scores = score_candidates(model, tokenizer, prompt.prompt, prompt.answer_prefix, prompt.names, settings.batch_size, device)
         parts.append(pd.DataFrame({"user": prompt.user, "item": list(prompt.items), "score": scores}))
         advance(1)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"user": [], "item": [], "score": []})
@@ -341,42 +393,122 @@ def generation_budget(tokenizer: Any, names: Sequence[str], settings: InferenceS
     """New tokens allowed for one user: the complete list's tokens plus margins (or a fixed cap)."""
     if settings.max_new_tokens is not None:
         return settings.max_new_tokens
-    listing = "\n".join(f"{rank}. {name}" for rank, name in enumerate(names, start=1))
-    listed = len(tokenizer(listing, add_special_tokens=False)["input_ids"])
+    listed = len(tokenizer(ranking_answer(names), add_special_tokens=False)["input_ids"])
     return listed + settings.tokens_per_candidate * len(names) + settings.token_slack
 
 
-def generate_answers(model: Any, tokenizer: Any, device: Any, prompts: Sequence[UserPrompt], settings: InferenceSettings, advance: Callable[[int], Any]) -> list[str]:
-    """Greedy answers (starting with the answer prefix when it is prefilled), in prompt order."""
+@dataclass(frozen=True)
+class GenerationPlan:
+    """One user's generation input and budget, fitted to the model's context."""
+
+    input_ids: list[int]  # the prompt (and the prefilled answer prefix) as training tokenized it
+    answer_start: int  # index of the first answer token in ``input_ids``
+    budget: int  # new tokens allowed: the sized budget, cut to what the context has room for
+    room: int | None  # new tokens the context has room for (None: the model states no limit)
+    budget_cut: int  # tokens the context limit removed from the sized budget
+    context_cut: int  # candidates left to the appended tail because not one new token fits
+
+
+def plan_generation(tokenizer: Any, prompt: UserPrompt, settings: InferenceSettings, limit: int | None) -> GenerationPlan:
+    """The context rule of generate mode: prompt + new tokens <= ``limit``. A budget that
+    does not fit is cut to the room left (the parser appends what the model could not
+    list); a prompt that fills the context generates nothing (every candidate appended)."""
+    tokens = answer_tokens(tokenizer, prompt.prompt, prompt.answer_prefix, prompt.names)
+    input_ids = tokens.context if settings.prefill_answer else tokens.context[: tokens.answer_start]
+    wanted = generation_budget(tokenizer, prompt.names, settings)
+    room = None if limit is None else max(limit - len(input_ids), 0)
+    budget = wanted if room is None else min(wanted, room)
+    return GenerationPlan(input_ids, tokens.answer_start, budget, room, wanted - budget, len(prompt.names) if budget == 0 else 0)
+
+
+class _GreedyDefaults:
+    """Lends the model a generation config with nothing but its stop tokens while decoding.
+
+    ``generate`` fills every field its config leaves unset from ``model.generation_config``
+    (an instruct model's ``repetition_penalty``, ``top_k``, ``no_repeat_ngram_size``, ...),
+    so "greedy" would otherwise decode with the checkpoint's sampling settings.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        from transformers import GenerationConfig
+
+        own = model.generation_config
+        eos = own.eos_token_id if own.eos_token_id is not None else tokenizer.eos_token_id
+        self.model = model
+        self.neutral = GenerationConfig(eos_token_id=eos, bos_token_id=own.bos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+    def __enter__(self) -> Any:
+        self.saved = self.model.generation_config
+        self.model.generation_config = self.neutral
+        return self.neutral
+
+    def __exit__(self, *exc: Any) -> None:
+        self.model.generation_config = self.saved
+
+
+def _batches_within_context(order: Sequence[int], plans: Sequence[GenerationPlan], batch_size: int) -> list[list[int]]:
+    """Consecutive users (sorted by budget) in batches of at most ``batch_size`` whose largest
+    budget fits every member's room, so no row decodes past the model's positions."""
+    batches: list[list[int]] = []
+    for index in order:
+        if plans[index].budget == 0:
+            continue
+        current = batches[-1] if batches else None
+        # The batch decodes its largest budget (this user's) for every row.
+        fits = current is not None and len(current) < batch_size and all(plans[i].room is None or plans[index].budget <= plans[i].room for i in current)
+        if fits:
+            current.append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
+def generate_answers(
+    model: Any, tokenizer: Any, device: Any, prompts: Sequence[UserPrompt], settings: InferenceSettings, advance: Callable[[int], Any]
+) -> tuple[list[str], list[GenerationPlan]]:
+    """Greedy answers (from the answer start: the prefilled prefix included), in prompt
+    order, and each user's :class:`GenerationPlan`."""
     import torch
     from transformers import GenerationConfig
 
-    tokenizer.padding_side = "left"  # decoder-only batches must end where generation starts
-    prefix = [p.answer_prefix if settings.prefill_answer else "" for p in prompts]
-    texts = [p.prompt + pre for p, pre in zip(prompts, prefix)]
-    budgets = [generation_budget(tokenizer, p.names, settings) for p in prompts]
-    eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id
-    answers = [""] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda index: budgets[index])  # similar budgets batch together
-    for start in range(0, len(order), settings.batch_size):
-        batch = order[start : start + settings.batch_size]
-        encoded = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        config = GenerationConfig(
-            max_new_tokens=max(budgets[i] for i in batch), do_sample=False, num_beams=1, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos
-        )
-        with torch.inference_mode():
-            output = model.generate(**encoded, generation_config=config)
-        new_tokens = output[:, encoded["input_ids"].shape[1] :]
-        for row, index in enumerate(batch):
-            answers[index] = prefix[index] + tokenizer.decode(new_tokens[row], skip_special_tokens=True)
-        advance(len(batch))
-    return answers
+    limit = context_limit(model)
+    plans = [plan_generation(tokenizer, p, settings, limit) for p in prompts]
+    answers = [tokenizer.decode(plan.input_ids[plan.answer_start :], skip_special_tokens=True) for plan in plans]
+    order = sorted(range(len(prompts)), key=lambda index: plans[index].budget)  # similar budgets batch together
+    advance(sum(plan.budget == 0 for plan in plans))
+    with _GreedyDefaults(model, tokenizer) as defaults:
+        for batch in _batches_within_context(order, plans, settings.batch_size):
+            # Left padding: decoder-only batches must end where generation starts.
+            encoded = tokenizer.pad({"input_ids": [plans[i].input_ids for i in batch]}, padding=True, padding_side="left", return_tensors="pt").to(device)
+            config = GenerationConfig(
+                max_new_tokens=max(plans[i].budget for i in batch),
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=defaults.pad_token_id,
+                eos_token_id=defaults.eos_token_id,
+            )
+            with torch.inference_mode():
+                output = model.generate(**encoded, generation_config=config)
+            new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
+            for row, index in enumerate(batch):
+                plan = plans[index]
+                # Decoded with the answer tokens before it: a lone word piece would lose its space.
+                answers[index] = tokenizer.decode(plan.input_ids[plan.answer_start :] + new_tokens[row], skip_special_tokens=True)
+            advance(len(batch))
+    return answers, plans
 
 
 def generate_chunk(model: Any, tokenizer: Any, device: Any, prompts: Sequence[UserPrompt], settings: InferenceSettings, advance: Callable[[int], Any]) -> pd.DataFrame:
-    """Raw generate-mode results of some users: user, text."""
-    answers = generate_answers(model, tokenizer, device, prompts, settings, advance)
-    return pd.DataFrame({"user": [p.user for p in prompts], "text": answers})
+    """Raw generate-mode results of some users: user, text and the context cuts."""
+    answers, plans = generate_answers(model, tokenizer, device, prompts, settings, advance)
+    return pd.DataFrame(
+        {
+            "user": [p.user for p in prompts],
+            "text": answers,
+            "n_budget_cut": np.array([plan.budget_cut for plan in plans], dtype=np.int32),
+            "n_context_cut": np.array([plan.context_cut for plan in plans], dtype=np.int32),
+        }
+    )
 
 
 # --- chunks and resumption ---------------------------------------------------------------
@@ -471,7 +603,7 @@ def _user_frame(user: str, items: Sequence[str], order: Sequence[int], scores: S
             "source": ["appended" if flag else "model" for flag in appended],
         }
     )
-    for column in PARSE_COUNT_COLUMNS:
+    for column in (*PARSE_COUNT_COLUMNS, *CONTEXT_COUNT_COLUMNS):
         frame[column] = np.int32(counts.get(column, 0))
     return frame
 
@@ -486,7 +618,8 @@ def _finish(parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def predictions_from_scores(prompts: Sequence[UserPrompt], raw: pd.DataFrame) -> pd.DataFrame:
-    """Rank by score (ties keep the prompt's candidate order); every row comes from the model."""
+    """Rank by score (ties keep the prompt's candidate order). Candidates left unscored by
+    the context limit (NaN) follow in the prompt's order, as 'appended', counted per user."""
     by_user = {user: group for user, group in raw.groupby("user", sort=False)} if len(raw) else {}
     parts = []
     for prompt in prompts:
@@ -495,21 +628,24 @@ def predictions_from_scores(prompts: Sequence[UserPrompt], raw: pd.DataFrame) ->
         if missing:
             raise ValueError(f"inference chunks: user {prompt.user!r} lacks scores for {len(missing)} candidate(s)")
         scores = np.array([scored[item] for item in prompt.items], dtype=np.float64)
-        order = np.argsort(-scores, kind="stable")
-        parts.append(_user_frame(prompt.user, prompt.items, order.tolist(), scores[order], [False] * len(order), {}))
+        order = np.argsort(-scores, kind="stable")  # NaN sorts last, in candidate order
+        unscored = np.isnan(scores[order])
+        parts.append(_user_frame(prompt.user, prompt.items, order.tolist(), scores[order], unscored.tolist(), {"n_context_cut": int(unscored.sum())}))
     return _finish(parts)
 
 
 def predictions_from_generations(prompts: Sequence[UserPrompt], raw: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Parse each answer; appended candidates follow the ranked ones; counts on every row."""
-    texts = dict(zip(raw["user"], raw["text"])) if len(raw) else {}
+    by_user = raw.set_index("user") if len(raw) else pd.DataFrame()
     parts = []
     for prompt in prompts:
-        if prompt.user not in texts:
+        if prompt.user not in by_user.index:
             raise ValueError(f"inference chunks: no generation for user {prompt.user!r}")
-        order, appended, counts = rank_generation(texts[prompt.user], prompt.names, threshold)
+        generated = by_user.loc[prompt.user]
+        order, appended, counts = rank_generation(generated["text"], prompt.names, threshold)
         ranks = np.arange(1, len(order) + 1)
-        parts.append(_user_frame(prompt.user, prompt.items, order, _rank_score(ranks, len(order)), appended, counts.as_dict()))
+        cuts = {column: int(generated[column]) for column in CONTEXT_COUNT_COLUMNS}
+        parts.append(_user_frame(prompt.user, prompt.items, order, _rank_score(ranks, len(order)), appended, {**counts.as_dict(), **cuts}))
     return _finish(parts)
 
 
@@ -559,4 +695,10 @@ def run_inference(
         predictions = predictions_from_scores(prompts, raw)
     else:
         predictions = predictions_from_generations(prompts, raw, settings.fuzzy_threshold)
+    cuts = predictions.groupby("user", sort=False)[list(CONTEXT_COUNT_COLUMNS)].first()
+    if cuts.to_numpy().any():
+        log.warning(
+            "context limit: %d user(s) with candidates not ranked by the model (%d candidates), %d with a cut generation budget (%d tokens)",
+            int((cuts["n_context_cut"] > 0).sum()), int(cuts["n_context_cut"].sum()), int((cuts["n_budget_cut"] > 0).sum()), int(cuts["n_budget_cut"].sum()),
+        )  # fmt: skip
     return predictions, run_from_predictions(predictions)

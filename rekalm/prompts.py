@@ -130,3 +130,37 @@ def render_chat(tokenizer: Any, system: str, user: str) -> str:
 def render_ranking_prompt(tokenizer: Any, request: RankingRequest) -> str:
     """THE prompt renderer: used for training examples and for test/inference prompts."""
     return render_chat(tokenizer, system_message(request), user_message(request))
+
+
+def encode_prompt_and_answer(tokenizer: Any, prompts: Sequence[str], answers: Sequence[str]) -> list[tuple[list[int], int]]:
+    """Token ids of each ``prompt + answer`` encoded as ONE string, and the index of the
+    first answer token: THE tokenization of training targets, matched by inference.
+
+    Encoding the answer apart from its prompt teaches tokens that inference never meets:
+    SentencePiece-style tokenizers (Llama-2, Mistral, Gemma) start a string with a word
+    marker ("▁Here") that the same word lacks right after the prompt ("]Here"), and
+    byte-level ones merge a space into the following word. The boundary is the first token
+    that ends after the prompt's last character, so a token spanning both is learned.
+    Special tokens written in the prompt text are parsed, none are added.
+    """
+    texts = [prompt + answer for prompt, answer in zip(prompts, answers, strict=True)]
+    if getattr(tokenizer, "is_fast", False):
+        encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        return [
+            (list(ids), next((index for index, (_, end) in enumerate(offsets) if end > len(prompt)), len(ids)))
+            for prompt, ids, offsets in zip(prompts, encoded["input_ids"], encoded["offset_mapping"])
+        ]
+    # Tokenizers without offsets: the answer starts where the joint encoding stops
+    # repeating the prompt's own tokens (the same place whenever the two agree).
+    joint = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    alone = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    return [(list(ids), common_prefix_length(ids, own)) for ids, own in zip(joint, alone)]
+
+
+def common_prefix_length(left: Sequence[int], right: Sequence[int]) -> int:
+    length = 0
+    for a, b in zip(left, right):
+        if a != b:
+            break
+        length += 1
+    return length

@@ -7,8 +7,9 @@ versions, while TRL's argument names have changed in most releases.
 
 What happens, in order:
 
-1. ``train.jsonl`` rows ``{kind, prompt, completion}`` are tokenized; the completion gets
-   EOS. With ``loss: completion_only`` (default) prompt tokens get label -100, so only the
+1. ``train.jsonl`` rows ``{kind, prompt, completion}`` are tokenized as one string
+   (:func:`rekalm.prompts.encode_prompt_and_answer`, the tokens inference ranks and
+   continues); the completion gets EOS. With ``loss: completion_only`` (default) prompt tokens get label -100, so only the
    answer (or a whole knowledge document, whose prompt is "") is learned; with
    ``full_sequence`` (the original study) every token is.
 2. With ``packing: true`` examples are packed best-fit-decreasing into rows of at most
@@ -53,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 from tqdm import tqdm
 
 from rekalm.io import atomic_dir, atomic_path, read_jsonl, write_json
+from rekalm.prompts import encode_prompt_and_answer
 
 if TYPE_CHECKING:
     import torch
@@ -207,15 +209,14 @@ def tokenize_rows(rows: Sequence[dict[str, str]], tokenizer: "PreTrainedTokenize
         raise ValueError("tokenizer: no eos_token_id; the completion needs an end-of-sequence token")
     lead = leading_special_ids(tokenizer)
     bos_text = tokenizer.bos_token or None
-    # Prompts are rendered with the chat template already; tokenizing prompt and completion
-    # separately keeps the boundary exact (the prompt ends at the assistant header).
-    prompts = tokenizer([r["prompt"] for r in rows], add_special_tokens=False)["input_ids"]
-    completions = tokenizer([r["completion"] for r in rows], add_special_tokens=False)["input_ids"]
+    # Prompt and completion are encoded as one string, as inference meets them (the
+    # completion's tokens depend on what precedes them); offsets place the label boundary.
+    encoded = encode_prompt_and_answer(tokenizer, [r["prompt"] for r in rows], [r["completion"] for r in rows])
     examples, dropped, truncated = [], 0, 0
-    for row, prompt_ids, completion_ids in tqdm(zip(rows, prompts, completions), total=len(rows), desc="tokenizing", mininterval=5):
+    for row, (ids, boundary) in tqdm(zip(rows, encoded), total=len(rows), desc="tokenizing", mininterval=5):
         prefix = [] if bos_text and row["prompt"].startswith(bos_text) else lead
-        prompt_ids = prefix + list(prompt_ids)
-        completion_ids = list(completion_ids) + [tokenizer.eos_token_id]
+        prompt_ids = prefix + ids[:boundary]
+        completion_ids = ids[boundary:] + [tokenizer.eos_token_id]
         if loss == "completion_only" and len(prompt_ids) >= seq_len:
             dropped += 1
             continue

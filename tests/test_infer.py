@@ -56,7 +56,7 @@ def brute_force_scores(model, tokenizer, context: str, names: list[str]) -> np.n
     """Re-encode prompt + candidate for every candidate: the reference for the cached path."""
     import torch
 
-    prefix, continuations = candidate_token_ids(tokenizer, context, names)
+    prefix, continuations = candidate_token_ids(tokenizer, context, "", names)
     scores = []
     for continuation in continuations:
         with torch.no_grad():
@@ -108,7 +108,7 @@ def test_duplicate_users_are_rejected(tmp_path: Path) -> None:
 def test_candidates_are_tokenized_jointly_with_the_prefix(tiny) -> None:
     _, tokenizer, _ = tiny
     context = render(tokenizer, ["Heat (1995)"], NAMES) + ANSWER_PREFIX
-    prefix, continuations = candidate_token_ids(tokenizer, context, NAMES)
+    prefix, continuations = candidate_token_ids(tokenizer, context, "", NAMES)
     joint = tokenizer(context + NAMES[1] + "\n", add_special_tokens=False)["input_ids"]
     assert prefix + continuations[1] == joint  # exactly the tokens training saw
     assert tokenizer.decode(continuations[1]).endswith("Toy Story (1995)\n")
@@ -119,7 +119,7 @@ def test_candidates_are_tokenized_jointly_with_the_prefix(tiny) -> None:
 def test_cached_scores_equal_full_reencoding(tiny, batch_size: int, packed: bool) -> None:
     model, tokenizer, device = tiny
     context = render(tokenizer, ["Heat (1995)"], NAMES) + ANSWER_PREFIX
-    cached = score_candidates(model, tokenizer, context, NAMES, batch_size, device, packed=packed)
+    cached = score_candidates(model, tokenizer, context, "", NAMES, batch_size, device, packed=packed)
     np.testing.assert_allclose(cached, brute_force_scores(model, tokenizer, context, NAMES), rtol=0, atol=1e-4)
 
 
@@ -130,16 +130,16 @@ def test_packed_scoring_with_eager_attention(tiny_llama_dir: Path) -> None:
     eager = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="eager").eval()
     context = render(tokenizer, [], NAMES) + ANSWER_PREFIX
     assert infer._packing_supported(eager)  # the additive-mask path
-    np.testing.assert_allclose(score_candidates(eager, tokenizer, context, NAMES, 4, device), brute_force_scores(eager, tokenizer, context, NAMES), atol=1e-4)
+    np.testing.assert_allclose(score_candidates(eager, tokenizer, context, "", NAMES, 4, device), brute_force_scores(eager, tokenizer, context, NAMES), atol=1e-4)
 
 
 def test_scores_do_not_depend_on_candidate_order(tiny) -> None:
     model, tokenizer, device = tiny
     context = render(tokenizer, [], NAMES) + ANSWER_PREFIX
-    forward = score_candidates(model, tokenizer, context, NAMES, 3, device)
-    backward = score_candidates(model, tokenizer, context, NAMES[::-1], 3, device)
+    forward = score_candidates(model, tokenizer, context, "", NAMES, 3, device)
+    backward = score_candidates(model, tokenizer, context, "", NAMES[::-1], 3, device)
     np.testing.assert_allclose(forward, backward[::-1], atol=1e-5)
-    assert score_candidates(model, tokenizer, context, [], 3, device).shape == (0,)
+    assert score_candidates(model, tokenizer, context, "", [], 3, device).shape == (0,)
 
 
 # --- generate mode ---------------------------------------------------------------------------
@@ -163,16 +163,16 @@ def test_left_padded_batches_generate_what_single_prompts_do(tiny) -> None:
     ]
     def answers(batch_size: int) -> list[str]:
         settings = InferenceSettings(mode="generate", max_new_tokens=6, batch_size=batch_size)
-        return infer.generate_answers(model, tokenizer, device, prompts, settings, lambda n: None)
+        return infer.generate_answers(model, tokenizer, device, prompts, settings, lambda n: None)[0]
 
     batched, single = answers(3), answers(1)
     assert batched == single
-    assert all(answer.startswith(ANSWER_PREFIX) for answer in batched)
+    assert all(answer.startswith(ANSWER_PREFIX.rstrip()) for answer in batched)  # the prefix's tokens every trained answer has
 
 
 def test_generations_become_complete_flagged_lists() -> None:
     prompts = [UserPrompt("u1", "p", ANSWER_PREFIX, ("a", "b", "c"), ("Toy Story", "Heat", "Amélie")), UserPrompt("u2", "p", ANSWER_PREFIX, ("x",), ("Heat",))]
-    raw = pd.DataFrame({"user": ["u2", "u1"], "text": ["¯\\_(ツ)_/¯", "Here a list:\n1. Amelie\n2. Amelie\n3. Jaws"]})
+    raw = pd.DataFrame({"user": ["u2", "u1"], "text": ["¯\\_(ツ)_/¯", "Here a list:\n1. Amelie\n2. Amelie\n3. Jaws"], "n_budget_cut": [0, 0], "n_context_cut": [0, 0]})
     predictions = predictions_from_generations(prompts, raw, threshold=85)
     u1 = predictions[predictions["user"] == "u1"]
     assert u1["item"].tolist() == ["c", "a", "b"] and u1["source"].tolist() == ["model", "appended", "appended"]
@@ -207,7 +207,7 @@ def test_adapter_and_merged_model_rank_alike(tiny_llama_dir: Path, tmp_path: Pat
     for name, (model_dir, adapter_dir) in {"base": (tiny_llama_dir, None), "adapter": (tiny_llama_dir, tmp_path / "adapter"), "merged": (tmp_path / "merged", None)}.items():
         model, tokenizer, device = load_model(model_dir, adapter_dir, dtype="float32", device="cpu")
         context = context or render(tokenizer, ["Heat (1995)"], NAMES) + ANSWER_PREFIX
-        results[name] = score_candidates(model, tokenizer, context, NAMES, 4, device)
+        results[name] = score_candidates(model, tokenizer, context, "", NAMES, 4, device)
     np.testing.assert_allclose(results["adapter"], results["merged"], atol=1e-4)
     assert np.abs(results["adapter"] - results["base"]).max() > 1e-3
 
@@ -220,7 +220,7 @@ def test_run_inference_score_mode_outputs(tiny_llama_dir: Path, tiny, tmp_path: 
     rows = write_test_set(tmp_path / "test.jsonl", tokenizer)
     settings = InferenceSettings(mode="score", chunk_size=2, batch_size=3, dtype="float32", device="cpu")
     predictions, run = run_inference(tmp_path / "test.jsonl", tiny_llama_dir, settings, tmp_path / "chunks", threads=1)
-    assert list(predictions.columns) == ["user", "item", "rank", "score", "source", *PARSE_COUNT_COLUMNS]
+    assert list(predictions.columns) == ["user", "item", "rank", "score", "source", *PARSE_COUNT_COLUMNS, "n_context_cut", "n_budget_cut"]
     assert predictions["rank"].dtype == np.int32 and predictions["score"].dtype == np.float64
     assert sorted((tmp_path / "chunks").glob("chunk-*.parquet")) == [tmp_path / "chunks" / f"chunk-{i:05d}.parquet" for i in range(3)]
     for row in rows:
@@ -228,7 +228,7 @@ def test_run_inference_score_mode_outputs(tiny_llama_dir: Path, tiny, tmp_path: 
         assert sorted(mine["item"]) == sorted(c["item"] for c in row["candidates"])  # complete, no duplicates
         assert mine["rank"].tolist() == list(range(1, len(mine) + 1))
         assert mine["score"].is_monotonic_decreasing and (mine["source"] == "model").all()
-        assert (mine[list(PARSE_COUNT_COLUMNS)] == 0).all().all()
+        assert (mine[[*PARSE_COUNT_COLUMNS, "n_context_cut", "n_budget_cut"]] == 0).all().all()
         # run.json: ranx's {user: {item: score}} with distinct scores in rank order
         assert list(run[row["user"]]) == mine["item"].tolist()
         assert len(set(run[row["user"]].values())) == len(mine)
@@ -288,7 +288,7 @@ def test_run_inference_generate_mode(tiny_llama_dir: Path, tiny, tmp_path: Path)
     settings = InferenceSettings(mode="generate", batch_size=2, chunk_size=2, max_new_tokens=12, dtype="float32", device="cpu")
     predictions, run = run_inference(tmp_path / "test.jsonl", tiny_llama_dir, settings, tmp_path / "chunks")
     raw = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "chunks").glob("chunk-*.parquet"))])
-    assert list(raw.columns) == ["user", "text"] and raw["text"].str.startswith(ANSWER_PREFIX).all()
+    assert list(raw.columns) == ["user", "text", "n_budget_cut", "n_context_cut"] and raw["text"].str.startswith(ANSWER_PREFIX.rstrip()).all()
     for row in rows:  # a random model writes nonsense: the lists are still complete
         mine = predictions[predictions["user"] == row["user"]]
         assert sorted(mine["item"]) == sorted(c["item"] for c in row["candidates"])
