@@ -295,3 +295,122 @@ def test_run_inference_generate_mode(tiny_llama_dir: Path, tiny, tmp_path: Path)
         assert int(mine["n_appended"].iloc[0]) == int((mine["source"] == "appended").sum())
     assert set(run) == {row["user"] for row in rows}
     assert run_from_predictions(predictions) == run
+
+
+# --- greedy decoding and the context rule ------------------------------------------------------
+
+
+def greedy_loop(model, input_ids: list[int], budget: int, eos: int) -> list[int]:
+    """The reference: argmax of the full re-encoding, one token at a time."""
+    import torch
+
+    ids = list(input_ids)
+    for _ in range(budget):
+        with torch.no_grad():
+            token = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+        ids.append(token)
+        if token == eos:
+            break
+    return ids[len(input_ids) :]
+
+
+def test_generate_mode_is_greedy_whatever_the_model_config_says(tiny_llama_dir: Path, tiny) -> None:
+    import torch
+    from transformers import AutoConfig, GenerationConfig, LlamaForCausalLM
+
+    _, tokenizer, device = tiny
+    torch.manual_seed(0)  # larger random weights than the fixture's: logits a penalty can reorder
+    model = LlamaForCausalLM(AutoConfig.from_pretrained(tiny_llama_dir, initializer_range=0.1)).eval()
+    # An instruct checkpoint's generation_config.json: sampling and a repetition penalty.
+    own = GenerationConfig(do_sample=True, repetition_penalty=1.3, top_k=5, temperature=0.7, eos_token_id=tokenizer.eos_token_id)
+    model.generation_config = own
+    prompts = [UserPrompt(f"u{i}", render(tokenizer, ["Heat (1995)"], NAMES[i:]), ANSWER_PREFIX, tuple(NAMES[i:]), tuple(NAMES[i:])) for i in range(2)]
+    settings = InferenceSettings(mode="generate", max_new_tokens=20, batch_size=2)
+    answers, plans = infer.generate_answers(model, tokenizer, device, prompts, settings, lambda n: None)
+    assert model.generation_config is own  # lent, then given back
+    for answer, plan in zip(answers, plans):
+        expected = greedy_loop(model, plan.input_ids, 20, tokenizer.eos_token_id)
+        assert answer == tokenizer.decode(plan.input_ids[plan.answer_start :] + expected, skip_special_tokens=True)
+        # The test can fail: decoding with the checkpoint's penalty gives another answer.
+        penalized = GenerationConfig(max_new_tokens=20, do_sample=False, repetition_penalty=1.3, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        assert model.generate(input_ids=torch.tensor([plan.input_ids]), generation_config=penalized)[0, len(plan.input_ids) :].tolist() != expected
+
+
+@pytest.fixture()
+def short_context(tiny_llama_dir: Path):
+    """The tiny Llama with a context of ``limit`` positions (RoPE computes any position, so
+    only the rule under test keeps prompt + answer within it)."""
+    model, tokenizer, device = load_model(tiny_llama_dir, dtype="float32", device="cpu")
+
+    def limited(limit: int):
+        model.config.max_position_embeddings = limit
+        return model
+
+    return limited, tokenizer, device
+
+
+def test_score_mode_scores_only_candidates_that_fit(short_context) -> None:
+    limited, tokenizer, device = short_context
+    prompt = render(tokenizer, ["Heat (1995)"], NAMES)
+    context, continuations = candidate_token_ids(tokenizer, prompt, ANSWER_PREFIX, NAMES)
+    full = score_candidates(limited(len(context) + 100), tokenizer, prompt, ANSWER_PREFIX, NAMES, 4, device)
+    room = sorted(map(len, continuations))[len(NAMES) // 2]
+    cut = score_candidates(limited(len(context) + room), tokenizer, prompt, ANSWER_PREFIX, NAMES, 4, device)
+    fits = np.array([len(ids) <= room for ids in continuations])
+    assert 0 < fits.sum() < len(NAMES)
+    np.testing.assert_allclose(cut[fits], full[fits], atol=1e-5)
+    assert np.isnan(cut[~fits]).all() and not np.isnan(full).any()
+    assert np.isnan(score_candidates(limited(len(context)), tokenizer, prompt, ANSWER_PREFIX, NAMES, 4, device)).all()
+
+
+def test_generate_mode_budget_fits_the_context(short_context, monkeypatch: pytest.MonkeyPatch) -> None:
+    limited, tokenizer, device = short_context
+    prompts = [UserPrompt(f"u{i}", render(tokenizer, ["Heat (1995)"] * (5 * i + 1), NAMES), ANSWER_PREFIX, tuple(NAMES), tuple(NAMES)) for i in range(4)]
+    settings = InferenceSettings(mode="generate", batch_size=4)
+    lengths = [len(infer.plan_generation(tokenizer, p, settings, None).input_ids) for p in prompts]
+    wanted = infer.generation_budget(tokenizer, NAMES, settings)
+    limit = lengths[1] + 7  # room for u0: 7 + its shorter prompt; u1: 7; u2, u3: none
+    assert lengths[2] > limit
+    model = limited(limit)
+    calls = []
+    real_generate = model.generate
+
+    def recorded(**kwargs):
+        rows = kwargs["attention_mask"].sum(dim=1).tolist()
+        calls.append((rows, kwargs["generation_config"].max_new_tokens))
+        return real_generate(**kwargs)
+
+    monkeypatch.setattr(model, "generate", recorded)
+    answers, plans = infer.generate_answers(model, tokenizer, device, prompts, settings, lambda n: None)
+    assert [plan.budget for plan in plans] == [limit - lengths[0], 7, 0, 0]
+    assert [plan.budget_cut for plan in plans] == [wanted - (limit - lengths[0]), wanted - 7, wanted, wanted]
+    assert [plan.context_cut for plan in plans] == [0, 0, len(NAMES), len(NAMES)]
+    assert calls and all(length + budget <= limit for rows, budget in calls for length in rows)  # no row decodes past the context
+    assert answers[2] == answers[3] == ANSWER_PREFIX.rstrip()  # nothing generated
+
+
+def test_run_inference_counts_context_cuts_and_never_fails(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    model_dir = tmp_path / "short_model"
+    shutil.copytree(tiny_llama_dir, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    _, tokenizer, _ = load_model(tiny_llama_dir, dtype="float32", device="cpu")
+    rows = write_test_set(tmp_path / "test.jsonl", tokenizer, n_users=3)
+    prompt_tokens = [len(candidate_token_ids(tokenizer, r["prompt"], ANSWER_PREFIX, [c["name"] for c in r["candidates"]])[0]) for r in rows]
+    config["max_position_embeddings"] = min(prompt_tokens) + 6  # the shortest candidates fit for some users; no list fits
+    (model_dir / "config.json").write_text(json.dumps(config))
+    for mode in ("score", "generate"):
+        settings = InferenceSettings(mode=mode, chunk_size=2, dtype="float32", device="cpu")
+        predictions, run = run_inference(tmp_path / "test.jsonl", model_dir, settings, tmp_path / f"chunks-{mode}")
+        per_user = predictions.groupby("user").first()
+        for row in rows:
+            mine = predictions[predictions["user"] == row["user"]]
+            assert sorted(mine["item"]) == sorted(c["item"] for c in row["candidates"])  # complete lists all the same
+            assert list(run[row["user"]]) == mine["item"].tolist()
+        if mode == "score":
+            appended = predictions.groupby("user")["source"].apply(lambda s: int((s == "appended").sum()))
+            assert (per_user["n_context_cut"] == appended).all() and appended.sum() > 0
+            assert predictions.loc[predictions["source"] == "appended", "score"].isna().all()
+        else:
+            assert (per_user["n_budget_cut"] > 0).all()
