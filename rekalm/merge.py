@@ -47,20 +47,6 @@ class MergeCheck:
     passed: bool
 
 
-def resolve_dtype(base_model_dir: str | os.PathLike[str], dtype: str = "auto") -> torch.dtype:
-    """``auto`` keeps the dtype the base model was saved in (fp32 SmolLM2, bf16 Llama-3)."""
-    import torch
-    from transformers import AutoConfig
-
-    if dtype == "auto":
-        config = AutoConfig.from_pretrained(base_model_dir)
-        saved = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32"
-        dtype = str(saved).replace("torch.", "")
-    if dtype not in DEFAULT_TOLERANCE:
-        raise ValueError(f"merge.dtype: expected auto or one of {sorted(DEFAULT_TOLERANCE)}, got {dtype!r}")
-    return getattr(torch, dtype)
-
-
 def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[torch.Tensor]:
     """Token ids per prompt, wrapped in the chat template when the tokenizer has one."""
     encoded = []
@@ -92,12 +78,22 @@ def compare_logits(reference: Sequence[torch.Tensor], candidate: Sequence[torch.
     return MergeCheck(len(diffs), worst, float(same.mean()) if len(same) else 1.0, tolerance, dtype, worst <= tolerance)
 
 
-def load_base_with_adapter(base_model_dir: str, adapter_dir: str, dtype, trust_remote_code: bool = False):
+def load_base_with_adapter(base_model_dir: str, adapter_dir: str, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False):
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
+    from rekalm.hf import load_causal_lm
+
+    base = load_causal_lm(base_model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code, where="merge")
     return PeftModel.from_pretrained(base, adapter_dir)
+
+
+def merge_device_and_dtype(base_model_dir: str | os.PathLike[str], dtype: str = "auto", device: str = "auto", gpus: int = 0) -> tuple[torch.device, torch.dtype]:
+    """Where the merge runs (the job's GPU when it has one; no GPU although the job asked
+    for one stops here) and in which dtype (``auto``: the one the base model was saved in)."""
+    from rekalm.hf import resolve_device, resolve_dtype
+
+    torch_device = resolve_device(device, gpus=gpus, where="rule merge")
+    return torch_device, resolve_dtype(dtype, torch_device, saved_in=base_model_dir, where="merge.dtype")
 
 
 def merge_adapter(
@@ -109,6 +105,8 @@ def merge_adapter(
     check_prompts: Sequence[str] = DEFAULT_CHECK_PROMPTS,
     trust_remote_code: bool = False,
     threads: int | None = None,
+    device: str = "auto",
+    gpus: int = 0,
 ) -> MergeCheck:
     """Write the merged model to ``output_dir`` (atomically) after checking its logits.
 
@@ -116,24 +114,25 @@ def merge_adapter(
     base + adapter by more than ``tolerance``.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rekalm.hf import load_causal_lm, load_tokenizer
 
     if threads:
         torch.set_num_threads(threads)
     base_model_dir, adapter_dir = str(base_model_dir), str(adapter_dir)
-    torch_dtype = resolve_dtype(base_model_dir, dtype)
+    torch_device, torch_dtype = merge_device_and_dtype(base_model_dir, dtype, device, gpus)
     dtype_name = str(torch_dtype).replace("torch.", "")
     limit = DEFAULT_TOLERANCE[dtype_name] if tolerance is None else float(tolerance)
-    tokenizer = AutoTokenizer.from_pretrained(base_model_dir, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(base_model_dir, trust_remote_code=trust_remote_code)
     encoded = encode_prompts(tokenizer, check_prompts)
     with atomic_dir(output_dir) as staging:
-        model = load_base_with_adapter(base_model_dir, adapter_dir, torch_dtype, trust_remote_code)
+        model = load_base_with_adapter(base_model_dir, adapter_dir, torch_dtype, torch_device, trust_remote_code)
         reference = prompt_logits(model, encoded)
         merged = model.merge_and_unload()
         merged.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         del model, merged
-        reloaded = AutoModelForCausalLM.from_pretrained(staging, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        reloaded = load_causal_lm(staging, dtype=torch_dtype, device=torch_device, trust_remote_code=trust_remote_code, where="merge")
         check = compare_logits(reference, prompt_logits(reloaded, encoded), limit, dtype_name)
         log.info("merge check: %s", check)
         if not check.passed:
@@ -150,14 +149,15 @@ def check_merged_model(
     tolerance: float | None = None,
     dtype: str = "auto",
     trust_remote_code: bool = False,
+    device: str = "auto",
 ) -> MergeCheck:
     """Re-run the equivalence check on an existing merged folder (for tests and audits)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from rekalm.hf import load_causal_lm, load_tokenizer
 
-    torch_dtype = resolve_dtype(base_model_dir, dtype)
+    torch_device, torch_dtype = merge_device_and_dtype(base_model_dir, dtype, device)
     dtype_name = str(torch_dtype).replace("torch.", "")
     limit = DEFAULT_TOLERANCE[dtype_name] if tolerance is None else float(tolerance)
-    encoded = encode_prompts(AutoTokenizer.from_pretrained(base_model_dir, trust_remote_code=trust_remote_code), prompts)
-    reference = prompt_logits(load_base_with_adapter(str(base_model_dir), str(adapter_dir), torch_dtype, trust_remote_code), encoded)
-    merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    encoded = encode_prompts(load_tokenizer(base_model_dir, trust_remote_code=trust_remote_code), prompts)
+    reference = prompt_logits(load_base_with_adapter(str(base_model_dir), str(adapter_dir), torch_dtype, torch_device, trust_remote_code), encoded)
+    merged = load_causal_lm(merged_dir, dtype=torch_dtype, device=torch_device, trust_remote_code=trust_remote_code, where="merge")
     return compare_logits(reference, prompt_logits(merged, encoded), limit, dtype_name)
