@@ -728,7 +728,8 @@ def train_adapter(job: TrainingJob, resume_from: str | os.PathLike[str] | None =
         train_runtime_s=runtime,
         device=plan.device,
     )
-    if trainer.is_world_process_zero():
+    if trainer.is_world_process_zero():  # one writer: the other workers hold the same weights
+        log.info("process %d of %d writes the adapter, log and loss curve", trainer.args.process_index, trainer.args.world_size)
         save_outputs(trainer, job, result)
     return result
 
@@ -809,6 +810,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     payload = json.loads(Path(arguments.job).read_text(encoding="utf-8"))
     resume = payload.pop("resume_from", None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Which code this worker runs: it must be the parent's (worker_environment).
+    log.info("worker rank %s of %s: rekalm from %s", os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1"), Path(__file__).resolve().parent)
     train_adapter(TrainingJob.from_dict(payload), resume)
 
 

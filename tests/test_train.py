@@ -430,7 +430,7 @@ def test_prepare_train_and_merge_rules_run_end_to_end(tmp_path, tiny_llama_dir, 
         "models": {"tiny": {"source": "local", "path": str(tiny_llama_dir)}},
         "datasets": {"toy": {"model": "tiny", "training": "tiny"}},
         "training": {"tiny": {**TINY, "max_steps": 3, "resources": {"gpu": 0, "mem_mb": 2000, "runtime": 5}}},
-        "merge": {"temporary": False, "dtype": "auto", "tolerance": None, "gpu": 0, "mem_mb": 4000, "runtime": 30},
+        "merge": {"temporary": False, "dtype": "auto", "device": "auto", "tolerance": None, "gpu": 0, "mem_mb": 4000, "runtime": 30},
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     # The real rules and their input functions, on a config with only what they read.

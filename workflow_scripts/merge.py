@@ -14,6 +14,7 @@ with one_line_errors(log, DeviceUnavailableError):
         tolerance=snakemake.params.tolerance,
         trust_remote_code=snakemake.params.trust_remote_code,
         threads=snakemake.threads,
+        device=snakemake.params.device,
         gpus=int(snakemake.resources.get("gpu", 0)),
     )
 log.info("merged %s/%s: %s", snakemake.wildcards.dataset, snakemake.wildcards.ablation, check)
