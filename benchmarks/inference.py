@@ -217,13 +217,13 @@ def main() -> None:
         return
 
     import torch
-    from transformers import AutoTokenizer
 
+    from rekalm.hf import load_tokenizer
     from rekalm.io import read_jsonl, write_json, write_jsonl
 
     OUT.mkdir(parents=True, exist_ok=True)
     model = smollm2_folder() if args.model == "smollm2" else Path(args.model)
-    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer = load_tokenizer(model)
     if args.test_jsonl:
         rows, source = read_jsonl(args.test_jsonl)[: args.users], str(args.test_jsonl)
     elif (ORIGINAL_DATA / "lastfm").is_dir():

@@ -65,7 +65,9 @@ PLAIN_OVERRIDES = {"packing": False, "bf16": False, "tf32": False, "gradient_che
 
 def synthetic_rows(tokenizer: Any, users: int, seed: int = 22) -> list[dict[str, str]]:
     """Rows shaped like a collab_graph mix: ranking x3 + rule and fact documents x1 each
-    (protocol.md), with the ml1m_mini caps (12 liked + 4 disliked in history, 8 candidates)."""
+    as build_sets mixes them, with the ml1m_mini caps (12 liked + 4 disliked in history, 8 candidates)."""
+    from rekalm.prompts import render_chat
+
     rng = random.Random(seed)
     titles = movie_titles(rng)
     system = (
@@ -77,9 +79,7 @@ def synthetic_rows(tokenizer: Any, users: int, seed: int = 22) -> list[dict[str,
         picked = rng.sample(titles, 24)
         liked, disliked, candidates = picked[:12], picked[12:16], picked[16:24]
         user = f"Liked: {'; '.join(liked)}.\nDisliked: {'; '.join(disliked)}.\nRank these candidates: {'; '.join(candidates)}."
-        prompt = tokenizer.apply_chat_template(
-            [{"role": "system", "content": system}, {"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
-        )
+        prompt = render_chat(tokenizer, system, user)  # the workflow's own rendering: a plain template without a chat template
         answer = "Here a list:\n" + "\n".join(f"{rank}. {name}" for rank, name in enumerate(candidates, start=1))
         rows += [{"kind": "ranking", "prompt": prompt, "completion": answer}] * 3
         rule = f"People who like {picked[0]}, {picked[1]} also tend to like {picked[2]}."
@@ -115,16 +115,8 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
     """Train ``args.steps + args.warmup`` steps of one variant in this process; measure."""
     import torch
 
-    from rekalm.train import (
-        TrainingJob,
-        TrainingSettings,
-        build_trainer,
-        load_tokenizer,
-        load_training_rows,
-        peak_memory_mb,
-        plan_device,
-        tokenize_rows,
-    )
+    from rekalm.hf import load_tokenizer
+    from rekalm.train import TrainingJob, TrainingSettings, build_trainer, load_training_rows, peak_memory_mb, plan_device, tokenize_rows
 
     torch.set_num_threads(args.threads)
     settings_dict = {**PRESETS[args.preset], **json.loads(args.settings)}
@@ -132,7 +124,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
         settings_dict.update(PLAIN_OVERRIDES)
     settings_dict.update(max_steps=args.warmup + args.steps, epochs=1000, save_steps=10**9, keep_checkpoints=True)
     settings = TrainingSettings(**settings_dict)
-    plan = plan_device(settings)
+    plan = plan_device(settings, args.base)
     tokenizer = load_tokenizer(args.base)
     tokenized = tokenize_rows(load_training_rows(args.train_jsonl), tokenizer, settings.seq_len, settings.loss)
     with tempfile.TemporaryDirectory() as scratch:
@@ -209,12 +201,15 @@ def step_timer(device: str):
 
 
 def patch_random_init() -> None:
-    """Make rekalm.train build the model from config.json alone (random weights)."""
+    """Make rekalm.hf build models from config.json alone (random weights, built directly on
+    the device ``device_map`` names, as the real loader places them)."""
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    def from_config(folder, dtype=None, attn_implementation=None, trust_remote_code=False, **kwargs):
+    def from_config(folder, dtype=None, attn_implementation=None, trust_remote_code=False, device_map=None, **kwargs):
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
-        return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
+        with torch.device((device_map or {}).get("", "cpu")):
+            return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
 
     AutoModelForCausalLM.from_pretrained = from_config  # type: ignore[method-assign]
 
@@ -288,8 +283,8 @@ def main(argv: list[str] | None = None) -> None:
     args.cuda_visible = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as scratch:
         if args.synthetic:
+            from rekalm.hf import load_tokenizer
             from rekalm.io import write_jsonl
-            from rekalm.train import load_tokenizer
 
             args.train_jsonl = f"{scratch}/train.jsonl"
             write_jsonl(synthetic_rows(load_tokenizer(args.base), args.synthetic), args.train_jsonl)

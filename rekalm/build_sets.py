@@ -64,6 +64,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from rekalm.hf import load_tokenizer
 from rekalm.io import read_jsonl, read_parquet, write_json, write_jsonl
 from rekalm.prompts import (
     ANSWER_PREFIX,
@@ -683,12 +684,6 @@ def _warn_about(stats: Mapping[str, Any]) -> None:
 # ---------------------------------------------------------------- files
 
 
-def load_tokenizer(folder: str | os.PathLike[str], trust_remote_code: bool = False) -> Any:
-    from transformers import AutoTokenizer  # heavy import, only where a tokenizer is needed
-
-    return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-
-
 def domain_label(domain: Mapping[str, Any]) -> str:
     """The word for the system prompt ("movie", "music", "board game")."""
     label = domain.get("label") or domain.get("name")
@@ -716,7 +711,7 @@ def build_sets_files(
         read_parquet(candidates_path),
         read_parquet(items_path),
         {source: read_jsonl(path) for source, path in knowledge_paths.items()},
-        load_tokenizer(tokenizer_dir, trust_remote_code),
+        load_tokenizer(tokenizer_dir, trust_remote_code=trust_remote_code),
         settings,
         domain_label(domain),
         ablation,

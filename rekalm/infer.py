@@ -149,50 +149,34 @@ def read_test_prompts(path: str | Path) -> list[UserPrompt]:
 # --- model loading ---------------------------------------------------------------------
 
 
-def resolve_device(setting: str = "auto") -> Any:
-    import torch
-
-    if setting != "auto":
-        return torch.device(setting)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def resolve_dtype(setting: str, device: Any) -> Any:
-    import torch
-
-    if setting == "auto":
-        # bf16 halves memory and is exact enough for ranking on GPUs; CPUs run it slowly.
-        use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if use_bf16 else torch.float32
-    return getattr(torch, setting)
-
-
 def load_model(
     model_dir: str | Path,
     adapter_dir: str | Path | None = None,
     *,
     dtype: str = "auto",
     device: str = "auto",
+    gpus: int = 0,
+    where: str = "infer",
     trust_remote_code: bool = False,
 ) -> tuple[Any, Any, Any]:
-    """(model, tokenizer, device): a HF folder, plus a PEFT adapter merged in memory if given."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """(model, tokenizer, device): a HF folder, plus a PEFT adapter merged in memory if given.
 
-    torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
+    ``gpus`` is what the job asked for: with ``gpus > 0`` and no usable CUDA device the job
+    stops here (rekalm.hf.resolve_device) instead of ranking on the CPU for hours.
+    """
+    from rekalm.hf import load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
+
+    torch_device = resolve_device(device, gpus=gpus, where=where)
+    torch_dtype = resolve_dtype(dtype, torch_device, where=f"{where}: dtype")
     tokenizer_dir = adapter_dir if adapter_dir and (Path(adapter_dir) / "tokenizer_config.json").exists() else model_dir
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token  # only pads; padded positions are never scored
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code=trust_remote_code)  # pads with EOS if needed: padded positions are never scored
+    model = load_causal_lm(model_dir, dtype=torch_dtype, device=torch_device, trust_remote_code=trust_remote_code, where=where)
     if adapter_dir:
         from peft import PeftModel
 
         # Merging in memory costs seconds and makes every later forward pass a plain one.
         model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    model.to(torch_device).eval()
+    model.eval()
     log.info("loaded %s%s on %s as %s", model_dir, f" + adapter {adapter_dir}" if adapter_dir else "", torch_device, torch_dtype)
     return model, tokenizer, torch_device
 
@@ -669,6 +653,8 @@ def run_inference(
     adapter_dir: str | Path | None = None,
     threads: int | None = None,
     trust_remote_code: bool = False,
+    gpus: int = 0,
+    where: str = "infer",
 ) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
     """Rank every user of ``test_path``: (predictions table, ranx run dict)."""
     import torch
@@ -676,12 +662,17 @@ def run_inference(
     if threads:
         torch.set_num_threads(threads)  # the cores Snakemake granted, not every core of the node
     prompts = read_test_prompts(test_path)
+    from rekalm.hf import resolve_device
+
+    resolve_device(settings.device, gpus=gpus, where=where)  # a GPU job without a GPU stops before any work
     prepare_chunk_dir(chunk_dir, inference_fingerprint(test_path, model_dir, adapter_dir, settings))
     loaded: list[Any] = []  # loaded lazily: a resumed run with every chunk done needs no model
 
     def compute(chunk: Sequence[UserPrompt], advance: Callable[[int], Any]) -> pd.DataFrame:
         if not loaded:
-            loaded.extend(load_model(model_dir, adapter_dir, dtype=settings.dtype, device=settings.device, trust_remote_code=trust_remote_code))
+            loaded.extend(
+                load_model(model_dir, adapter_dir, dtype=settings.dtype, device=settings.device, gpus=gpus, where=where, trust_remote_code=trust_remote_code)
+            )
         model, tokenizer, device = loaded
         worker = score_chunk if settings.mode == "score" else generate_chunk
         return worker(model, tokenizer, device, chunk, settings, advance)

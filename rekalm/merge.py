@@ -83,20 +83,6 @@ class MergeCheck:
     passed: bool
 
 
-def resolve_dtype(base_model_dir: str | os.PathLike[str], dtype: str = "auto") -> torch.dtype:
-    """``auto`` keeps the dtype the base model was saved in (fp32 SmolLM2, bf16 Llama-3)."""
-    import torch
-    from transformers import AutoConfig
-
-    if dtype == "auto":
-        config = AutoConfig.from_pretrained(base_model_dir)
-        saved = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32"
-        dtype = str(saved).replace("torch.", "")
-    if dtype not in DEFAULT_TOLERANCE:
-        raise ValueError(f"merge.dtype: expected auto or one of {sorted(DEFAULT_TOLERANCE)}, got {dtype!r}")
-    return getattr(torch, dtype)
-
-
 def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[torch.Tensor]:
     """Token ids per prompt, wrapped in the chat template when the tokenizer has one."""
     encoded = []
@@ -199,12 +185,22 @@ def compare_logits(
     )
 
 
-def load_base_with_adapter(base_model_dir: str, adapter_dir: str, dtype, trust_remote_code: bool = False):
+def load_base_with_adapter(base_model_dir: str, adapter_dir: str, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False):
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
+    from rekalm.hf import load_causal_lm
+
+    base = load_causal_lm(base_model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code, where="merge")
     return PeftModel.from_pretrained(base, adapter_dir)
+
+
+def merge_device_and_dtype(base_model_dir: str | os.PathLike[str], dtype: str = "auto", device: str = "auto", gpus: int = 0) -> tuple[torch.device, torch.dtype]:
+    """Where the merge runs (the job's GPU when it has one; no GPU although the job asked
+    for one stops here) and in which dtype (``auto``: the one the base model was saved in)."""
+    from rekalm.hf import resolve_device, resolve_dtype
+
+    torch_device = resolve_device(device, gpus=gpus, where="rule merge")
+    return torch_device, resolve_dtype(dtype, torch_device, saved_in=base_model_dir, where="merge.dtype")
 
 
 def merge_adapter(
@@ -216,36 +212,38 @@ def merge_adapter(
     check_prompts: Sequence[str] = DEFAULT_CHECK_PROMPTS,
     trust_remote_code: bool = False,
     threads: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
+    gpus: int = 0,
 ) -> MergeCheck:
-    """Write the merged model to ``output_dir`` (atomically) after checking its logits.
+    """Write the merged model to ``output_dir`` (atomically) after checking it.
 
-    Merges and checks on ``device`` (the job's: ``cuda`` when the rule holds a GPU).
-    Raises ValueError (and leaves no output) when the merged logits differ from
-    base + adapter by a relative error above ``tolerance``.
+    Merges and checks on the job's device (:func:`merge_device_and_dtype`) in fp32
+    arithmetic; ``dtype`` is the dtype the merged weights are saved in. Raises ValueError
+    (and leaves no output) when the check fails (see the module docstring).
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rekalm.hf import load_causal_lm, load_tokenizer
 
     if threads:
         torch.set_num_threads(threads)
     base_model_dir, adapter_dir = str(base_model_dir), str(adapter_dir)
-    saved_dtype = resolve_dtype(base_model_dir, dtype)
+    torch_device, saved_dtype = merge_device_and_dtype(base_model_dir, dtype, device, gpus)
     dtype_name = str(saved_dtype).replace("torch.", "")
     limit = DEFAULT_TOLERANCE[dtype_name] if tolerance is None else float(tolerance)
-    tokenizer = AutoTokenizer.from_pretrained(base_model_dir, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(base_model_dir, trust_remote_code=trust_remote_code)
     encoded = encode_prompts(tokenizer, check_prompts)
     arithmetic = getattr(torch, CHECK_DTYPE)
     with atomic_dir(output_dir) as staging:
-        model = load_base_with_adapter(base_model_dir, adapter_dir, arithmetic, trust_remote_code).to(device)
+        model = load_base_with_adapter(base_model_dir, adapter_dir, arithmetic, torch_device, trust_remote_code)
         reference = prompt_logits(model, encoded)
         probes = update_probes(model)
         merged = model.merge_and_unload().to(saved_dtype)  # folded in fp32, rounded once
         merged.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         del model, merged
-        reloaded = AutoModelForCausalLM.from_pretrained(staging, dtype=arithmetic, trust_remote_code=trust_remote_code).to(device)
-        check = compare_logits(reference, prompt_logits(reloaded, encoded), limit, dtype_name, device, update_errors(probes, reloaded))
+        reloaded = load_causal_lm(staging, dtype=arithmetic, device=torch_device, trust_remote_code=trust_remote_code, where="merge")
+        check = compare_logits(reference, prompt_logits(reloaded, encoded), limit, dtype_name, str(torch_device), update_errors(probes, reloaded))
         log.info("merge check: %s", check)
         if not check.passed:
             raise ValueError(f"{adapter_dir}: merge check failed: {check_summary(check)}")
@@ -269,19 +267,21 @@ def check_merged_model(
     tolerance: float | None = None,
     dtype: str = "auto",
     trust_remote_code: bool = False,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> MergeCheck:
-    """Re-run the equivalence check on an existing merged folder (for tests and audits);
-    ``dtype`` is the dtype the merged folder was saved in (it picks the tolerance)."""
+    """Re-run the check on an existing merged folder (for tests and audits); ``dtype`` is
+    the dtype the folder was saved in (it picks the tolerance)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype_name = str(resolve_dtype(base_model_dir, dtype)).replace("torch.", "")
+    from rekalm.hf import load_causal_lm, load_tokenizer
+
+    torch_device, saved_dtype = merge_device_and_dtype(base_model_dir, dtype, device)
+    dtype_name = str(saved_dtype).replace("torch.", "")
     limit = DEFAULT_TOLERANCE[dtype_name] if tolerance is None else float(tolerance)
     arithmetic = getattr(torch, CHECK_DTYPE)
-    encoded = encode_prompts(AutoTokenizer.from_pretrained(base_model_dir, trust_remote_code=trust_remote_code), prompts)
-    model = load_base_with_adapter(str(base_model_dir), str(adapter_dir), arithmetic, trust_remote_code).to(device)
+    encoded = encode_prompts(load_tokenizer(base_model_dir, trust_remote_code=trust_remote_code), prompts)
+    model = load_base_with_adapter(str(base_model_dir), str(adapter_dir), arithmetic, torch_device, trust_remote_code)
     reference, probes = prompt_logits(model, encoded), update_probes(model)
     del model
-    merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=arithmetic, trust_remote_code=trust_remote_code).to(device)
-    return compare_logits(reference, prompt_logits(merged, encoded), limit, dtype_name, device, update_errors(probes, merged))
+    merged = load_causal_lm(merged_dir, dtype=arithmetic, device=torch_device, trust_remote_code=trust_remote_code, where="merge")
+    return compare_logits(reference, prompt_logits(merged, encoded), limit, dtype_name, str(torch_device), update_errors(probes, merged))

@@ -82,11 +82,13 @@ def locate_package_file(package: str, file: str) -> Path:
 def convert_gguf(gguf_path: Path, destination: Path, trust_remote_code: bool = False) -> None:
     """Dequantize a GGUF checkpoint into a plain fp32 HF folder at ``destination``."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from rekalm.hf import load_tokenizer
 
     folder, name = gguf_path.parent, gguf_path.name
     log.info("reading %s (dequantizing to fp32)", gguf_path)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(folder, gguf_file=name, trust_remote_code=trust_remote_code, pad_with_eos=False)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32, trust_remote_code=trust_remote_code)
     # The GGUF-loaded model carries a quantization_config that makes it unserializable;
     # a fresh model from the same config without it takes the dequantized weights as is.
@@ -136,12 +138,14 @@ def link_or_copy_tree(source: Path, destination: Path) -> None:
 
 def check_model_folder(folder: Path, trust_remote_code: bool = False) -> dict[str, Any]:
     """Load config and tokenizer (cheap) to prove the folder is usable; return a summary."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
+
+    from rekalm.hf import load_tokenizer
 
     if not any(folder.glob("*.safetensors")):
         raise ValueError(f"{folder}: no *.safetensors weights (expected a plain HF model folder)")
     config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code, pad_with_eos=False)
     return {
         "model_type": config.model_type,
         "architectures": list(getattr(config, "architectures", None) or []),

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from tqdm import tqdm
 
+from rekalm.hf import load_tokenizer
 from rekalm.io import atomic_dir, atomic_path, read_jsonl, write_json
 from rekalm.prompts import encode_prompt_and_answer
 
@@ -95,7 +96,7 @@ class TrainingSettings:
     warmup_steps: int = 0
     seed: int = 22
     bf16: bool = True  # applied only where CUDA supports it
-    tf32: bool = True  # applied only on CUDA
+    tf32: bool = True  # applied only on CUDA devices of compute capability >= 8.0
     gradient_checkpointing: bool = True
     packing: bool = True
     loss: LossMode = "completion_only"
@@ -103,7 +104,9 @@ class TrainingSettings:
     save_total_limit: int = 2
     keep_checkpoints: bool = False  # delete the checkpoint folder once the adapter is saved
     logging_steps: int = 1
-    attn_implementation: str = "auto"  # auto = flash_attention_2 when installed on CUDA, else sdpa
+    attn_implementation: str = "auto"  # auto: flash-attention 2 where usable, else SDPA where the model supports it, else eager
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (rekalm.hf.resolve_device); cpu runs on the CPU even in a GPU job
+    processes: int | None = None  # data-parallel workers; None = one per GPU of the job (CPU workers use gloo)
 
     @classmethod
     def from_config(cls, preset: dict[str, Any], where: str = "training") -> "TrainingSettings":
@@ -123,6 +126,8 @@ class TrainingSettings:
         for name in ("lora_r", "seq_len", "per_device_batch_size", "gradient_accumulation_steps", "save_steps", "logging_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{where}.{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if self.processes is not None and self.processes < 1:
+            raise ValueError(f"{where}.processes: expected null or a positive integer, got {self.processes!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"{where}.max_steps: expected null or a positive integer, got {self.max_steps!r}")
         if not 0 <= self.lora_dropout < 1:
@@ -153,6 +158,8 @@ class TrainingJob:
     settings: TrainingSettings = field(default_factory=TrainingSettings)
     threads: int = 1
     trust_remote_code: bool = False
+    gpus: int = 0  # GPUs the job asked for (resources.gpu): none visible then is an error
+    where: str = "train"  # rule and preset, for error messages
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "settings": self.settings.to_dict()}
@@ -261,11 +268,13 @@ class PackedRows:
     def __init__(self, examples: list[dict[str, list[int]]], rows: list[list[int]]):
         self.examples = examples
         self.rows = rows
+        self.served: list[int] = []  # items this process trained on since the last epoch end
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, list[dict[str, list[int]]]]:
+        self.served.append(index)
         return {"segments": [self.examples[i] for i in self.rows[index]]}
 
 
@@ -274,11 +283,13 @@ class SingleExamples:
 
     def __init__(self, examples: list[dict[str, list[int]]]):
         self.examples = examples
+        self.served: list[int] = []  # items this process trained on since the last epoch end
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, index: int) -> dict[str, list[int]]:
+        self.served.append(index)
         return self.examples[index]
 
 
@@ -418,29 +429,40 @@ class DevicePlan:
     device: str  # "cuda" or "cpu"
     bf16: bool
     tf32: bool
-    attn_implementation: str
+    attn_implementation: str | None  # None: transformers' own choice (remote-code models)
 
 
-def visible_gpu_count() -> int:
+def plan_device(settings: TrainingSettings, base_model_dir: str | os.PathLike[str], gpus: int = 0, where: str = "train", trust_remote_code: bool = False) -> DevicePlan:
+    """The preset's device, precision and attention for the hardware at hand (rekalm.hf):
+    no CUDA although the job asked for GPUs stops here; bf16 only where CUDA supports it
+    (bf16 on CPU is much slower than fp32), tf32 only on compute capability >= 8.0, and the
+    attention the model class supports."""
     import torch
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    from rekalm.hf import bf16_supported, causal_lm_class, choose_attention, resolve_device, tf32_supported
+
+    device = resolve_device(settings.device, gpus=gpus, where=where)
+    bf16 = bool(settings.bf16 and bf16_supported(device))
+    tf32 = tf32_supported(device, settings.tf32)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    attention = choose_attention(causal_lm_class(base_model_dir, trust_remote_code), settings.attn_implementation, device, dtype, where=f"{where}: attn_implementation")
+    return DevicePlan(device.type, bf16, tf32, attention)
 
 
-def plan_device(settings: TrainingSettings) -> DevicePlan:
-    """Resolve the preset's precision and attention switches for the hardware at hand:
-    bf16/tf32 exist only on CUDA (bf16 autocast on CPU is much slower than fp32)."""
-    import importlib.util
-
+def worker_count(settings: TrainingSettings, plan: DevicePlan, gpus: int) -> int:
+    """Data-parallel workers: ``processes`` when set (CPU workers use gloo), else one per
+    GPU the job asked for, else one per visible GPU (local runs), else one."""
     import torch
 
-    cuda = torch.cuda.is_available()
-    bf16 = bool(settings.bf16 and cuda and torch.cuda.is_bf16_supported())
-    tf32 = bool(settings.tf32 and cuda)
-    attn = settings.attn_implementation
-    if attn == "auto":
-        attn = "flash_attention_2" if cuda and importlib.util.find_spec("flash_attn") is not None else "sdpa"
-    return DevicePlan("cuda" if cuda else "cpu", bf16, tf32, attn)
+    if settings.processes is not None:
+        count = settings.processes
+    elif plan.device == "cuda":
+        count = gpus if gpus > 0 else torch.cuda.device_count()
+    else:
+        count = 1
+    if plan.device == "cuda" and count > torch.cuda.device_count():
+        raise ValueError(f"training.processes: {count} workers but only {torch.cuda.device_count()} CUDA device(s) are visible (one worker per GPU)")
+    return max(1, count)
 
 
 def peak_memory_mb(device: str) -> float:
@@ -489,6 +511,37 @@ def make_callback_class() -> type:
             self.last_time, self.last_tokens = now, tokens
 
     return ThroughputLog
+
+
+SHARD_FOLDER = "shards"
+
+
+def make_shard_callback(dataset: PackedRows | SingleExamples, checkpoint_dir: str) -> "TrainerCallback":
+    """Record which dataset items each worker trained on, per epoch, in
+    ``<checkpoint_dir>/shards/rank-<r>.jsonl`` and the log: the audit that data-parallel
+    workers see disjoint shards and a resumed run does not repeat items."""
+    from transformers import TrainerCallback
+
+    class ShardLog(TrainerCallback):
+        def _record(self, args, state, complete: bool) -> None:
+            rows, dataset.served[:] = sorted(dataset.served), []
+            if not rows:
+                return
+            epoch = max(0, math.ceil(state.epoch or 0) - 1) if complete else math.floor(state.epoch or 0)
+            entry = {"rank": args.process_index, "world_size": args.world_size, "epoch": epoch, "complete": complete, "step": state.global_step, "items": rows}
+            log.info("rank %d of %d, epoch %d%s: trained on %d items", args.process_index, args.world_size, epoch, "" if complete else " (partial)", len(rows))
+            path = Path(checkpoint_dir) / SHARD_FOLDER / f"rank-{args.process_index}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry) + "\n")
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            self._record(args, state, complete=True)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self._record(args, state, complete=False)
+
+    return ShardLog()
 
 
 def total_steps(rows: int, settings: TrainingSettings, world_size: int) -> int:
@@ -540,13 +593,19 @@ def build_training_arguments(settings: TrainingSettings, plan: DevicePlan, outpu
 def load_lora_model(base_model_dir: str, settings: TrainingSettings, plan: DevicePlan, trust_remote_code: bool = False):
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
+    from rekalm.hf import load_causal_lm
+
+    # A data-parallel worker loads straight onto its own GPU; Trainer places CPU models itself.
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if plan.device == "cuda" else torch.device("cpu")
+    attention = plan.attn_implementation or "auto"
+    model = load_causal_lm(
         base_model_dir,
         dtype=torch.bfloat16 if plan.bf16 else torch.float32,
-        attn_implementation=plan.attn_implementation,
+        device=device,
+        attn_implementation=attention,
         trust_remote_code=trust_remote_code,
+        where="train",
     )
     model.config.use_cache = False  # no KV cache while training (and it clashes with checkpointing)
     lora = LoraConfig(
@@ -558,15 +617,6 @@ def load_lora_model(base_model_dir: str, settings: TrainingSettings, plan: Devic
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
-
-
-def load_tokenizer(base_model_dir: str, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base_model_dir, trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token  # padding is never a target (label -100)
-    return tokenizer
 
 
 def build_trainer(
@@ -585,7 +635,7 @@ def build_trainer(
     if settings.packing:
         rows = pack_best_fit([len(e["input_ids"]) for e in tokenized.examples], settings.seq_len)
         dataset: Any = PackedRows(tokenized.examples, rows)
-        collator: Any = FlattenedRowCollator() if plan.attn_implementation.startswith("flash") else PackedRowCollator(tokenizer.pad_token_id)
+        collator: Any = FlattenedRowCollator() if (plan.attn_implementation or "").startswith("flash") else PackedRowCollator(tokenizer.pad_token_id)
     else:
         dataset = SingleExamples(tokenized.examples)
         collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, return_tensors="pt")
@@ -597,7 +647,7 @@ def build_trainer(
         train_dataset=dataset,
         data_collator=collator,
         processing_class=tokenizer,
-        callbacks=[callback, *callbacks],
+        callbacks=[callback, make_shard_callback(dataset, job.checkpoint_dir), *callbacks],
     )
 
 
@@ -655,10 +705,10 @@ def train_adapter(job: TrainingJob, resume_from: str | os.PathLike[str] | None =
     torch.set_num_threads(max(1, job.threads))
     settings = job.settings
     set_seed(settings.seed)
-    plan = plan_device(settings)
+    plan = plan_device(settings, job.base_model_dir, job.gpus, job.where, job.trust_remote_code)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     log.info("device plan: %s, world size %d, threads %d", plan, world_size, job.threads)
-    tokenizer = load_tokenizer(job.base_model_dir, job.trust_remote_code)
+    tokenizer = load_tokenizer(job.base_model_dir, trust_remote_code=job.trust_remote_code)
     rows = load_training_rows(job.train_jsonl)
     tokenized = tokenize_rows(rows, tokenizer, settings.seq_len, settings.loss)
     if not tokenized.examples:
@@ -679,7 +729,8 @@ def train_adapter(job: TrainingJob, resume_from: str | os.PathLike[str] | None =
         train_runtime_s=runtime,
         device=plan.device,
     )
-    if trainer.is_world_process_zero():
+    if trainer.is_world_process_zero():  # one writer: the other workers hold the same weights
+        log.info("process %d of %d writes the adapter, log and loss curve", trainer.args.process_index, trainer.args.world_size)
         save_outputs(trainer, job, result)
     return result
 
@@ -696,27 +747,54 @@ def save_outputs(trainer: "Trainer", job: TrainingJob, result: TrainingResult) -
 
 
 def data_parallel_command(processes: int, job_path: str | os.PathLike[str]) -> list[str]:
-    """``accelerate launch`` line that starts one worker per GPU on this module."""
+    """``accelerate launch`` line that starts ``processes`` workers on this module: torchrun
+    underneath, NCCL on GPUs, gloo when the preset trains on the CPU (``processes: N``)."""
     return [
         sys.executable, "-m", "accelerate.commands.launch",
         "--multi_gpu", "--num_machines", "1", "--num_processes", str(processes),
+        "--main_process_port", "0",  # a free port: two jobs on one node must not collide
         "--mixed_precision", "no",  # the Trainer sets bf16 itself from the preset
         "--dynamo_backend", "no",
         "-m", "rekalm.train", "--job", str(job_path),
     ]  # fmt: skip
 
 
+def worker_environment(threads: int) -> dict[str, str]:
+    """The parent's environment, with this process's own ``rekalm`` first on the import path
+    (workers must run exactly the parent's code, installed or not, wherever the workflow's
+    working directory is) and each worker's share of the job's CPU threads."""
+    package_root = str(Path(__file__).resolve().parents[1])
+    path = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(path)), "OMP_NUM_THREADS": str(threads)}
+
+
+def run_workers(command: list[str], env: dict[str, str]) -> None:
+    """Run the launcher with every worker's stdout and stderr copied into this process's
+    ``sys.stderr`` (the rule's log), so a worker's traceback lands in the log."""
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            sys.stderr.write(line)
+        code = process.wait()
+    sys.stderr.flush()
+    if code != 0:
+        raise RuntimeError(f"data-parallel training failed: the launcher exited with status {code}; the workers' output, tracebacks included, is above in this log")
+
+
 def run_training_job(job: TrainingJob, callbacks: Sequence["TrainerCallback"] = ()) -> TrainingResult:
-    """Resume-aware training of one ablation, data-parallel over all visible GPUs."""
+    """Resume-aware training of one ablation, data-parallel over the job's GPUs (or CPU
+    workers with ``processes``). The device is checked before anything starts."""
     resume = prepare_checkpoint_dir(job)
-    gpus = visible_gpu_count()
-    if gpus > 1 and "LOCAL_RANK" not in os.environ:
+    plan = plan_device(job.settings, job.base_model_dir, job.gpus, job.where, job.trust_remote_code)
+    workers = worker_count(job.settings, plan, job.gpus)
+    if workers > 1 and "LOCAL_RANK" not in os.environ:
         job_path = Path(job.checkpoint_dir) / JOB_FILE
-        worker = dataclasses.replace(job, threads=max(1, job.threads // gpus))  # the job's cores, shared
+        worker = dataclasses.replace(job, threads=max(1, job.threads // workers))  # the job's cores, shared
         write_json({**worker.to_dict(), "resume_from": str(resume) if resume else None}, job_path)
-        command = data_parallel_command(gpus, job_path)
-        log.info("starting %d data-parallel workers: %s", gpus, " ".join(command))
-        subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(worker.threads)})
+        command = data_parallel_command(workers, job_path)
+        log.info("starting %d data-parallel workers on %s: %s", workers, plan.device, " ".join(command))
+        sys.stderr.flush()
+        run_workers(command, worker_environment(worker.threads))
         result = TrainingResult(**json.loads((Path(job.checkpoint_dir) / RESULT_FILE).read_text(encoding="utf-8")))
     else:
         result = train_adapter(job, resume, callbacks)
@@ -733,6 +811,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     payload = json.loads(Path(arguments.job).read_text(encoding="utf-8"))
     resume = payload.pop("resume_from", None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Which code this worker runs: it must be the parent's (worker_environment).
+    log.info("worker rank %s of %s: rekalm from %s", os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1"), Path(__file__).resolve().parent)
     train_adapter(TrainingJob.from_dict(payload), resume)
 
 

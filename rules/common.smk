@@ -183,9 +183,12 @@ def training_settings(wildcards):
 
 # The schema's defaults for a preset's resources block, per preset family.
 RESOURCE_DEFAULTS = {
-    "training": {"gpu": 0, "mem_mb": 8000, "runtime": 60},
+    "training": {"gpu": 0, "mem_mb": 8000, "runtime": 60, "max_slices": 1},
     "inference": {"gpu": 0, "mem_mb": 8000, "runtime": 120},
 }
+# CPU threads per training worker (data collation, the optimizer step, logging): a job
+# with N GPUs starts N workers, so it asks for N times as many CPUs.
+CPUS_PER_TRAINING_WORKER = 8
 
 
 def preset_resource(family, name):
@@ -200,6 +203,27 @@ def preset_resource(family, name):
 
 def training_resource(name):
     return preset_resource("training", name)
+
+
+def training_workers(wildcards):
+    """Data-parallel workers of a train job: one per GPU, or the preset's `processes`."""
+    preset = training_preset(wildcards.dataset)
+    gpus = training_resource("gpu")(wildcards)
+    return max(gpus, preset.get("processes") or 1, 1)
+
+
+def training_threads(wildcards):
+    return CPUS_PER_TRAINING_WORKER * training_workers(wildcards)
+
+
+def training_retries():
+    """Resubmissions of a train job: each resumes from the newest checkpoint, so a preset
+    that needs `resources.max_slices` wall-time slices finishes within its retries.
+    Snakemake takes one retry count per rule, so this is the largest any preset needs."""
+    presets = config["training"].values()
+    return max(
+        preset.get("resources", {}).get("max_slices", 1) - 1 for preset in presets
+    )
 
 
 def merged_model_output():

@@ -25,6 +25,7 @@ rule merge:
         runtime=config["merge"]["runtime"],
     params:
         dtype=config["merge"]["dtype"],
+        device=config["merge"]["device"],
         tolerance=config["merge"]["tolerance"],
         trust_remote_code=config["trust_remote_code"],
     script:

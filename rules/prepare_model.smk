@@ -1,7 +1,9 @@
 # Base model as a plain HF folder (config["models"][model]): a GGUF file inside an
 # installed package (converted once), a Hub repository at a pinned revision (token from
-# the environment variable named by token_env), or a local folder. Hub downloads need
-# internet: where compute nodes have none, list this rule in the Snakefile's localrules.
+# the environment variable named by token_env), or a local folder. A local rule: hub
+# downloads need internet, which Slurm compute nodes often lack, so on a cluster it runs
+# where Snakemake runs (the login node); the other sources are light (hard links, one
+# small GGUF conversion).
 
 
 rule prepare_model:
@@ -9,6 +11,7 @@ rule prepare_model:
         model_dir=directory("results/models/{model}/base"),
     log:
         "logs/models/{model}/prepare_model.log",
+    localrule: True
     conda:
         "../envs/llm.yaml"
     container:

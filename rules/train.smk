@@ -1,10 +1,11 @@
 # LoRA training of one (dataset, ablation) with the dataset's training preset
 # (config["training"][datasets.<dataset>.training]). Checkpoints are written every
 # save_steps to results/{dataset}/checkpoints/{ablation}/, outside the outputs: a re-run
-# after a kill, a Slurm time-out or a failure resumes from the newest complete one
-# (`--retries N` does it automatically). The preset's resources.gpu = N > 1 gives the job
-# N GPUs and the script starts N data-parallel workers (`accelerate launch --multi_gpu`);
-# on CPU, torch uses this rule's threads.
+# after a kill, a Slurm time-out or a failure resumes from the newest complete one, and
+# the rule is resubmitted up to resources.max_slices - 1 times, so a training longer than
+# one wall-time limit finishes in slices. The preset's resources.gpu = N > 1 gives the job
+# N GPUs on one node, N x 8 CPUs, and N data-parallel workers (`accelerate launch`);
+# `processes: N` starts N CPU workers the same way (gloo).
 
 
 rule train:
@@ -24,15 +25,17 @@ rule train:
         "logs/{dataset}/train/{ablation}.log",
     benchmark:
         "logs/{dataset}/train/{ablation}.benchmark.tsv"
+    retries: training_retries()
     conda:
         "../envs/llm.yaml"
     container:
         "envs/llm.sif"
-    threads: 8
+    threads: training_threads
     resources:
         gpu=training_resource("gpu"),
         mem_mb=training_resource("mem_mb"),
         runtime=training_resource("runtime"),
+        nodes=1,
     params:
         settings=training_settings,
         preset_name=training_preset_name,

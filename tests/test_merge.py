@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rekalm.merge import CHECK_FILE, DEFAULT_TOLERANCE, UPDATE_TOLERANCE, check_merged_model, merge_adapter, resolve_dtype
+from rekalm.hf import DeviceUnavailableError
+from rekalm.merge import CHECK_FILE, DEFAULT_TOLERANCE, UPDATE_TOLERANCE, check_merged_model, merge_adapter, merge_device_and_dtype
 
 DROPPED = "model.layers.1.self_attn.o_proj.weight"
 
@@ -137,10 +138,14 @@ def test_a_lost_small_update_escapes_the_logits_but_not_the_module_check(tmp_pat
     assert not dropped.passed and dropped.worst_module == DROPPED and dropped.worst_update_error > UPDATE_TOLERANCE
 
 
-def test_dtype_follows_the_base_model_unless_set(tiny_llama_dir):
+def test_dtype_follows_the_base_model_and_a_gpu_job_needs_its_gpu(tmp_path, tiny_llama_dir, adapters):
     import torch
 
-    assert resolve_dtype(tiny_llama_dir) == torch.float32
-    assert resolve_dtype(tiny_llama_dir, "bfloat16") == torch.bfloat16
-    with pytest.raises(ValueError, match="merge.dtype: expected auto or one of"):
-        resolve_dtype(tiny_llama_dir, "float8")
+    cpu = torch.device("cpu")
+    assert merge_device_and_dtype(tiny_llama_dir) == (cpu, torch.float32)
+    assert merge_device_and_dtype(tiny_llama_dir, "bfloat16") == (cpu, torch.bfloat16)
+    with pytest.raises(ValueError, match="merge.dtype: expected one of"):
+        merge_device_and_dtype(tiny_llama_dir, "float8")
+    with pytest.raises(DeviceUnavailableError, match=r"^rule merge: expected a CUDA device \(the job asked for resources.gpu = 1\)"):
+        merge_adapter(tiny_llama_dir, adapters[0], tmp_path / "merged", gpus=1)
+    assert not (tmp_path / "merged").exists()

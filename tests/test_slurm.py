@@ -174,9 +174,10 @@ def test_one_ablation_runs_on_slurm_with_gpu_rules_on_the_gpu_partition(slurm_cl
         {
             "run": {"ablations": ["graph"]},
             "datasets": {"ml1m_mini": {"split": {"test_fraction": 0.05}}},
-            "training": {"cpu_small": {"max_steps": 2, "resources": {"gpu": 1}}},
-            "inference": {"cpu_small": {"load": "merged", "resources": {"gpu": 1}}},
-            "merge": {"mem_mb": 4000},
+            # The fake GPUs are no CUDA devices: GPU jobs stop unless told to use the CPU.
+            "training": {"cpu_small": {"max_steps": 2, "device": "cpu", "resources": {"gpu": 1}}},
+            "inference": {"cpu_small": {"load": "merged", "device": "cpu", "resources": {"gpu": 1}}},
+            "merge": {"mem_mb": 4000, "device": "cpu"},
         },
     )
     workdir = tmp_path / "run"
@@ -198,8 +199,9 @@ def test_one_ablation_runs_on_slurm_with_gpu_rules_on_the_gpu_partition(slurm_cl
     by_rule: dict[str, list[dict[str, str]]] = {}
     for job in jobs:
         by_rule.setdefault(job_rule(job["comment"]), []).append(job)
-    # Every job of the target ran on Slurm, exactly once; download is a localrule.
-    expected = {"prepare", "split", "lookup_dbpedia", "lexicalize", "prepare_model", "build_sets", "train", "merge", "infer"}
+    # Every job of the target ran on Slurm, exactly once; download and prepare_model (hub
+    # downloads need the login node's internet) are local rules.
+    expected = {"prepare", "split", "lookup_dbpedia", "lexicalize", "build_sets", "train", "merge", "infer"}
     assert set(by_rule) == expected
     assert all(len(rule_jobs) == 1 for rule_jobs in by_rule.values()), by_rule
     for rule, (job,) in by_rule.items():
@@ -217,6 +219,7 @@ def test_one_ablation_runs_on_slurm_with_gpu_rules_on_the_gpu_partition(slurm_cl
     assert train["TimeLimit"] == "00:30:00"
     assert "mem=6000M" in train["TRES"]
     assert train["NumCPUs"] == str(min(8, max_threads))
+    assert train["NumNodes"] == "1"  # nodes=1: a multi-GPU job's workers share one node
     # Each job's own log, written by Slurm on the node (kept by the test profile).
     for rule, (job,) in by_rule.items():
         logs = list((workdir / ".snakemake" / "slurm_logs").glob(f"rule_{rule}/*/{job['id']}.log"))

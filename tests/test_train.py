@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from rekalm.hf import load_tokenizer
 from rekalm.io import write_jsonl
 from rekalm.train import (
     IGNORE_INDEX,
@@ -25,7 +26,6 @@ from rekalm.train import (
     build_trainer,
     build_training_arguments,
     data_parallel_command,
-    load_tokenizer,
     load_training_rows,
     newest_complete_checkpoint,
     pack_best_fit,
@@ -242,7 +242,7 @@ def test_config_values_reach_the_trainer(tmp_path, tiny_llama_dir, tokenizer):
     job = make_job(tmp_path, tiny_llama_dir, training_rows(tokenizer, 20))
     job = TrainingJob(**{**job.__dict__, "settings": settings})
     tokenized = tokenize_rows(load_training_rows(job.train_jsonl), tokenizer, settings.seq_len, settings.loss)
-    trainer = build_trainer(job, tokenized, tokenizer, plan_device(settings))
+    trainer = build_trainer(job, tokenized, tokenizer, plan_device(settings, tiny_llama_dir))
     args = trainer.args
     assert (args.learning_rate, args.num_train_epochs, args.max_steps) == (3e-4, 2, 3)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (3, 2)
@@ -264,7 +264,7 @@ def test_config_values_reach_the_trainer(tmp_path, tiny_llama_dir, tokenizer):
 def test_packing_and_auto_attention_on_cpu(tmp_path, tiny_llama_dir, tokenizer):
     job = make_job(tmp_path, tiny_llama_dir, training_rows(tokenizer, 20), seq_len=512)
     settings = job.settings
-    plan = plan_device(settings)
+    plan = plan_device(settings, tiny_llama_dir)
     assert (plan.device, plan.bf16, plan.tf32, plan.attn_implementation) == ("cpu", False, False, "sdpa")
     tokenized = tokenize_rows(load_training_rows(job.train_jsonl), tokenizer, settings.seq_len, settings.loss)
     trainer = build_trainer(job, tokenized, tokenizer, plan)
@@ -274,9 +274,9 @@ def test_packing_and_auto_attention_on_cpu(tmp_path, tiny_llama_dir, tokenizer):
     assert trainer.args.include_num_input_tokens_seen == "all"
 
 
-def test_max_steps_is_a_cap_not_a_target():
+def test_max_steps_is_a_cap_not_a_target(tiny_llama_dir):
     settings = TrainingSettings(epochs=2, per_device_batch_size=4, max_steps=100)
-    plan = plan_device(settings)
+    plan = plan_device(settings, tiny_llama_dir)
     assert total_steps(rows=10, settings=settings, world_size=1) == 6
     assert build_training_arguments(settings, plan, "unused", rows=10).max_steps == -1
     assert build_training_arguments(settings, plan, "unused", rows=1000).max_steps == 100
@@ -375,13 +375,15 @@ def test_stale_or_incomplete_checkpoints_are_not_resumed(tmp_path, tiny_llama_di
 
 
 def test_several_gpus_start_one_worker_each(tmp_path, tiny_llama_dir, tokenizer, monkeypatch):
+    import torch
+
     import rekalm.train as train
 
     job = make_job(tmp_path, tiny_llama_dir, training_rows(tokenizer, 2), keep_checkpoints=True)
-    job = TrainingJob(**{**job.__dict__, "threads": 8})
+    job = TrainingJob(**{**job.__dict__, "threads": 8, "gpus": 4})
     launched = {}
 
-    def fake_run(command, check, env):
+    def fake_workers(command, env):
         launched.update(command=command, env=env)
         payload = {
             "global_step": 3,
@@ -395,8 +397,9 @@ def test_several_gpus_start_one_worker_each(tmp_path, tiny_llama_dir, tokenizer,
         }
         (Path(job.checkpoint_dir) / train.RESULT_FILE).write_text(json.dumps(payload))
 
-    monkeypatch.setattr(train, "visible_gpu_count", lambda: 4)
-    monkeypatch.setattr(train.subprocess, "run", fake_run)
+    monkeypatch.setattr(train, "plan_device", lambda *args: train.DevicePlan("cuda", True, True, "sdpa"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(train, "run_workers", fake_workers)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     result = run_training_job(job)
     command = launched["command"]
@@ -406,6 +409,8 @@ def test_several_gpus_start_one_worker_each(tmp_path, tiny_llama_dir, tokenizer,
     worker_job = json.loads((Path(job.checkpoint_dir) / train.JOB_FILE).read_text())
     assert TrainingJob.from_dict({k: v for k, v in worker_job.items() if k != "resume_from"}) == TrainingJob(**{**job.__dict__, "threads": 2})
     assert launched["env"]["OMP_NUM_THREADS"] == "2"  # 8 cores shared by 4 workers
+    # The workers import exactly this process's rekalm, wherever the workflow runs.
+    assert launched["env"]["PYTHONPATH"].split(os.pathsep)[0] == str(REPO)
     assert worker_job["resume_from"] is None and result.global_step == 3
     assert data_parallel_command(2, "j.json")[-1] == "j.json"
 
@@ -425,7 +430,7 @@ def test_prepare_train_and_merge_rules_run_end_to_end(tmp_path, tiny_llama_dir, 
         "models": {"tiny": {"source": "local", "path": str(tiny_llama_dir)}},
         "datasets": {"toy": {"model": "tiny", "training": "tiny"}},
         "training": {"tiny": {**TINY, "max_steps": 3, "resources": {"gpu": 0, "mem_mb": 2000, "runtime": 5}}},
-        "merge": {"temporary": False, "dtype": "auto", "tolerance": None, "gpu": 0, "mem_mb": 4000, "runtime": 30},
+        "merge": {"temporary": False, "dtype": "auto", "device": "auto", "tolerance": None, "gpu": 0, "mem_mb": 4000, "runtime": 30},
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     # The real rules and their input functions, on a config with only what they read.

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,3 +25,14 @@ def start(snakemake: Any) -> logging.Logger:
         sys.stderr = open(snakemake.log[0], "w", buffering=1)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     return logging.getLogger(f"rekalm.{snakemake.rule}")
+
+
+@contextmanager
+def one_line_errors(log: logging.Logger, *errors: type[BaseException]) -> Iterator[None]:
+    """Errors that are the user's to fix (no GPU where one was asked for, ...) end the job
+    with their one-line message in the log instead of a traceback."""
+    try:
+        yield
+    except errors as error:
+        log.error("%s", error)
+        sys.exit(1)

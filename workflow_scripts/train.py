@@ -1,7 +1,8 @@
-from _common import start
+from _common import one_line_errors, start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)
 
+from rekalm.hf import DeviceUnavailableError
 from rekalm.train import TrainingJob, TrainingSettings, run_training_job
 
 job = TrainingJob(
@@ -14,6 +15,9 @@ job = TrainingJob(
     settings=TrainingSettings.from_config(snakemake.params.settings, where=f"training.{snakemake.params.preset_name}"),
     threads=snakemake.threads,
     trust_remote_code=snakemake.params.trust_remote_code,
+    gpus=int(snakemake.resources.get("gpu", 0)),
+    where=f"rule train ({snakemake.wildcards.dataset}/{snakemake.wildcards.ablation}), preset training.{snakemake.params.preset_name}",
 )
-result = run_training_job(job)
+with one_line_errors(log, DeviceUnavailableError):
+    result = run_training_job(job)
 log.info("trained %s/%s: %s", snakemake.wildcards.dataset, snakemake.wildcards.ablation, result)
