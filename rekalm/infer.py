@@ -8,6 +8,8 @@ time into one row after the cached prompt, each seeing only the prompt and itsel
 block-causal mask; a padded batch over copies of the cache where the attention kernel
 takes no custom mask). A user costs one prompt pass plus one pass over the candidates'
 own tokens, not one full pass per candidate. It cannot hallucinate, skip or repeat an item.
+A model whose sliding window (Mistral, Gemma-2) is shorter than prompt + candidate cannot
+share the prompt's cache: its users are scored by full passes, slower and exact.
 
 ``generate`` is the original procedure: batched greedy decoding with left padding, then
 :mod:`rekalm.parse` maps the list back to candidate ids. The token budget is sized from each
@@ -212,9 +214,10 @@ def answer_tokens(tokenizer: Any, prompt: str, answer_prefix: str, names: Sequen
     return AnswerTokens(context_ids[:shared], answer_start, [ids[shared:] for ids, _ in encoded[1:]])
 
 
-def candidate_token_ids(tokenizer: Any, prompt: str, answer_prefix: str, names: Sequence[str]) -> tuple[list[int], list[list[int]]]:
-    """(shared context tokens, each candidate's continuation tokens); see :func:`answer_tokens`."""
-    tokens = answer_tokens(tokenizer, prompt, answer_prefix, names)
+def candidate_token_ids(tokenizer: Any, context: str, names: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+    """(shared context tokens, each candidate's continuation tokens) after ``context`` (the
+    prompt + answer prefix); see :func:`answer_tokens`."""
+    tokens = answer_tokens(tokenizer, context, "", names)
     if not tokens.context:
         raise ValueError("prompt: no token is shared by the prompt and its candidates; cannot score (empty prompt?)")
     return tokens.context, tokens.continuations
@@ -314,35 +317,74 @@ def _score_packed(model: Any, prefix_layers: list[tuple[Any, Any]], first_logpro
     return (sums / lengths.to(device)).cpu().numpy().astype(np.float64)
 
 
+def sliding_window(model: Any) -> int | None:
+    """The attention window of the model's sliding-window layers, if it has any."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if not window or getattr(config, "use_sliding_window", True) is False or (layer_types is not None and "sliding_attention" not in layer_types):
+        return None
+    return int(window)
+
+
+def _score_full(model: Any, prefix_ids: list[int], continuations: list[list[int]], device: Any) -> np.ndarray:
+    """Score candidates by encoding prompt + candidate in full (a right-padded batch, no
+    shared cache): the model's own masks then apply, sliding windows included."""
+    import torch
+
+    prefix_length, longest = len(prefix_ids), max(len(ids) for ids in continuations)
+    tokens = torch.zeros((len(continuations), prefix_length + longest), dtype=torch.long)
+    valid = torch.zeros((len(continuations), longest), dtype=torch.bool)
+    for row, ids in enumerate(continuations):
+        tokens[row, : prefix_length + len(ids)] = torch.tensor(prefix_ids + ids, dtype=torch.long)
+        valid[row, : len(ids)] = True
+    attention = torch.cat([torch.ones((len(continuations), prefix_length), dtype=torch.bool), valid], dim=1)
+    tokens, valid = tokens.to(device), valid.to(device)
+    # Logits only where a candidate token is predicted: positions prefix-1 .. prefix+longest-2.
+    keep = torch.arange(prefix_length - 1, prefix_length - 1 + longest, device=device)
+    extra = {"logits_to_keep": keep} if _forward_accepts_logits_to_keep(model) else {}
+    logits = model(input_ids=tokens, attention_mask=attention.long().to(device), use_cache=False, **extra).logits.float()
+    if not extra:
+        logits = logits[:, keep]
+    targets = tokens[:, prefix_length:]
+    token_logprobs = (logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)).masked_fill(~valid, 0.0)
+    return (token_logprobs.sum(dim=1) / valid.sum(dim=1)).cpu().numpy().astype(np.float64)
+
+
 def score_candidates(
-    model: Any,
-    tokenizer: Any,
-    prompt: str,
-    answer_prefix: str,
-    names: Sequence[str],
-    batch_size: int,
-    device: Any,
-    packed: bool | None = None,
+    model: Any, tokenizer: Any, context: str, names: Sequence[str], batch_size: int, device: Any, packed: bool | None = None
 ) -> np.ndarray:
-    """Mean log-probability of each ``name + '\\n'`` after ``prompt + answer_prefix``; one
-    prompt pass per call. NaN for a candidate whose tokens would not fit in the model's
+    """Mean log-probability of each ``name + '\\n'`` after ``context`` (the prompt + answer
+    prefix); one prompt pass per call. NaN for a candidate whose tokens would not fit in the model's
     context (:func:`context_limit`): it is not scored, and nothing is scored when none fits.
 
     Candidates go ``batch_size`` at a time through :func:`_score_packed` (one row, no
     padding) when the attention implementation takes a custom mask, else through
-    :func:`_score_batch` (a right-padded batch over copies of the prompt cache).
+    :func:`_score_batch` (a right-padded batch over copies of the prompt cache). Both
+    share the prompt's cache, which a sliding window shorter than prompt + candidate
+    (Mistral, Gemma-2) does not allow: such users go through :func:`_score_full`, one
+    full pass per candidate, slower and exact.
     """
     import torch
 
     scores = np.full(len(names), np.nan, dtype=np.float64)
     if not names:
         return scores
-    prefix_ids, all_continuations = candidate_token_ids(tokenizer, prompt, answer_prefix, names)
+    prefix_ids, all_continuations = candidate_token_ids(tokenizer, context, names)
     limit = context_limit(model)
     fitting = [i for i, ids in enumerate(all_continuations) if limit is None or len(prefix_ids) + len(ids) <= limit]
     if not fitting:
         return scores
     continuations = {i: all_continuations[i] for i in fitting}
+    # Similar lengths in one batch waste fewer padded positions.
+    order = sorted(fitting, key=lambda index: len(continuations[index]))
+    window = sliding_window(model)
+    if window is not None and len(prefix_ids) + len(continuations[order[-1]]) > window:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                scores[batch] = _score_full(model, prefix_ids, [continuations[i] for i in batch], device)
+        return scores
     use_packing = _packing_supported(model) if packed is None else packed
     extra = {"logits_to_keep": 1} if _forward_accepts_logits_to_keep(model) else {}
     with torch.inference_mode():
@@ -350,8 +392,6 @@ def score_candidates(
         first_logprobs = torch.log_softmax(prefix.logits[0, -1].float(), dim=-1)
         prefix_layers = [(layer.keys, layer.values) for layer in prefix.past_key_values.layers]
         del prefix
-        # Similar lengths in one batch waste fewer padded positions.
-        order = sorted(fitting, key=lambda index: len(continuations[index]))
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             scorer = _score_packed if use_packing else _score_batch
@@ -364,7 +404,7 @@ def score_chunk(model: Any, tokenizer: Any, device: Any, prompts: Sequence[UserP
     the candidate did not fit in the model's context)."""
     parts = []
     for prompt in prompts:
-        scores = score_candidates(model, tokenizer, prompt.prompt, prompt.answer_prefix, prompt.names, settings.batch_size, device)
+        scores = score_candidates(model, tokenizer, prompt.prompt + prompt.answer_prefix, prompt.names, settings.batch_size, device)
         parts.append(pd.DataFrame({"user": prompt.user, "item": list(prompt.items), "score": scores}))
         advance(1)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"user": [], "item": [], "score": []})

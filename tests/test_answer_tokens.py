@@ -85,7 +85,7 @@ def test_trained_answer_tokens_are_the_ranked_and_generated_ones(tokenizer, styl
         assert tokenizer.decode(ids[answer_start:-1]).endswith(ranking_answer(order)) and labels[-1] == tokenizer.eos_token_id
 
         # score mode: context + the first-ranked candidate's tokens are the trained tokens
-        context, continuations = candidate_token_ids(tokenizer, prompt, ANSWER_PREFIX, NAMES)
+        context, continuations = candidate_token_ids(tokenizer, prompt + ANSWER_PREFIX, NAMES)
         assert ids[: len(context) + len(continuations[first])] == context + continuations[first]
         assert len(context) >= answer_start  # every scored token was a learned (labelled) one
 

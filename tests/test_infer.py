@@ -56,7 +56,7 @@ def brute_force_scores(model, tokenizer, context: str, names: list[str]) -> np.n
     """Re-encode prompt + candidate for every candidate: the reference for the cached path."""
     import torch
 
-    prefix, continuations = candidate_token_ids(tokenizer, context, "", names)
+    prefix, continuations = candidate_token_ids(tokenizer, context, names)
     scores = []
     for continuation in continuations:
         with torch.no_grad():
@@ -108,7 +108,7 @@ def test_duplicate_users_are_rejected(tmp_path: Path) -> None:
 def test_candidates_are_tokenized_jointly_with_the_prefix(tiny) -> None:
     _, tokenizer, _ = tiny
     context = render(tokenizer, ["Heat (1995)"], NAMES) + ANSWER_PREFIX
-    prefix, continuations = candidate_token_ids(tokenizer, context, "", NAMES)
+    prefix, continuations = candidate_token_ids(tokenizer, context, NAMES)
     joint = tokenizer(context + NAMES[1] + "\n", add_special_tokens=False)["input_ids"]
     assert prefix + continuations[1] == joint  # exactly the tokens training saw
     assert tokenizer.decode(continuations[1]).endswith("Toy Story (1995)\n")
@@ -119,7 +119,7 @@ def test_candidates_are_tokenized_jointly_with_the_prefix(tiny) -> None:
 def test_cached_scores_equal_full_reencoding(tiny, batch_size: int, packed: bool) -> None:
     model, tokenizer, device = tiny
     context = render(tokenizer, ["Heat (1995)"], NAMES) + ANSWER_PREFIX
-    cached = score_candidates(model, tokenizer, context, "", NAMES, batch_size, device, packed=packed)
+    cached = score_candidates(model, tokenizer, context, NAMES, batch_size, device, packed=packed)
     np.testing.assert_allclose(cached, brute_force_scores(model, tokenizer, context, NAMES), rtol=0, atol=1e-4)
 
 
@@ -130,16 +130,16 @@ def test_packed_scoring_with_eager_attention(tiny_llama_dir: Path) -> None:
     eager = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="eager").eval()
     context = render(tokenizer, [], NAMES) + ANSWER_PREFIX
     assert infer._packing_supported(eager)  # the additive-mask path
-    np.testing.assert_allclose(score_candidates(eager, tokenizer, context, "", NAMES, 4, device), brute_force_scores(eager, tokenizer, context, NAMES), atol=1e-4)
+    np.testing.assert_allclose(score_candidates(eager, tokenizer, context, NAMES, 4, device), brute_force_scores(eager, tokenizer, context, NAMES), atol=1e-4)
 
 
 def test_scores_do_not_depend_on_candidate_order(tiny) -> None:
     model, tokenizer, device = tiny
     context = render(tokenizer, [], NAMES) + ANSWER_PREFIX
-    forward = score_candidates(model, tokenizer, context, "", NAMES, 3, device)
-    backward = score_candidates(model, tokenizer, context, "", NAMES[::-1], 3, device)
+    forward = score_candidates(model, tokenizer, context, NAMES, 3, device)
+    backward = score_candidates(model, tokenizer, context, NAMES[::-1], 3, device)
     np.testing.assert_allclose(forward, backward[::-1], atol=1e-5)
-    assert score_candidates(model, tokenizer, context, "", [], 3, device).shape == (0,)
+    assert score_candidates(model, tokenizer, context, [], 3, device).shape == (0,)
 
 
 # --- generate mode ---------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def test_adapter_and_merged_model_rank_alike(tiny_llama_dir: Path, tmp_path: Pat
     for name, (model_dir, adapter_dir) in {"base": (tiny_llama_dir, None), "adapter": (tiny_llama_dir, tmp_path / "adapter"), "merged": (tmp_path / "merged", None)}.items():
         model, tokenizer, device = load_model(model_dir, adapter_dir, dtype="float32", device="cpu")
         context = context or render(tokenizer, ["Heat (1995)"], NAMES) + ANSWER_PREFIX
-        results[name] = score_candidates(model, tokenizer, context, "", NAMES, 4, device)
+        results[name] = score_candidates(model, tokenizer, context, NAMES, 4, device)
     np.testing.assert_allclose(results["adapter"], results["merged"], atol=1e-4)
     assert np.abs(results["adapter"] - results["base"]).max() > 1e-3
 
@@ -352,15 +352,15 @@ def short_context(tiny_llama_dir: Path):
 def test_score_mode_scores_only_candidates_that_fit(short_context) -> None:
     limited, tokenizer, device = short_context
     prompt = render(tokenizer, ["Heat (1995)"], NAMES)
-    context, continuations = candidate_token_ids(tokenizer, prompt, ANSWER_PREFIX, NAMES)
-    full = score_candidates(limited(len(context) + 100), tokenizer, prompt, ANSWER_PREFIX, NAMES, 4, device)
+    context, continuations = candidate_token_ids(tokenizer, prompt + ANSWER_PREFIX, NAMES)
+    full = score_candidates(limited(len(context) + 100), tokenizer, prompt + ANSWER_PREFIX, NAMES, 4, device)
     room = sorted(map(len, continuations))[len(NAMES) // 2]
-    cut = score_candidates(limited(len(context) + room), tokenizer, prompt, ANSWER_PREFIX, NAMES, 4, device)
+    cut = score_candidates(limited(len(context) + room), tokenizer, prompt + ANSWER_PREFIX, NAMES, 4, device)
     fits = np.array([len(ids) <= room for ids in continuations])
     assert 0 < fits.sum() < len(NAMES)
     np.testing.assert_allclose(cut[fits], full[fits], atol=1e-5)
     assert np.isnan(cut[~fits]).all() and not np.isnan(full).any()
-    assert np.isnan(score_candidates(limited(len(context)), tokenizer, prompt, ANSWER_PREFIX, NAMES, 4, device)).all()
+    assert np.isnan(score_candidates(limited(len(context)), tokenizer, prompt + ANSWER_PREFIX, NAMES, 4, device)).all()
 
 
 def test_generate_mode_budget_fits_the_context(short_context, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -397,7 +397,7 @@ def test_run_inference_counts_context_cuts_and_never_fails(tiny_llama_dir: Path,
     config = json.loads((model_dir / "config.json").read_text())
     _, tokenizer, _ = load_model(tiny_llama_dir, dtype="float32", device="cpu")
     rows = write_test_set(tmp_path / "test.jsonl", tokenizer, n_users=3)
-    prompt_tokens = [len(candidate_token_ids(tokenizer, r["prompt"], ANSWER_PREFIX, [c["name"] for c in r["candidates"]])[0]) for r in rows]
+    prompt_tokens = [len(candidate_token_ids(tokenizer, r["prompt"] + ANSWER_PREFIX, [c["name"] for c in r["candidates"]])[0]) for r in rows]
     config["max_position_embeddings"] = min(prompt_tokens) + 6  # the shortest candidates fit for some users; no list fits
     (model_dir / "config.json").write_text(json.dumps(config))
     for mode in ("score", "generate"):
