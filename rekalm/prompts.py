@@ -141,20 +141,29 @@ def encode_prompt_and_answer(tokenizer: Any, prompts: Sequence[str], answers: Se
     marker ("▁Here") that the same word lacks right after the prompt ("]Here"), and
     byte-level ones merge a space into the following word. The boundary is the first token
     that ends after the prompt's last character, so a token spanning both is learned.
-    Special tokens written in the prompt text are parsed, none are added.
+    Special tokens written in the prompt text are parsed; the tokens the tokenizer puts in
+    front of plain text (Llama's BOS) are added once, unless the prompt starts with BOS.
     """
     texts = [prompt + answer for prompt, answer in zip(prompts, answers, strict=True)]
     if getattr(tokenizer, "is_fast", False):
         encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-        return [
+        bounded = [
             (list(ids), next((index for index, (_, end) in enumerate(offsets) if end > len(prompt)), len(ids)))
             for prompt, ids, offsets in zip(prompts, encoded["input_ids"], encoded["offset_mapping"])
         ]
-    # Tokenizers without offsets: the answer starts where the joint encoding stops
-    # repeating the prompt's own tokens (the same place whenever the two agree).
-    joint = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    alone = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    return [(list(ids), common_prefix_length(ids, own)) for ids, own in zip(joint, alone)]
+    else:
+        # Tokenizers without offsets: the answer starts where the joint encoding stops
+        # repeating the prompt's own tokens (the same place whenever the two agree).
+        joint = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        alone = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        bounded = [(list(ids), common_prefix_length(ids, own)) for ids, own in zip(joint, alone)]
+    lead = list(tokenizer("", add_special_tokens=True)["input_ids"])  # Llama-3: BOS; SmolLM2: none
+    bos_text = getattr(tokenizer, "bos_token", None)
+    result = []
+    for prompt, (ids, boundary) in zip(prompts, bounded):
+        prefix = [] if bos_text and prompt.startswith(bos_text) else lead
+        result.append((prefix + ids, len(prefix) + boundary))
+    return result
 
 
 def common_prefix_length(left: Sequence[int], right: Sequence[int]) -> int:

@@ -205,24 +205,16 @@ def load_training_rows(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     return rows
 
 
-def leading_special_ids(tokenizer: "PreTrainedTokenizerBase") -> list[int]:
-    """Tokens the tokenizer puts in front of plain text (Llama-3: BOS; SmolLM2: none)."""
-    return list(tokenizer("", add_special_tokens=True)["input_ids"])
-
-
 def tokenize_rows(rows: Sequence[dict[str, str]], tokenizer: "PreTrainedTokenizerBase", seq_len: int, loss: LossMode) -> TokenizedSet:
     """Token ids and labels per row: ``prompt`` then ``completion`` + EOS, cut to ``seq_len``."""
     if tokenizer.eos_token_id is None:
         raise ValueError("tokenizer: no eos_token_id; the completion needs an end-of-sequence token")
-    lead = leading_special_ids(tokenizer)
-    bos_text = tokenizer.bos_token or None
     # Prompt and completion are encoded as one string, as inference meets them (the
     # completion's tokens depend on what precedes them); offsets place the label boundary.
     encoded = encode_prompt_and_answer(tokenizer, [r["prompt"] for r in rows], [r["completion"] for r in rows])
     examples, dropped, truncated = [], 0, 0
-    for row, (ids, boundary) in tqdm(zip(rows, encoded), total=len(rows), desc="tokenizing", mininterval=5):
-        prefix = [] if bos_text and row["prompt"].startswith(bos_text) else lead
-        prompt_ids = prefix + ids[:boundary]
+    for ids, boundary in tqdm(encoded, total=len(rows), desc="tokenizing", mininterval=5):
+        prompt_ids = ids[:boundary]
         completion_ids = ids[boundary:] + [tokenizer.eos_token_id]
         if loss == "completion_only" and len(prompt_ids) >= seq_len:
             dropped += 1

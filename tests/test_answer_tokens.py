@@ -68,10 +68,11 @@ def tokenizer(request):
 def prompts(tokenizer) -> dict[str, str]:
     """A prompt of THE renderer (plain template) and a Llama-2-chat-style one ending in "]"."""
     rendered = render_ranking_prompt(tokenizer, RankingRequest("movie", NAMES[:2], NAMES[2:3], NAMES))
-    return {"plain_template": rendered, "inst_style": tokenizer.bos_token + "[INST] Rank the following items:\n" + "\n".join(NAMES) + " [/INST]"}
+    inst = "[INST] Rank the following items:\n" + "\n".join(NAMES) + " [/INST]"
+    return {"plain_template": rendered, "inst_style": tokenizer.bos_token + inst, "no_bos_text": inst}
 
 
-@pytest.mark.parametrize("style", ["plain_template", "inst_style"])
+@pytest.mark.parametrize("style", ["plain_template", "inst_style", "no_bos_text"])
 def test_trained_answer_tokens_are_the_ranked_and_generated_ones(tokenizer, style: str) -> None:
     prompt = prompts(tokenizer)[style]
     for first in range(len(NAMES)):
@@ -79,7 +80,7 @@ def test_trained_answer_tokens_are_the_ranked_and_generated_ones(tokenizer, styl
         example = tokenize_rows([{"prompt": prompt, "completion": ranking_answer(order)}], tokenizer, 4096, "completion_only").examples[0]
         ids, labels = example["input_ids"], example["labels"]
         answer_start = next(index for index, label in enumerate(labels) if label != IGNORE_INDEX)
-        assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
+        assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1  # added once where the text lacks it
         # the boundary: the last prompt token ends inside the prompt, the answer follows
         assert prompt.endswith(tokenizer.decode(ids[answer_start - 1 : answer_start]))
         assert tokenizer.decode(ids[answer_start:-1]).endswith(ranking_answer(order)) and labels[-1] == tokenizer.eos_token_id
