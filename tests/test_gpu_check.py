@@ -31,3 +31,20 @@ def test_gpu_check_smoke_runs_every_part_and_its_checks_pass(tmp_path, smollm2_t
     assert report["facts"]["CUDA available"] is False and report["facts"]["attention for Llama"] == "sdpa"
     for heading in ("## facts", "## training", "## ranking", "## correctness"):
         assert heading in done.stdout
+
+
+def test_train_throughput_data_works_without_a_chat_template(smollm2_tokenizer_dir):
+    """Llama-3-8B base has no chat template: the benchmark renders prompts as the workflow
+    does (rekalm.prompts' plain template) instead of failing in apply_chat_template."""
+    import importlib.util
+
+    from rekalm.hf import load_tokenizer
+
+    spec = importlib.util.spec_from_file_location("train_throughput", REPO / "benchmarks" / "train_throughput.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    tokenizer = load_tokenizer(smollm2_tokenizer_dir)
+    tokenizer.chat_template = None
+    rows = benchmark.synthetic_rows(tokenizer, users=2)
+    ranking = [row for row in rows if row["kind"] == "ranking"]
+    assert len(ranking) == 6 and all(row["prompt"].endswith("### Assistant\n") for row in ranking)
