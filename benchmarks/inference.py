@@ -115,11 +115,12 @@ def run_engine(args: argparse.Namespace) -> dict:
     if args.engine == "score":
         score_chunk(model, tokenizer, device, prompts, InferenceSettings(mode="score", batch_size=args.score_batch), lambda n: None)
     else:
+        cap = getattr(args, "max_new_tokens", None)  # None: generate sizes its budget, the pipeline takes 512
         if args.engine == "generate":
-            settings = InferenceSettings(mode="generate", batch_size=args.generate_batch)
+            settings = InferenceSettings(mode="generate", batch_size=args.generate_batch, max_new_tokens=cap)
             raw = generate_chunk(model, tokenizer, device, prompts, settings, lambda n: None)
         else:
-            raw = original_pipeline(model, tokenizer, prompts)
+            raw = original_pipeline(model, tokenizer, prompts, max_new_tokens=cap or 512)
         predictions = predictions_from_generations(prompts, raw, threshold=85.0)
         per_user = predictions.groupby("user")[["n_generated", "n_hallucinated", "n_duplicates", "n_appended"]].first()
         extra = {column: float(per_user[column].mean()) for column in per_user}
@@ -138,14 +139,14 @@ def run_engine(args: argparse.Namespace) -> dict:
     }
 
 
-def original_pipeline(model, tokenizer, prompts):
-    """The original's main_inference_pipe.py settings, on the same prompts."""
+def original_pipeline(model, tokenizer, prompts, max_new_tokens: int = 512):
+    """The original's main_inference_pipe.py settings (512 new tokens), on the same prompts."""
     import pandas as pd
     from transformers import pipeline
 
     tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    pipe = pipeline(task="text-generation", model=model, tokenizer=tokenizer, return_full_text=False, max_new_tokens=512)
+    pipe = pipeline(task="text-generation", model=model, tokenizer=tokenizer, return_full_text=False, max_new_tokens=max_new_tokens)
     texts = [p.prompt for p in prompts]
     outputs = pipe(texts, batch_size=8)
     return pd.DataFrame({"user": [p.user for p in prompts], "text": [out[0]["generated_text"] for out in outputs]})

@@ -119,9 +119,8 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
     from rekalm.train import TrainingJob, TrainingSettings, build_trainer, load_training_rows, peak_memory_mb, plan_device, tokenize_rows
 
     torch.set_num_threads(args.threads)
-    settings_dict = {**PRESETS[args.preset], **json.loads(args.settings)}
-    if args.variant == "plain":
-        settings_dict.update(PLAIN_OVERRIDES)
+    # --settings last: they may change either variant (e.g. the baseline with checkpointing on)
+    settings_dict = {**PRESETS[args.preset], **(PLAIN_OVERRIDES if args.variant == "plain" else {}), **json.loads(args.settings)}
     settings_dict.update(max_steps=args.warmup + args.steps, epochs=1000, save_steps=10**9, keep_checkpoints=True)
     settings = TrainingSettings(**settings_dict)
     plan = plan_device(settings, args.base)
