@@ -668,7 +668,8 @@ def predictions_from_generations(prompts: Sequence[UserPrompt], raw: pd.DataFram
         generated = by_user.loc[prompt.user]
         order, appended, counts = rank_generation(generated["text"], prompt.names, threshold)
         ranks = np.arange(1, len(order) + 1)
-        cuts = {column: int(generated[column]) for column in CONTEXT_COUNT_COLUMNS}
+        # Generations from elsewhere (the HF pipeline of benchmarks/inference.py) had no cuts.
+        cuts = {column: int(generated[column]) if column in generated.index else 0 for column in CONTEXT_COUNT_COLUMNS}
         parts.append(_user_frame(prompt.user, prompt.items, order, _rank_score(ranks, len(order)), appended, {**counts.as_dict(), **cuts}))
     return _finish(parts)
 
