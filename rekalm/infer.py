@@ -39,8 +39,9 @@ The model is a plain HF folder (a merged model, or the base model for zero-shot 
 an optional PEFT adapter folder; nothing here knows which ablation it serves.
 
 Outputs: ``predictions`` (user, item, rank from 1, score, source 'model'|'appended', the
-per-user parse counts of :mod:`rekalm.parse`, zero in score mode, and the context cuts); ``score`` is the mean
-log-probability in score mode and the original's ``1 - i/len`` in generate mode. The ranx
+per-user parse counts of :mod:`rekalm.parse`, zero in score mode, and the context cuts);
+``score`` is the mean log-probability in score mode and the original's ``1 - i/len`` in
+generate mode. The ranx
 run ``{user: {item: 1 - (rank-1)/len}}`` is derived from the ranks, so it has no ties.
 
 Resumable: users are processed in chunks of ``chunk_size``; each finished chunk is written
@@ -65,6 +66,7 @@ from tqdm.auto import tqdm
 
 from rekalm.io import read_jsonl, read_parquet, write_json, write_parquet
 from rekalm.parse import PARSE_COUNT_COLUMNS, rank_generation
+from rekalm import prompts as prompts_module
 from rekalm.prompts import common_prefix_length, encode_prompt_and_answer, ranking_answer
 
 log = logging.getLogger(__name__)
@@ -355,8 +357,8 @@ def score_candidates(
     model: Any, tokenizer: Any, context: str, names: Sequence[str], batch_size: int, device: Any, packed: bool | None = None
 ) -> np.ndarray:
     """Mean log-probability of each ``name + '\\n'`` after ``context`` (the prompt + answer
-    prefix); one prompt pass per call. NaN for a candidate whose tokens would not fit in the model's
-    context (:func:`context_limit`): it is not scored, and nothing is scored when none fits.
+    prefix); one prompt pass per call. NaN for a candidate whose tokens would not fit in the
+    model's context (:func:`context_limit`): it is not scored.
 
     Candidates go ``batch_size`` at a time through :func:`_score_packed` (one row, no
     padding) when the attention implementation takes a custom mask, else through
@@ -563,7 +565,8 @@ def inference_fingerprint(test_path: str | Path, model_dir: str | Path, adapter_
         "model": _folder_signature(model_dir),
         "adapter": _folder_signature(adapter_dir),
         "settings": chunk_settings,
-        "code": _file_sha256(__file__),
+        # This module and the tokenization it shares with training decide every chunk's content.
+        "code": [_file_sha256(__file__), _file_sha256(prompts_module.__file__)],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
