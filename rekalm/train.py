@@ -783,9 +783,9 @@ def run_workers(command: list[str], env: dict[str, str]) -> None:
 def run_training_job(job: TrainingJob, callbacks: Sequence["TrainerCallback"] = ()) -> TrainingResult:
     """Resume-aware training of one ablation, data-parallel over the job's GPUs (or CPU
     workers with ``processes``). The device is checked before anything starts."""
-    resume = prepare_checkpoint_dir(job)
-    plan = plan_device(job.settings, job.base_model_dir, job.gpus, job.where, job.trust_remote_code)
+    plan = plan_device(job.settings, job.base_model_dir, job.gpus, job.where, job.trust_remote_code)  # no GPU: stop before anything
     workers = worker_count(job.settings, plan, job.gpus)
+    resume = prepare_checkpoint_dir(job)
     if workers > 1 and "LOCAL_RANK" not in os.environ:
         job_path = Path(job.checkpoint_dir) / JOB_FILE
         worker = dataclasses.replace(job, threads=max(1, job.threads // workers))  # the job's cores, shared
