@@ -25,9 +25,12 @@ What happens, in order:
 4. The adapter, a TSV log (loss, tokens/s, peak memory per step) and a loss curve are
    written atomically.
 
-With N > 1 GPUs visible, :func:`run_training_job` starts N data-parallel workers with
-``accelerate launch --multi_gpu`` on this module's command line (``python -m rekalm.train
---job job.json``); with one GPU or none it trains in-process.
+Devices, dtypes and attention come from :mod:`rekalm.hf`: a job that asked for GPUs and
+finds none stops before anything starts. With N > 1 workers (one per GPU of the job, or
+``processes: N`` on the CPU) :func:`run_training_job` starts them with ``accelerate launch``
+on this module's command line (``python -m rekalm.train --job job.json``), hands them its
+own import path and copies their output into its stderr (the rule's log); with one worker
+it trains in-process.
 """
 
 from __future__ import annotations
