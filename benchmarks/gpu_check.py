@@ -329,6 +329,7 @@ def failed(results: list[dict[str, Any]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny shape on the CPU, in this process (seconds)")
+    parser.add_argument("--isolate", action="store_true", help="with --smoke: each part in its own process, as on a GPU")
     parser.add_argument("--tokenizer", type=Path, help="a tokenizer folder instead of the embedded SmolLM2 one")
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=OUT / "gpu_check.json")
@@ -353,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for name in part_names():
             started = time.perf_counter()
-            results.append(run_part(name, plan, paths, isolate=not args.smoke))
+            results.append(run_part(name, plan, paths, isolate=args.isolate or not args.smoke))
             print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     text = report(fact_table, results)
     print(text)

@@ -232,7 +232,8 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM
 
     attention = choose_attention(causal_lm_class(model_dir, trust_remote_code), attn_implementation, device, dtype, where=f"{where}: attn_implementation")
-    extra: dict[str, Any] = {"device_map": {"": device}} if device.type == "cuda" else {}
+    # Trainer compares this placement with its own device: name the GPU exactly ("cuda:0").
+    extra: dict[str, Any] = {"device_map": {"": str(device)}} if device.type == "cuda" else {}
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=attention, trust_remote_code=trust_remote_code, **extra)
     if device.type != "cuda":
         model.to(device)

@@ -26,9 +26,12 @@ What happens, in order:
 4. The adapter, a TSV log (loss, tokens/s, peak memory per step) and a loss curve are
    written atomically.
 
-With N > 1 GPUs visible, :func:`run_training_job` starts N data-parallel workers with
-``accelerate launch --multi_gpu`` on this module's command line (``python -m rekalm.train
---job job.json``); with one GPU or none it trains in-process.
+Devices, dtypes and attention come from :mod:`rekalm.hf`: a job that asked for GPUs and
+finds none stops before anything starts. With N > 1 workers (one per GPU of the job, or
+``processes: N`` on the CPU) :func:`run_training_job` starts them with ``accelerate launch``
+on this module's command line (``python -m rekalm.train --job job.json``), hands them its
+own import path and copies their output into its stderr (the rule's log); with one worker
+it trains in-process.
 """
 
 from __future__ import annotations
@@ -776,9 +779,9 @@ def run_workers(command: list[str], env: dict[str, str]) -> None:
 def run_training_job(job: TrainingJob, callbacks: Sequence["TrainerCallback"] = ()) -> TrainingResult:
     """Resume-aware training of one ablation, data-parallel over the job's GPUs (or CPU
     workers with ``processes``). The device is checked before anything starts."""
-    resume = prepare_checkpoint_dir(job)
-    plan = plan_device(job.settings, job.base_model_dir, job.gpus, job.where, job.trust_remote_code)
+    plan = plan_device(job.settings, job.base_model_dir, job.gpus, job.where, job.trust_remote_code)  # no GPU: stop before anything
     workers = worker_count(job.settings, plan, job.gpus)
+    resume = prepare_checkpoint_dir(job)
     if workers > 1 and "LOCAL_RANK" not in os.environ:
         job_path = Path(job.checkpoint_dir) / JOB_FILE
         worker = dataclasses.replace(job, threads=max(1, job.threads // workers))  # the job's cores, shared

@@ -19,7 +19,7 @@ rule build_sets:
     benchmark:
         "benchmarks/out/{dataset}/build_sets/{ablation}.tsv"
     conda:
-        "../envs/data.yaml"
+        "../envs/llm.yaml"
     threads: 1
     resources:
         mem_mb=4000,

@@ -219,7 +219,8 @@ def training_threads(wildcards):
 def training_retries():
     """Resubmissions of a train job: each resumes from the newest checkpoint, so a preset
     that needs `resources.max_slices` wall-time slices finishes within its retries.
-    Snakemake takes one retry count per rule, so this is the largest any preset needs."""
+    Snakemake takes one retry count per rule, so this is the largest any preset needs.
+    """
     presets = config["training"].values()
     return max(
         preset.get("resources", {}).get("max_slices", 1) - 1 for preset in presets

@@ -94,3 +94,13 @@ def test_tokenizer_pads_with_eos_unless_told_not_to(tiny_llama_dir, tmp_path):
     unpadded.save_pretrained(tmp_path)
     assert hf.load_tokenizer(tmp_path).pad_token == unpadded.eos_token
     assert hf.load_tokenizer(tmp_path, pad_with_eos=False).pad_token is None  # prepare_model saves it unchanged
+
+
+def test_a_gpu_inference_job_without_cuda_stops_before_any_work(tmp_path, tiny_llama_dir):
+    from rekalm.infer import InferenceSettings, run_inference
+
+    test = tmp_path / "test.jsonl"
+    test.write_text('{"user": "u1", "prompt": "p", "answer_prefix": "a", "candidates": [{"item": "i1", "name": "n1"}]}\n')
+    with pytest.raises(DeviceUnavailableError, match=r"^rule infer \(x/no_kn\): expected a CUDA device \(the job asked for resources.gpu = 1\)"):
+        run_inference(test, tiny_llama_dir, InferenceSettings(device="auto"), tmp_path / "chunks", gpus=1, where="rule infer (x/no_kn)")
+    assert not (tmp_path / "chunks").exists()  # nothing started, nothing to resume

@@ -21,7 +21,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 MOVIES = ["The Matrix (1999)", "Toy Story (1995)", "Heat (1995)", "Alien (1979)", "Fargo (1996)", "Jaws (1975)"]
-ROWS = 24  # one example per item (no packing): 12 steps per epoch with 2 workers x batch 1
+ROWS = 16  # one example per item (no packing): 8 steps per epoch with 2 workers x batch 1
 WORKER_PRESET = {
     "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "seq_len": 128, "learning_rate": 1e-2, "epochs": 2,
     "per_device_batch_size": 1, "packing": False, "gradient_checkpointing": False, "save_steps": 1,
@@ -36,15 +36,18 @@ def rows(count: int) -> list[dict[str, str]]:
     ]
 
 
-def write_workflow(work: Path, tiny_llama_dir: Path, train_rows: list[dict], max_slices: int) -> None:
+def write_workflow(work: Path, tiny_llama_dir: Path, datasets: dict[str, tuple[list[dict], dict]]) -> None:
+    """A workflow of the real prepare_model and train rules; each dataset gets its own rows
+    and training preset."""
     from rekalm.io import write_jsonl
 
-    write_jsonl(train_rows, work / "results/toy/build_sets/no_kn/train.jsonl")
+    for name, (train_rows, _) in datasets.items():
+        write_jsonl(train_rows, work / f"results/{name}/build_sets/no_kn/train.jsonl")
     config = {
         "trust_remote_code": False,
         "models": {"tiny": {"source": "local", "path": str(tiny_llama_dir)}},
-        "datasets": {"toy": {"model": "tiny", "training": "workers"}},
-        "training": {"workers": {**WORKER_PRESET, "resources": {"gpu": 0, "mem_mb": 2000, "runtime": 5, "max_slices": max_slices}}},
+        "datasets": {name: {"model": "tiny", "training": name} for name in datasets},
+        "training": {name: preset for name, (_, preset) in datasets.items()},
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     # The real rules and input functions, as the root Snakefile includes them.
@@ -52,10 +55,14 @@ def write_workflow(work: Path, tiny_llama_dir: Path, train_rows: list[dict], max
     (work / "Snakefile").write_text(f"import sys\nsys.path.insert(0, {str(REPO)!r})\n{includes}", encoding="utf-8")
 
 
-def snakemake_command(work: Path) -> list[str]:
-    target = "results/toy/train/no_kn/loss.png"
-    return [sys.executable, "-m", "snakemake", target, "--snakefile", str(work / "Snakefile"), "--directory", str(work),
-            "--configfile", str(work / "config.yaml"), "--cores", "2", "--nolock", "--show-failed-logs"]  # fmt: skip
+def worker_preset(max_slices: int, **changes) -> dict:
+    return {**WORKER_PRESET, **changes, "resources": {"gpu": 0, "mem_mb": 2000, "runtime": 5, "max_slices": max_slices}}
+
+
+def snakemake_command(work: Path, datasets: list[str]) -> list[str]:
+    targets = [f"results/{name}/train/no_kn/loss.png" for name in datasets]
+    return [sys.executable, "-m", "snakemake", *targets, "--snakefile", str(work / "Snakefile"), "--directory", str(work),
+            "--configfile", str(work / "config.yaml"), "--cores", "2", "--nolock", "--show-failed-logs", "--keep-going"]  # fmt: skip
 
 
 def clean_environment() -> dict[str, str]:
@@ -83,11 +90,11 @@ def time_limit(snakemake: subprocess.Popen) -> None:
 def test_two_workers_from_elsewhere_killed_twice_finish_from_checkpoints(tmp_path, tiny_llama_dir):
     work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
     elsewhere.mkdir()
-    write_workflow(work, tiny_llama_dir, rows(ROWS), max_slices=3)
+    write_workflow(work, tiny_llama_dir, {"toy": (rows(ROWS), worker_preset(max_slices=3))})
     checkpoints = work / "results/toy/checkpoints/no_kn"
-    snakemake = subprocess.Popen(snakemake_command(work), cwd=elsewhere, env=clean_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    snakemake = subprocess.Popen(snakemake_command(work, ["toy"]), cwd=elsewhere, env=clean_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        for kill_after in (2, 5):  # both inside the first epoch (12 steps), so epoch 2 runs whole
+        for kill_after in (2, 4):  # both inside the first epoch (8 steps), so epoch 2 runs whole
             deadline = time.monotonic() + 240
             while newest_complete_step(checkpoints) < kill_after and snakemake.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -102,7 +109,7 @@ def test_two_workers_from_elsewhere_killed_twice_finish_from_checkpoints(tmp_pat
 
     # Resumed twice and finished: every step once, three sessions (1 before the first kill).
     log = pd.read_csv(work / "results/toy/train/no_kn/train_log.tsv", sep="\t")
-    assert list(log["step"]) == list(range(1, ROWS + 1))  # 2 epochs x 12 steps
+    assert list(log["step"]) == list(range(1, ROWS + 1))  # 2 epochs x 8 steps
     assert sorted(set(log["session"])) == [1, 2, 3]
     assert (work / "results/toy/train/no_kn/adapter/adapter_model.safetensors").is_file()
 
@@ -128,17 +135,31 @@ def test_two_workers_from_elsewhere_killed_twice_finish_from_checkpoints(tmp_pat
 
 
 @pytest.mark.slow
-def test_a_failing_worker_leaves_its_traceback_in_the_rule_log(tmp_path, tiny_llama_dir):
+def test_failing_jobs_say_why_in_the_rule_log(tmp_path, tiny_llama_dir):
+    """Two train jobs that must fail, in one Snakemake run: a worker that raises leaves its
+    traceback in the log; a job that asked for a GPU and finds no CUDA stops at once with
+    one line naming the rule, the preset and what torch reports."""
+    import torch
+
     work = tmp_path / "work"
     bad = rows(4)
     bad[1]["prompt"] = None  # read by the workers, not the parent
-    write_workflow(work, tiny_llama_dir, bad, max_slices=1)
-    done = subprocess.run(snakemake_command(work), cwd=tmp_path, env=clean_environment(), capture_output=True, text=True, timeout=300)
+    gpu_job = worker_preset(max_slices=1, device="auto", processes=None)  # max_slices 1: no retries
+    gpu_job["resources"]["gpu"] = 1  # what the full preset asks for
+    write_workflow(work, tiny_llama_dir, {"bad": (bad, worker_preset(max_slices=1)), "nogpu": (rows(4), gpu_job)})
+    done = subprocess.run(snakemake_command(work, ["bad", "nogpu"]), cwd=tmp_path, env=clean_environment(), capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
-    rule_log = (work / "logs/toy/train/no_kn.log").read_text()
-    assert "Traceback (most recent call last)" in rule_log
-    assert "train.jsonl:2: field 'prompt' must be a string" in rule_log
-    assert "data-parallel training failed: the launcher exited with status" in rule_log
+
+    worker_log = (work / "logs/bad/train/no_kn.log").read_text()
+    assert "Traceback (most recent call last)" in worker_log
+    assert "train.jsonl:2: field 'prompt' must be a string" in worker_log
+    assert "data-parallel training failed: the launcher exited with status" in worker_log
+
+    gpu_log = (work / "logs/nogpu/train/no_kn.log").read_text()
+    (error,) = [line for line in gpu_log.splitlines() if " ERROR " in line]
+    assert "rule train (nogpu/no_kn), preset training.nogpu: expected a CUDA device (the job asked for resources.gpu = 1)" in error
+    assert f"torch {torch.__version__}" in error and "torch.cuda.is_available() = False" in error
+    assert "Traceback" not in gpu_log and not (work / "results/nogpu/checkpoints/no_kn").exists()
 
 
 def test_multi_gpu_train_jobs_ask_for_one_node_cpus_per_gpu_and_retries(tmp_path):
