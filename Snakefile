@@ -11,6 +11,7 @@ min_version("9.0")
 sys.path.insert(0, workflow.basedir)  # the `rekalm` package, installed or not
 
 from rekalm.config import check_config
+from rekalm.replicates import SUFFIX_PATTERN
 
 
 configfile: "config/config.yaml"
@@ -25,6 +26,7 @@ wildcard_constraints:
     dataset="|".join(config["datasets"]),
     ablation="|".join(config["ablations"]),
     source="|".join(config["lexicalize"]["sources"]),
+    replicate=SUFFIX_PATTERN,
 
 
 include: "rules/common.smk"

@@ -1,5 +1,13 @@
 # Input/param functions shared by the rules (the rules themselves stay declarative).
+from rekalm.baselines import SEEDED_BASELINES
 from rekalm.config import ablations_for
+from rekalm.replicates import (
+    SUFFIX_PATTERN,
+    check_seeds,
+    replicate_names,
+    replicate_seed,
+    split_replicate,
+)
 
 
 def dataset_config(wildcards):
@@ -39,14 +47,25 @@ def run_ablations(dataset):
     return ablations_for(config, dataset)
 
 
+def run_seeds():
+    """run.seeds: one replicate of every seeded system per seed (rekalm/replicates.py)."""
+    return check_seeds(config["run"]["seeds"])
+
+
+def replicate_seed_of(wildcards):
+    """The seed of the job's replicate ('' = the first of run.seeds, '.seed<s>' = s)."""
+    return replicate_seed(wildcards.replicate, run_seeds())
+
+
 def all_targets(wildcards):
     """Per dataset: the comparison report (which pulls every system's metrics) plus the
-    training logs, which no other rule consumes but the report shows."""
+    training logs of every replicate, which no other rule consumes but the report shows."""
     targets = []
     for dataset in config["run"]["datasets"]:
         targets.append(f"results/{dataset}/compare/table.md")
         for ablation in run_ablations(dataset):
-            targets.append(f"results/{dataset}/train/{ablation}/loss.png")
+            for replicate in replicate_names(ablation, run_seeds()):
+                targets.append(f"results/{dataset}/train/{replicate}/loss.png")
     return targets
 
 
@@ -176,9 +195,11 @@ def training_preset_name(wildcards):
 
 
 def training_settings(wildcards):
-    """The preset minus its resources: changing a job's runtime must not retrain it."""
+    """The preset minus its resources (changing a job's runtime must not retrain it), with
+    the replicate's seed (training seed and data order)."""
     preset = config["training"][training_preset_name(wildcards)]
-    return {key: value for key, value in preset.items() if key != "resources"}
+    settings = {key: value for key, value in preset.items() if key != "resources"}
+    return {**settings, "seed": replicate_seed_of(wildcards)}
 
 
 # The schema's defaults for a preset's resources block, per preset family.
@@ -203,11 +224,24 @@ def training_resource(name):
 
 
 def merged_model_output():
-    model_dir = directory("results/{dataset}/merge/{ablation}/model")
+    model_dir = directory("results/{dataset}/merge/{ablation}{replicate}/model")
     return temp(model_dir) if config["merge"]["temporary"] else model_dir
 
 
 # --- baselines ------------------------------------------------------------------------
+
+
+def baseline_seed(wildcards):
+    """A seeded baseline's replicate seed; deterministic baselines have one replicate and
+    take the validation seed, so that a new run.seeds does not re-run them."""
+    if wildcards.baseline in SEEDED_BASELINES:
+        return replicate_seed_of(wildcards)
+    if wildcards.replicate:
+        raise ValueError(
+            f"baseline {wildcards.baseline!r} is deterministic and has no replicate "
+            f"{wildcards.replicate!r}; seeded baselines: {sorted(SEEDED_BASELINES)}"
+        )
+    return config["baselines"]["validation_seed"]
 
 
 def baseline_settings(wildcards):
@@ -215,7 +249,8 @@ def baseline_settings(wildcards):
     grid re-runs only that baseline (params are a rerun trigger)."""
     block = config["baselines"]
     return {
-        "seed": block["seed"],
+        "seed": baseline_seed(wildcards),
+        "validation_seed": block["validation_seed"],
         "validation_fraction": block["validation_fraction"],
         "validation_cutoff": block["validation_cutoff"],
         "grid": block["grids"].get(wildcards.baseline, {}),
@@ -239,12 +274,31 @@ def zero_shot_systems():
     return [ZERO_SHOT_PREFIX + mode for mode in config["run"]["zero_shot"]]
 
 
+def _alternatives(names):
+    return "(" + "|".join(names) + ")"
+
+
 def llm_system_pattern():
-    return "|".join([*config["ablations"], *ZERO_SHOT_SYSTEMS])
+    """A trained ablation's replicate or a zero-shot system (deterministic: no replicates)."""
+    return f"{_alternatives(config['ablations'])}{SUFFIX_PATTERN}|{_alternatives(ZERO_SHOT_SYSTEMS)}"
 
 
 def any_system_pattern():
-    return "|".join([llm_system_pattern(), *config["baselines"]["names"]])
+    return f"{llm_system_pattern()}|{_alternatives(config['baselines']['names'])}{SUFFIX_PATTERN}"
+
+
+def system_replicates(system):
+    """[(seed, replicate name)] of a compared system: one per run.seeds entry for trained
+    ablations and seeded baselines, a single (None, system) for deterministic systems."""
+    if system in config["ablations"] or system in SEEDED_BASELINES:
+        return list(zip(run_seeds(), replicate_names(system, run_seeds())))
+    return [(None, system)]
+
+
+def system_kind(system):
+    if system.startswith(ZERO_SHOT_PREFIX):
+        return "zero_shot"
+    return "baseline" if system in config["baselines"]["names"] else "ablation"
 
 
 def inference_preset(wildcards):
@@ -272,7 +326,9 @@ def infer_inputs(wildcards):
     base = f"results/models/{base_model_name(dataset)}/base"
     if system.startswith(ZERO_SHOT_PREFIX):
         return {"test": f"results/{dataset}/build_sets/no_kn/test.jsonl", "model": base}
-    inputs = {"test": f"results/{dataset}/build_sets/{system}/test.jsonl"}
+    ablation, suffix = split_replicate(system)
+    replicate_seed(suffix, run_seeds())  # a one-line error for a seed not in run.seeds
+    inputs = {"test": f"results/{dataset}/build_sets/{ablation}/test.jsonl"}
     if inference_preset(wildcards).get("load", "merged") == "merged":
         inputs["model"] = f"results/{dataset}/merge/{system}/model"
     else:
@@ -282,8 +338,8 @@ def infer_inputs(wildcards):
 
 
 def ranking_dir(dataset, system):
-    """Where a system's predictions.parquet and run.json live."""
-    if system in config["baselines"]["names"]:
+    """Where a system replicate's predictions.parquet and run.json live."""
+    if split_replicate(system)[0] in config["baselines"]["names"]:
         return f"results/{dataset}/baselines/{system}"
     return f"results/{dataset}/infer/{system}"
 
@@ -299,15 +355,26 @@ def compared_systems(wildcards):
     return [*zero_shot_systems(), *run_ablations(dataset), *run_baselines()]
 
 
+def compared_replicates(wildcards):
+    """The compare rule's systems in table order, each with its kind and replicates
+    [[seed, name]]; the metrics and run inputs follow the same order, replicate by replicate."""
+    return [
+        {"name": system, "kind": system_kind(system), "replicates": system_replicates(system)}
+        for system in compared_systems(wildcards)
+    ]
+
+
 def compare_metric_files(wildcards):
     return [
-        f"results/{wildcards.dataset}/metrics/{system}.json"
-        for system in compared_systems(wildcards)
+        f"results/{wildcards.dataset}/metrics/{name}.json"
+        for system in compared_replicates(wildcards)
+        for _, name in system["replicates"]
     ]
 
 
 def compare_run_files(wildcards):
     return [
-        f"{ranking_dir(wildcards.dataset, system)}/run.json"
-        for system in compared_systems(wildcards)
+        f"{ranking_dir(wildcards.dataset, name)}/run.json"
+        for system in compared_replicates(wildcards)
+        for _, name in system["replicates"]
     ]

@@ -32,7 +32,7 @@ rule compare:
         mem_mb=4000,
         runtime=30,
     params:
-        systems=compared_systems,
+        systems=compared_replicates,
         metrics=config["metrics"],
     script:
         "../workflow_scripts/compare.py"

@@ -4,7 +4,8 @@
 # after a kill, a Slurm time-out or a failure resumes from the newest complete one
 # (`--retries N` does it automatically). The preset's resources.gpu = N > 1 gives the job
 # N GPUs and the script starts N data-parallel workers (`accelerate launch --multi_gpu`);
-# on CPU, torch uses this rule's threads.
+# on CPU, torch uses this rule's threads. {replicate} is '' for the first seed of run.seeds
+# and .seed<s> for the others (rekalm/replicates.py): same training set, another seed.
 
 
 rule train:
@@ -12,18 +13,18 @@ rule train:
         train_set="results/{dataset}/build_sets/{ablation}/train.jsonl",
         base_model=base_model_dir,
     output:
-        adapter=directory("results/{dataset}/train/{ablation}/adapter"),
-        log_tsv="results/{dataset}/train/{ablation}/train_log.tsv",
+        adapter=directory("results/{dataset}/train/{ablation}{replicate}/adapter"),
+        log_tsv="results/{dataset}/train/{ablation}{replicate}/train_log.tsv",
         loss_png=report(
-            "results/{dataset}/train/{ablation}/loss.png",
+            "results/{dataset}/train/{ablation}{replicate}/loss.png",
             caption="../config/report/train_loss.rst",
             category="Training",
             subcategory="{dataset}",
         ),
     log:
-        "logs/{dataset}/train/{ablation}.log",
+        "logs/{dataset}/train/{ablation}{replicate}.log",
     benchmark:
-        "logs/{dataset}/train/{ablation}.benchmark.tsv"
+        "logs/{dataset}/train/{ablation}{replicate}.benchmark.tsv"
     conda:
         "../envs/llm.yaml"
     container:
@@ -36,7 +37,7 @@ rule train:
     params:
         settings=training_settings,
         preset_name=training_preset_name,
-        checkpoint_dir="results/{dataset}/checkpoints/{ablation}",
+        checkpoint_dir="results/{dataset}/checkpoints/{ablation}{replicate}",
         trust_remote_code=config["trust_remote_code"],
     script:
         "../workflow_scripts/train.py"

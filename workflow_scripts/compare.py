@@ -14,12 +14,20 @@ def read_json(path):
         return json.load(handle)
 
 
-systems = list(snakemake.params.systems)
+# params.systems: [{name, kind, replicates: [[seed, replicate name], ...]}]; the metrics and
+# runs inputs list the replicates in exactly that order.
+metric_files, run_files = iter(snakemake.input.metrics), iter(snakemake.input.runs)
+metrics, runs, kinds = {}, {}, {}
+for system in snakemake.params.systems:
+    kinds[system["name"]] = system["kind"]
+    metrics[system["name"]] = {seed: read_json(next(metric_files)) for seed, _ in system["replicates"]}
+    runs[system["name"]] = {seed: read_json(next(run_files)) for seed, _ in system["replicates"]}
 write_comparison(
     dataset=snakemake.wildcards.dataset,
-    metrics=dict(zip(systems, map(read_json, snakemake.input.metrics))),
-    runs=dict(zip(systems, map(read_json, snakemake.input.runs))),
+    metrics=metrics,
+    runs=runs,
     qrels=relevant_qrels(held_out_judgements(read_parquet(snakemake.input.candidates))),
     settings=MetricSettings.from_config(snakemake.params.metrics),
     outputs={key: snakemake.output[key] for key in ("table", "latex", "plot", "summary")},
+    kinds=kinds,
 )
