@@ -23,10 +23,9 @@ validate(config, "config/schema.yaml")  # fills schema defaults
 
 
 wildcard_constraints:
-    dataset="|".join(config["datasets"]),
+    dataset=f"({'|'.join(config['datasets'])}){SUFFIX_PATTERN}",  # + split replicates
     ablation="|".join(config["ablations"]),
     source="|".join(config["lexicalize"]["sources"]),
-    replicate=SUFFIX_PATTERN,
 
 
 include: "rules/common.smk"

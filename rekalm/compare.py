@@ -107,6 +107,10 @@ def sd_over_seeds(per_seed: Sequence[Any]) -> Any:
     return float(np.std(numbers, ddof=1))
 
 
+#: What one sample of the paired test is, with one split for all seeds / one split per seed.
+TEST_UNITS = {False: "test user (metric averaged over the system's seeds)", True: "(split, test user) pair"}
+
+
 # --- per-user scores and the paired test --------------------------------------------------
 
 
@@ -114,16 +118,22 @@ def per_user_scores(
     runs: Mapping[str, Mapping[int, Mapping[str, Mapping[str, float]]]],
     qrels: Mapping[str, Mapping[str, int]],
     settings: MetricSettings,
+    split_qrels: Mapping[int, Mapping[str, Mapping[str, int]]] | None = None,
 ) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
-    """Every standard metric per test user, averaged over each system's seeds.
+    """Every standard metric per unit of the paired test, and the units' ids.
 
-    ``runs`` maps system -> seed -> ranx run. A paired test needs the same users in every
-    run, so only the users ranked by every replicate of every system are kept (their ids
-    are returned too). With one seed per system these are exactly the per-user scores
-    ``ranx.compare`` tests.
+    ``runs`` maps system -> seed -> ranx run. One split for all seeds (``split_qrels`` None):
+    the unit is the test user and each user's metric is averaged over the system's seeds;
+    only users ranked by every replicate of every system are kept. With one seed per
+    system these are exactly the per-user scores ``ranx.compare`` tests. One split per seed
+    (``split_qrels``: seed -> that split's qrels, run.resplit): every system has one
+    replicate per split, the unit is a (split, test user) pair, and the units of all splits
+    are pooled.
     """
     ranx = import_ranx(settings.numba_cache_dir)
     metrics = standard_metric_names(settings.cutoffs)
+    if split_qrels is not None:
+        return _per_split_user_scores(ranx, runs, split_qrels, metrics)
     replicate_runs = [run for by_seed in runs.values() for run in by_seed.values()]
     qrels = {user: items for user, items in qrels.items() if all(user in run for run in replicate_runs)}
     if not qrels:
@@ -138,10 +148,30 @@ def per_user_scores(
     return scores, list(qrels)
 
 
+def _per_split_user_scores(ranx: Any, runs: Mapping[str, Mapping[int, Any]], split_qrels: Mapping[int, Mapping[str, Mapping[str, int]]], metrics: list[str]) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
+    seeds = list(split_qrels)
+    for name, by_seed in runs.items():
+        if list(by_seed) != seeds:
+            raise ValueError(f"compare: system {name!r} has replicates for seeds {list(by_seed)}; with one split per seed every system needs {seeds}")
+    parts: dict[str, dict[str, list[np.ndarray]]] = {name: {metric: [] for metric in metrics} for name in runs}
+    units: list[str] = []
+    for seed in seeds:
+        qrels = {user: items for user, items in split_qrels[seed].items() if all(user in runs[name][seed] for name in runs)}
+        if not qrels:
+            raise ValueError(f"compare: no test user of the split of seed {seed} with a liked held-out item was ranked by every system")
+        for name in runs:
+            seed_scores = ranx.evaluate(dict(qrels), run_for_qrels(runs[name][seed], qrels, source=f"run of {name} (split {seed})"), metrics, return_mean=False)
+            for metric in metrics:
+                parts[name][metric].append(np.asarray(seed_scores[metric], dtype=np.float64))
+        units += [f"{seed}:{user}" for user in qrels]
+    return {name: {metric: np.concatenate(arrays) for metric, arrays in by_metric.items()} for name, by_metric in parts.items()}, units
+
+
 def compare_runs(
     runs: Mapping[str, Mapping[int, Mapping[str, Mapping[str, float]]]],
     qrels: Mapping[str, Mapping[str, int]],
     settings: MetricSettings,
+    split_qrels: Mapping[int, Mapping[str, Mapping[str, int]]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
     """(summary, per-user scores): means, pairwise paired tests and win/tie/loss over the
     standard metrics.
@@ -152,7 +182,7 @@ def compare_runs(
     """
     from ranx.statistical_tests import compute_statistical_significance
 
-    scores, users = per_user_scores(runs, qrels, settings)
+    scores, units = per_user_scores(runs, qrels, settings, split_qrels)
     names = list(runs)
     metrics = standard_metric_names(settings.cutoffs)
     significance = compute_statistical_significance(
@@ -181,11 +211,11 @@ def compare_runs(
     return {
         "stat_test": settings.stat_test,
         "max_p": settings.max_p,
-        "test_unit": "test user (metric averaged over the system's seeds)",
+        "test_unit": TEST_UNITS[split_qrels is not None],
         "metrics": metrics,
         "systems": names,
         "seeds": {name: list(runs[name]) for name in names},
-        "users": len(users),
+        "users": len(units),
         "means": {name: {metric: float(np.mean(scores[name][metric])) for metric in metrics} for name in names},
         "comparisons": pairs,
         "win_tie_loss": win_tie_loss,
@@ -340,10 +370,9 @@ def _verdict_heading(settings: MetricSettings) -> str:
     return f"Verdict: knowledge ablations against {settings.verdict_reference} and the best baseline ({settings.verdict_metric})"
 
 
-VERDICT_NOTE = (
-    "Δ: mean over test users of the paired difference, each user's value averaged over the seeds; CI: paired "
-    "t-interval; better / worse when the interval excludes 0, else no detectable difference."
-)
+def _verdict_note(comparison: Mapping[str, Any] | None) -> str:
+    unit = (comparison or {}).get("test_unit", TEST_UNITS[False])
+    return f"Δ: mean of the paired difference over each {unit}; CI: paired t-interval; better / worse when the interval excludes 0, else no detectable difference."
 
 
 def markdown_report(
@@ -360,7 +389,7 @@ def markdown_report(
     if rows:
         lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
-        parts += [f"## {_verdict_heading(settings)}", "", VERDICT_NOTE, "", *lines, ""]
+        parts += [f"## {_verdict_heading(settings)}", "", _verdict_note(comparison), "", *lines, ""]
     parts += [*(_preamble(dataset, metrics, settings)), ""]
     for heading, _, headers, rows in _sections(metrics, settings, comparison, spread):
         parts += [f"## {heading}", "", _markdown_table(headers, systems, rows), ""]
@@ -385,7 +414,7 @@ def latex_report(
                 [
                     r"\begin{table}[ht]",
                     r"\centering",
-                    rf"\caption{{{_latex_escape(dataset + ': ' + _verdict_heading(settings) + '. ' + VERDICT_NOTE)}}}",
+                    rf"\caption{{{_latex_escape(dataset + ': ' + _verdict_heading(settings) + '. ' + _verdict_note(comparison))}}}",
                     rf"\label{{tab:{dataset.replace('_', '-')}-verdict}}",
                     r"\begin{tabular}{ll" + "r" * (len(headers) - 2) + "}",
                     r"\toprule",
@@ -477,12 +506,14 @@ def write_comparison(
     settings: MetricSettings,
     outputs: Mapping[str, str | Path],
     kinds: Mapping[str, str] | None = None,
+    split_qrels: Mapping[int, Mapping[str, Mapping[str, int]]] | None = None,
 ) -> dict[str, Any]:
     """Write outputs['table'] (Markdown), ['latex'], ['plot'] (PNG) and ['summary'] (JSON).
 
     ``metrics`` and ``runs`` map system -> seed -> that replicate's metrics.json / run.json
     (one seed for unreplicated systems). ``kinds`` (system -> "ablation", "zero_shot" or
-    "baseline") enables the verdict table at the top.
+    "baseline") enables the verdict table at the top. ``split_qrels`` (seed -> qrels, with
+    one split per seed) judges each seed's replicates against its own split.
     """
     if list(metrics) != list(runs) or any(list(metrics[name]) != list(runs[name]) for name in metrics):
         raise ValueError(f"compare: metrics and runs name different systems or seeds ({_replicate_keys(metrics)} vs {_replicate_keys(runs)})")
@@ -495,7 +526,7 @@ def write_comparison(
     spread = {name: sd_over_seeds(list(by_seed.values())) for name, by_seed in metrics.items()}
     comparison, verdict = None, []
     if "standard" in settings.definitions:
-        comparison, scores = compare_runs(runs, qrels, settings)
+        comparison, scores = compare_runs(runs, qrels, settings, split_qrels)
         if kinds is not None:
             seed_sd = {name: (spread[name] or {}).get("standard", {}).get(settings.verdict_metric) for name in metrics}
             verdict = verdicts(scores, kinds, settings.verdict_metric, settings.verdict_reference, 1 - settings.max_p, seed_sd)

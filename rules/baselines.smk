@@ -15,6 +15,7 @@ rule baselines:
         "logs/{dataset}/baselines/{baseline}{replicate}.benchmark.tsv"
     wildcard_constraints:
         baseline="|".join(config["baselines"]["names"]),
+        replicate=SUFFIX_PATTERN,
     conda:
         "../envs/data.yaml"
     threads: 2

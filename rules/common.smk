@@ -11,7 +11,84 @@ from rekalm.replicates import (
 
 
 def dataset_config(wildcards):
-    return config["datasets"][wildcards.dataset]
+    return dataset_block(wildcards.dataset)
+
+
+# --- replicates (run.seeds, run.resplit; rekalm/replicates.py) ------------------------
+# Without run.resplit a replicate is a suffix on a system ({replicate}: '' or .seed<s>).
+# With run.resplit the replicate of seed s (not the first) is a dataset variant
+# "<dataset>.seed<s>" whose split is drawn with seed s: every stage from the split on runs
+# under results/<dataset>.seed<s>/, and the split-free stages stay the base dataset's.
+SPLIT_FREE_STAGES = ("download", "prepare", "lookup_dbpedia")
+
+
+def resplit():
+    # .get: the rule tests run single rules on configs holding only what those rules read
+    return bool(config.get("run", {}).get("resplit", False))
+
+
+def base_dataset(dataset):
+    return split_replicate(dataset)[0]
+
+
+def dataset_seed(dataset):
+    """The seed of a dataset variant (the first of run.seeds for the base dataset)."""
+    suffix = split_replicate(dataset)[1]
+    if suffix and not resplit():
+        raise ValueError(
+            f"dataset {dataset!r}: {suffix!r} names a split replicate, "
+            "which needs run.resplit: true"
+        )
+    return replicate_seed(suffix, run_seeds())
+
+
+def dataset_block(dataset):
+    """config["datasets"][...] of a dataset or of one of its split replicates."""
+    base, suffix = split_replicate(dataset)
+    if suffix:
+        dataset_seed(dataset)  # a one-line error for a variant outside run.seeds
+    return config["datasets"][base]
+
+
+def dataset_variants(dataset):
+    """[(seed, dataset variant)]: one per seed with run.resplit, else the dataset alone."""
+    if resplit():
+        return list(zip(run_seeds(), replicate_names(dataset, run_seeds())))
+    return [(run_seeds()[0], dataset)]
+
+
+def stage_owner(dataset, path_template):
+    """Whose results/{dataset}/<stage>/... file a dataset variant reads: the base
+    dataset's for split-free stages, its own otherwise."""
+    stage = path_template.split("/")[2]
+    return base_dataset(dataset) if stage in SPLIT_FREE_STAGES else dataset
+
+
+def stage_path(dataset, path_template):
+    return path_template.format(dataset=stage_owner(dataset, path_template))
+
+
+def lexicalized_path(dataset, source):
+    """A source's text for a dataset variant: the base dataset's when its input table
+    comes from a split-free stage (facts, descriptions), the variant's otherwise (rules).
+    """
+    table = config["lexicalize"]["sources"][source]["input"]
+    return f"results/{stage_owner(dataset, table)}/lexicalize/{source}.jsonl"
+
+
+def split_input(wildcards):
+    return stage_path(
+        wildcards.dataset, "results/{dataset}/prepare/interactions.parquet"
+    )
+
+
+def compare_candidate_files(wildcards):
+    """One candidates table per split: the dataset's, or with run.resplit each variant's
+    (in run.seeds order), whose test users that seed's replicates rank."""
+    return [
+        f"results/{variant}/split/candidates.parquet"
+        for _, variant in dataset_variants(wildcards.dataset)
+    ]
 
 
 def dataset_files(wildcards):
@@ -39,7 +116,11 @@ def prepare_options(wildcards):
 
 
 def split_options(wildcards):
-    return dataset_config(wildcards).get("split", {})
+    """The dataset's split settings; with run.resplit the variant's seed draws the split."""
+    options = dict(dataset_config(wildcards).get("split", {}))
+    if resplit():
+        options["seed"] = dataset_seed(wildcards.dataset)
+    return options
 
 
 def run_ablations(dataset):
@@ -53,19 +134,29 @@ def run_seeds():
 
 
 def replicate_seed_of(wildcards):
-    """The seed of the job's replicate ('' = the first of run.seeds, '.seed<s>' = s)."""
+    """The seed of the job's replicate: {replicate} ('' = the first of run.seeds,
+    '.seed<s>' = s), or with run.resplit the dataset variant's seed."""
+    if resplit():
+        if wildcards.replicate:
+            raise ValueError(
+                f"replicate {wildcards.replicate!r}: with run.resplit the replicates are "
+                f"the dataset variants {[v for _, v in dataset_variants(base_dataset(wildcards.dataset))]}"
+            )
+        return dataset_seed(wildcards.dataset)
     return replicate_seed(wildcards.replicate, run_seeds())
 
 
 def all_targets(wildcards):
     """Per dataset: the comparison report (which pulls every system's metrics) plus the
-    training logs of every replicate, which no other rule consumes but the report shows."""
+    training logs of every replicate, which no other rule consumes but the report shows.
+    """
     targets = []
     for dataset in config["run"]["datasets"]:
         targets.append(f"results/{dataset}/compare/table.md")
         for ablation in run_ablations(dataset):
-            for replicate in replicate_names(ablation, run_seeds()):
-                targets.append(f"results/{dataset}/train/{replicate}/loss.png")
+            for replicate in system_replicates(dataset, ablation):
+                name = f"results/{replicate['dataset']}/train/{replicate['name']}"
+                targets.append(f"{name}/loss.png")
     return targets
 
 
@@ -78,14 +169,14 @@ def collab_options(wildcards):
 
 def knowledge_routes(wildcards):
     """The dataset's graph/text source settings, e.g. {"graph": {"source": "dbpedia"}}."""
-    knowledge = config["datasets"][wildcards.dataset].get("knowledge", {})
+    knowledge = dataset_config(wildcards).get("knowledge", {})
     return {
         source: knowledge[source] for source in ("graph", "text") if source in knowledge
     }
 
 
 def dataset_domain(wildcards):
-    return config["datasets"][wildcards.dataset]["domain"]
+    return dataset_config(wildcards)["domain"]
 
 
 def domain_settings(wildcards):
@@ -132,7 +223,7 @@ def dbpedia_dump_files(wildcards):
 
 def domain_spec(wildcards):
     """The dataset's domain block plus its name (item noun, templates, label)."""
-    domain = config["datasets"][wildcards.dataset]["domain"]
+    domain = dataset_domain(wildcards)
     return {"name": domain, **config["domains"][domain]}
 
 
@@ -140,8 +231,10 @@ def lexicalize_inputs(wildcards):
     """The source's table (lexicalize.sources.<source>.input) and the item names."""
     source = config["lexicalize"]["sources"][wildcards.source]
     return {
-        "knowledge": source["input"].format(dataset=wildcards.dataset),
-        "item_names": f"results/{wildcards.dataset}/prepare/items.parquet",
+        "knowledge": stage_path(wildcards.dataset, source["input"]),
+        "item_names": stage_path(
+            wildcards.dataset, "results/{dataset}/prepare/items.parquet"
+        ),
     }
 
 
@@ -151,7 +244,7 @@ def ablation_sources(wildcards):
 
 
 def base_model_name(dataset):
-    return config["datasets"][dataset]["model"]
+    return dataset_block(dataset)["model"]
 
 
 def build_sets_inputs(wildcards):
@@ -160,16 +253,16 @@ def build_sets_inputs(wildcards):
     inputs = {
         "split": f"results/{dataset}/split/split.parquet",
         "candidates": f"results/{dataset}/split/candidates.parquet",
-        "item_names": f"results/{dataset}/prepare/items.parquet",
+        "item_names": stage_path(dataset, "results/{dataset}/prepare/items.parquet"),
         "tokenizer": f"results/models/{base_model_name(dataset)}/base",
     }
     for source in ablation_sources(wildcards):
-        inputs[f"knowledge_{source}"] = f"results/{dataset}/lexicalize/{source}.jsonl"
+        inputs[f"knowledge_{source}"] = lexicalized_path(dataset, source)
     return inputs
 
 
 def training_preset(dataset):
-    return config["training"][config["datasets"][dataset]["training"]]
+    return config["training"][dataset_block(dataset)["training"]]
 
 
 def training_seq_len(wildcards):
@@ -191,7 +284,7 @@ def model_source(wildcards):
 
 
 def training_preset_name(wildcards):
-    return config["datasets"][wildcards.dataset]["training"]
+    return dataset_config(wildcards)["training"]
 
 
 def training_settings(wildcards):
@@ -213,7 +306,7 @@ def preset_resource(family, name):
     """A job resource from the dataset's `family` preset (training or inference)."""
 
     def resource(wildcards):
-        preset = config[family][config["datasets"][wildcards.dataset][family]]
+        preset = config[family][dataset_config(wildcards)[family]]
         return preset.get("resources", {}).get(name, RESOURCE_DEFAULTS[family][name])
 
     return resource
@@ -287,12 +380,22 @@ def any_system_pattern():
     return f"{llm_system_pattern()}|{_alternatives(config['baselines']['names'])}{SUFFIX_PATTERN}"
 
 
-def system_replicates(system):
-    """[(seed, replicate name)] of a compared system: one per run.seeds entry for trained
-    ablations and seeded baselines, a single (None, system) for deterministic systems."""
+def system_replicates(dataset, system):
+    """The replicates of a compared system, each {seed, dataset, name}: with run.resplit
+    one per dataset variant for every system; else one per seed for trained ablations and
+    seeded baselines, and a single one (seed None) for deterministic systems."""
+    if resplit():
+        return [
+            {"seed": seed, "dataset": variant, "name": system}
+            for seed, variant in dataset_variants(dataset)
+        ]
     if system in config["ablations"] or system in SEEDED_BASELINES:
-        return list(zip(run_seeds(), replicate_names(system, run_seeds())))
-    return [(None, system)]
+        names = replicate_names(system, run_seeds())
+        return [
+            {"seed": seed, "dataset": dataset, "name": name}
+            for seed, name in zip(run_seeds(), names)
+        ]
+    return [{"seed": None, "dataset": dataset, "name": system}]
 
 
 def system_kind(system):
@@ -302,7 +405,7 @@ def system_kind(system):
 
 
 def inference_preset(wildcards):
-    return config["inference"][config["datasets"][wildcards.dataset]["inference"]]
+    return config["inference"][dataset_config(wildcards)["inference"]]
 
 
 def inference_settings(wildcards):
@@ -357,24 +460,33 @@ def compared_systems(wildcards):
 
 def compared_replicates(wildcards):
     """The compare rule's systems in table order, each with its kind and replicates
-    [[seed, name]]; the metrics and run inputs follow the same order, replicate by replicate."""
+    [{seed, dataset, name}]; the metrics and run inputs follow the same order."""
+    if split_replicate(wildcards.dataset)[1]:
+        raise ValueError(
+            f"compare {wildcards.dataset!r}: split replicates are compared together under "
+            f"results/{base_dataset(wildcards.dataset)}/compare/"
+        )
     return [
-        {"name": system, "kind": system_kind(system), "replicates": system_replicates(system)}
+        {
+            "name": system,
+            "kind": system_kind(system),
+            "replicates": system_replicates(wildcards.dataset, system),
+        }
         for system in compared_systems(wildcards)
     ]
 
 
 def compare_metric_files(wildcards):
     return [
-        f"results/{wildcards.dataset}/metrics/{name}.json"
+        f"results/{r['dataset']}/metrics/{r['name']}.json"
         for system in compared_replicates(wildcards)
-        for _, name in system["replicates"]
+        for r in system["replicates"]
     ]
 
 
 def compare_run_files(wildcards):
     return [
-        f"{ranking_dir(wildcards.dataset, name)}/run.json"
+        f"{ranking_dir(r['dataset'], r['name'])}/run.json"
         for system in compared_replicates(wildcards)
-        for _, name in system["replicates"]
+        for r in system["replicates"]
     ]

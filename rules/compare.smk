@@ -2,7 +2,7 @@ rule compare:
     input:
         metrics=compare_metric_files,
         runs=compare_run_files,
-        candidates="results/{dataset}/split/candidates.parquet",
+        candidates=compare_candidate_files,
     output:
         table=report(
             "results/{dataset}/compare/table.md",
@@ -34,5 +34,6 @@ rule compare:
     params:
         systems=compared_replicates,
         metrics=config["metrics"],
+        resplit=resplit(),
     script:
         "../workflow_scripts/compare.py"

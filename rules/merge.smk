@@ -14,6 +14,8 @@ rule merge:
         "logs/{dataset}/merge/{ablation}{replicate}.log",
     benchmark:
         "logs/{dataset}/merge/{ablation}{replicate}.benchmark.tsv"
+    wildcard_constraints:
+        replicate=SUFFIX_PATTERN,
     conda:
         "../envs/llm.yaml"
     container:

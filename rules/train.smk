@@ -25,6 +25,8 @@ rule train:
         "logs/{dataset}/train/{ablation}{replicate}.log",
     benchmark:
         "logs/{dataset}/train/{ablation}{replicate}.benchmark.tsv"
+    wildcard_constraints:
+        replicate=SUFFIX_PATTERN,
     conda:
         "../envs/llm.yaml"
     container:

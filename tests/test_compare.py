@@ -244,3 +244,70 @@ def test_replicate_mismatch_is_rejected(tmp_path: Path) -> None:
     outputs = {key: tmp_path / key for key in ("table", "latex", "plot", "summary")}
     with pytest.raises(ValueError, match="different systems or seeds"):
         write_comparison("mini", {"a": {22: {}, 23: {}}}, {"a": {22: {}}}, {}, MetricSettings(cutoffs=(1,)), outputs)
+
+
+@pytest.mark.slow
+def test_one_split_per_seed_pools_split_user_pairs(tmp_path: Path) -> None:
+    from rekalm.compare import compare_runs
+
+    settings = MetricSettings(cutoffs=(1, 3), numba_cache_dir=os.environ.get("NUMBA_CACHE_DIR"))
+    split_qrels, metrics, runs = {}, {"no_kn": {}, "graph": {}}, {"no_kn": {}, "graph": {}}
+    for seed, users in ((22, range(0, 20)), (23, range(10, 40))):  # different test users per split
+        candidates = synthetic_candidates()
+        candidates = candidates[candidates["user"].isin([f"u{u % N_USERS}" for u in users])].copy()
+        candidates["user"] = candidates["user"] + f"_{seed}"  # each split's own users
+        split = synthetic_split(candidates)
+        split_qrels[seed] = relevant_qrels(held_out_judgements(candidates))
+        for name, strategy in (("no_kn", "random"), ("graph", "oracle")):
+            metrics[name][seed], runs[name][seed] = evaluate_system(candidates, split, settings, strategy, seed, name)
+    summary, scores = compare_runs(runs, split_qrels[22], settings, split_qrels)
+    assert summary["users"] == len(split_qrels[22]) + len(split_qrels[23])
+    assert summary["test_unit"] == "(split, test user) pair"
+    assert len(scores["graph"]["ndcg@3"]) == summary["users"]
+    assert summary["comparisons"]["graph"]["no_kn"]["ndcg@3"]["p_value"] == pytest.approx(stats.ttest_rel(scores["graph"]["ndcg@3"], scores["no_kn"]["ndcg@3"]).pvalue)
+    outputs = {key: tmp_path / f"{key}.out" for key in ("table", "latex", "plot", "summary")}
+    written = write_comparison("mini", metrics, runs, split_qrels[22], settings, outputs, kinds={"no_kn": "ablation", "graph": "ablation"}, split_qrels=split_qrels)
+    assert [row["word"] for row in written["verdict"]] == ["better"]
+    assert written["verdict"][0]["users"] == summary["users"]
+    assert "(split, test user) pair" in outputs["table"].read_text()
+    with pytest.raises(ValueError, match="every system needs"):
+        compare_runs({"no_kn": runs["no_kn"], "graph": {22: runs["graph"][22]}}, split_qrels[22], settings, split_qrels)
+
+
+@pytest.mark.slow
+def test_compare_rule_gathers_every_split_replicate(tmp_path: Path) -> None:
+    """rules/compare.smk + workflow_scripts/compare.py through Snakemake with run.resplit: the
+    replicates of each seed live under their own dataset variant and are judged against that
+    split's candidates."""
+    import yaml
+    from snakemake_helpers import REPO, api_run
+
+    settings = MetricSettings(cutoffs=(1, 3), numba_cache_dir=os.environ.get("NUMBA_CACHE_DIR"))
+    for variant, users in (("mini", range(0, 20)), ("mini.seed23", range(10, 30))):
+        candidates = synthetic_candidates()
+        candidates = candidates[candidates["user"].isin([f"u{u}" for u in users])]
+        split = synthetic_split(candidates)
+        (tmp_path / f"results/{variant}/split").mkdir(parents=True)
+        candidates.to_parquet(tmp_path / f"results/{variant}/split/candidates.parquet")
+        for name, strategy in (("no_kn", "random"), ("graph", "oracle")):
+            metrics, run = evaluate_system(candidates, split, settings, strategy, len(variant), name)
+            for path, payload in ((f"metrics/{name}.json", metrics), (f"infer/{name}/run.json", run)):
+                (tmp_path / f"results/{variant}" / path).parent.mkdir(parents=True, exist_ok=True)
+                (tmp_path / f"results/{variant}" / path).write_text(json.dumps(payload))
+    config = {
+        "run": {"datasets": ["mini"], "ablations": ["no_kn", "graph"], "seeds": [22, 23], "resplit": True, "zero_shot": [], "baselines": False},
+        "ablations": {"no_kn": [], "graph": ["graph"]},
+        "datasets": {"mini": {"knowledge": {"graph": {"source": "attributes"}}}},
+        "baselines": {"names": ["random"]},
+        "metrics": {"cutoffs": [1, 3], "definitions": ["standard", "clayrs"], "significance": {"test": "student", "max_p": 0.05}},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text("".join(f'include: "{REPO / "rules" / name}"\n' for name in ("common.smk", "compare.smk")))
+    api_run(tmp_path, ["results/mini/compare/compare.json"], "local", [tmp_path / "config.yaml"], snakefile=snakefile, quiet=True)
+    summary = json.loads((tmp_path / "results/mini/compare/compare.json").read_text())
+    assert summary["seeds"] == {"no_kn": [22, 23], "graph": [22, 23]}
+    assert summary["ranx"]["users"] == 40 and summary["ranx"]["test_unit"] == "(split, test user) pair"
+    per_seed = [json.loads((tmp_path / f"results/{v}/metrics/graph.json").read_text())["standard"]["ndcg@3"] for v in ("mini", "mini.seed23")]
+    assert summary["metrics"]["graph"]["standard"]["ndcg@3"] == pytest.approx(np.mean(per_seed))
+    assert [(row["system"], row["comparator"], row["word"]) for row in summary["verdict"]] == [("graph", "no_kn", "better")]
