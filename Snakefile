@@ -11,6 +11,7 @@ min_version("9.0")
 sys.path.insert(0, workflow.basedir)  # the `rekalm` package, installed or not
 
 from rekalm.config import check_config
+from rekalm.replicates import SUFFIX_PATTERN
 
 
 configfile: "config/config.yaml"
@@ -22,7 +23,7 @@ validate(config, "config/schema.yaml")  # fills schema defaults
 
 
 wildcard_constraints:
-    dataset="|".join(config["datasets"]),
+    dataset=f"({'|'.join(config['datasets'])}){SUFFIX_PATTERN}",  # + split replicates
     ablation="|".join(config["ablations"]),
     source="|".join(config["lexicalize"]["sources"]),
 

@@ -61,9 +61,15 @@ class Interactions:
     items: np.ndarray  # column index -> item id
 
 
+#: Baselines whose result depends on their seed: they run once per seed of run.seeds
+#: (rekalm/replicates.py); the others are deterministic and run once.
+SEEDED_BASELINES = frozenset({"random", "bpr"})
+
+
 @dataclass(frozen=True)
 class BaselineSettings:
-    seed: int = 22
+    seed: int = 22  # the model's randomness (random scores, BPR initialisation): the replicate seed
+    validation_seed: int = 22  # which train users validate the grid: fixed, like the data split
     validation_fraction: float = 0.2
     validation_cutoff: int = 10
     grid: Mapping[str, Sequence[Any]] = field(default_factory=dict)  # this baseline's grid only
@@ -303,7 +309,7 @@ def validation_score(name: str, params: Mapping[str, Any], data: Interactions, c
 
 def tune(name: str, split: pd.DataFrame, candidates: pd.DataFrame, users: np.ndarray, items: np.ndarray, settings: BaselineSettings) -> dict[str, Any]:
     """Fit every grid point on the tuning data and score it on the validation candidates."""
-    validation_users = choose_validation_users(split, settings.validation_fraction, settings.seed)
+    validation_users = choose_validation_users(split, settings.validation_fraction, settings.validation_seed)
     rows = training_rows(split)
     held_out_of_validation = rows["user"].astype(str).isin(validation_users) & (rows["side"] == "held_out")
     tuning_data = build_interactions(rows[~held_out_of_validation], users, items)
@@ -320,6 +326,7 @@ def tune(name: str, split: pd.DataFrame, candidates: pd.DataFrame, users: np.nda
         "baseline": name,
         "metric": metric,
         "seed": settings.seed,
+        "validation_seed": settings.validation_seed,
         "validation_fraction": settings.validation_fraction,
         "validation_users": len(validation_users),
         "validation_users_with_likes": int(validation.loc[validation["liked"].astype(int) == 1, "user"].nunique()),

@@ -64,6 +64,8 @@ class MetricSettings:
     seed: int = 22
     numba_cache_dir: str | None = None
     plot_metric: str = "ndcg"
+    verdict_metric: str | None = None  # the verdict's headline metric; None = nDCG at the largest cutoff
+    verdict_reference: str = "no_kn"  # the ablation every knowledge ablation is compared with
 
     def __post_init__(self) -> None:
         if not self.cutoffs or any(int(k) < 1 for k in self.cutoffs):
@@ -77,10 +79,15 @@ class MetricSettings:
             raise ValueError(f"metrics.significance.max_p: expected a p-value in (0, 1), got {self.max_p!r}")
         if self.plot_metric not in METRIC_FAMILIES:
             raise ValueError(f"metrics.plot_metric: expected one of {list(METRIC_FAMILIES)}, got {self.plot_metric!r}")
+        if self.verdict_metric is None:
+            object.__setattr__(self, "verdict_metric", f"ndcg@{max(int(k) for k in self.cutoffs)}")
+        if self.verdict_metric not in standard_metric_names(self.cutoffs):
+            raise ValueError(f"metrics.verdict.metric: expected a standard metric at the configured cutoffs, e.g. ndcg@{max(self.cutoffs)}, got {self.verdict_metric!r}")
 
     @classmethod
     def from_config(cls, block: Mapping[str, Any]) -> "MetricSettings":
         significance = dict(block.get("significance") or {})
+        verdict = dict(block.get("verdict") or {})
         return cls(
             cutoffs=tuple(sorted({int(k) for k in block.get("cutoffs", (1, 3, 5, 10))})),
             definitions=tuple(block.get("definitions", DEFINITIONS)),
@@ -90,6 +97,8 @@ class MetricSettings:
             seed=int(significance.get("seed", 22)),
             numba_cache_dir=block.get("numba_cache_dir"),
             plot_metric=block.get("plot_metric", "ndcg"),
+            verdict_metric=verdict.get("metric"),
+            verdict_reference=verdict.get("reference", "no_kn"),
         )
 
 

@@ -1,9 +1,94 @@
 # Input/param functions shared by the rules (the rules themselves stay declarative).
+from rekalm.baselines import SEEDED_BASELINES
 from rekalm.config import ablations_for
+from rekalm.replicates import (
+    SUFFIX_PATTERN,
+    check_seeds,
+    replicate_names,
+    replicate_seed,
+    split_replicate,
+)
 
 
 def dataset_config(wildcards):
-    return config["datasets"][wildcards.dataset]
+    return dataset_block(wildcards.dataset)
+
+
+# --- replicates (run.seeds, run.resplit; rekalm/replicates.py) ------------------------
+# Without run.resplit a replicate is a suffix on a system ({replicate}: '' or .seed<s>).
+# With run.resplit the replicate of seed s (not the first) is a dataset variant
+# "<dataset>.seed<s>" whose split is drawn with seed s: every stage from the split on runs
+# under results/<dataset>.seed<s>/, and the split-free stages stay the base dataset's.
+SPLIT_FREE_STAGES = ("download", "prepare", "lookup_dbpedia")
+
+
+def resplit():
+    # .get: the rule tests run single rules on configs holding only what those rules read
+    return bool(config.get("run", {}).get("resplit", False))
+
+
+def base_dataset(dataset):
+    return split_replicate(dataset)[0]
+
+
+def dataset_seed(dataset):
+    """The seed of a dataset variant (the first of run.seeds for the base dataset)."""
+    suffix = split_replicate(dataset)[1]
+    if suffix and not resplit():
+        raise ValueError(
+            f"dataset {dataset!r}: {suffix!r} names a split replicate, "
+            "which needs run.resplit: true"
+        )
+    return replicate_seed(suffix, run_seeds())
+
+
+def dataset_block(dataset):
+    """config["datasets"][...] of a dataset or of one of its split replicates."""
+    base, suffix = split_replicate(dataset)
+    if suffix:
+        dataset_seed(dataset)  # a one-line error for a variant outside run.seeds
+    return config["datasets"][base]
+
+
+def dataset_variants(dataset):
+    """[(seed, dataset variant)]: one per seed with run.resplit, else the dataset alone."""
+    if resplit():
+        return list(zip(run_seeds(), replicate_names(dataset, run_seeds())))
+    return [(run_seeds()[0], dataset)]
+
+
+def stage_owner(dataset, path_template):
+    """Whose results/{dataset}/<stage>/... file a dataset variant reads: the base
+    dataset's for split-free stages, its own otherwise."""
+    stage = path_template.split("/")[2]
+    return base_dataset(dataset) if stage in SPLIT_FREE_STAGES else dataset
+
+
+def stage_path(dataset, path_template):
+    return path_template.format(dataset=stage_owner(dataset, path_template))
+
+
+def lexicalized_path(dataset, source):
+    """A source's text for a dataset variant: the base dataset's when its input table
+    comes from a split-free stage (facts, descriptions), the variant's otherwise (rules).
+    """
+    table = config["lexicalize"]["sources"][source]["input"]
+    return f"results/{stage_owner(dataset, table)}/lexicalize/{source}.jsonl"
+
+
+def split_input(wildcards):
+    return stage_path(
+        wildcards.dataset, "results/{dataset}/prepare/interactions.parquet"
+    )
+
+
+def compare_candidate_files(wildcards):
+    """One candidates table per split: the dataset's, or with run.resplit each variant's
+    (in run.seeds order), whose test users that seed's replicates rank."""
+    return [
+        f"results/{variant}/split/candidates.parquet"
+        for _, variant in dataset_variants(wildcards.dataset)
+    ]
 
 
 def dataset_files(wildcards):
@@ -31,7 +116,11 @@ def prepare_options(wildcards):
 
 
 def split_options(wildcards):
-    return dataset_config(wildcards).get("split", {})
+    """The dataset's split settings; with run.resplit the variant's seed draws the split."""
+    options = dict(dataset_config(wildcards).get("split", {}))
+    if resplit():
+        options["seed"] = dataset_seed(wildcards.dataset)
+    return options
 
 
 def run_ablations(dataset):
@@ -39,14 +128,35 @@ def run_ablations(dataset):
     return ablations_for(config, dataset)
 
 
+def run_seeds():
+    """run.seeds: one replicate of every seeded system per seed (rekalm/replicates.py)."""
+    return check_seeds(config["run"]["seeds"])
+
+
+def replicate_seed_of(wildcards):
+    """The seed of the job's replicate: {replicate} ('' = the first of run.seeds,
+    '.seed<s>' = s), or with run.resplit the dataset variant's seed."""
+    if resplit():
+        if wildcards.replicate:
+            raise ValueError(
+                f"replicate {wildcards.replicate!r}: with run.resplit the replicates are "
+                f"the dataset variants {[v for _, v in dataset_variants(base_dataset(wildcards.dataset))]}"
+            )
+        return dataset_seed(wildcards.dataset)
+    return replicate_seed(wildcards.replicate, run_seeds())
+
+
 def all_targets(wildcards):
     """Per dataset: the comparison report (which pulls every system's metrics) plus the
-    training logs, which no other rule consumes but the report shows."""
+    training logs of every replicate, which no other rule consumes but the report shows.
+    """
     targets = []
     for dataset in config["run"]["datasets"]:
         targets.append(f"results/{dataset}/compare/table.md")
         for ablation in run_ablations(dataset):
-            targets.append(f"results/{dataset}/train/{ablation}/loss.png")
+            for replicate in system_replicates(dataset, ablation):
+                name = f"results/{replicate['dataset']}/train/{replicate['name']}"
+                targets.append(f"{name}/loss.png")
     return targets
 
 
@@ -59,14 +169,14 @@ def collab_options(wildcards):
 
 def knowledge_routes(wildcards):
     """The dataset's graph/text source settings, e.g. {"graph": {"source": "dbpedia"}}."""
-    knowledge = config["datasets"][wildcards.dataset].get("knowledge", {})
+    knowledge = dataset_config(wildcards).get("knowledge", {})
     return {
         source: knowledge[source] for source in ("graph", "text") if source in knowledge
     }
 
 
 def dataset_domain(wildcards):
-    return config["datasets"][wildcards.dataset]["domain"]
+    return dataset_config(wildcards)["domain"]
 
 
 def domain_settings(wildcards):
@@ -113,7 +223,7 @@ def dbpedia_dump_files(wildcards):
 
 def domain_spec(wildcards):
     """The dataset's domain block plus its name (item noun, templates, label)."""
-    domain = config["datasets"][wildcards.dataset]["domain"]
+    domain = dataset_domain(wildcards)
     return {"name": domain, **config["domains"][domain]}
 
 
@@ -121,8 +231,10 @@ def lexicalize_inputs(wildcards):
     """The source's table (lexicalize.sources.<source>.input) and the item names."""
     source = config["lexicalize"]["sources"][wildcards.source]
     return {
-        "knowledge": source["input"].format(dataset=wildcards.dataset),
-        "item_names": f"results/{wildcards.dataset}/prepare/items.parquet",
+        "knowledge": stage_path(wildcards.dataset, source["input"]),
+        "item_names": stage_path(
+            wildcards.dataset, "results/{dataset}/prepare/items.parquet"
+        ),
     }
 
 
@@ -132,7 +244,7 @@ def ablation_sources(wildcards):
 
 
 def base_model_name(dataset):
-    return config["datasets"][dataset]["model"]
+    return dataset_block(dataset)["model"]
 
 
 def build_sets_inputs(wildcards):
@@ -141,16 +253,16 @@ def build_sets_inputs(wildcards):
     inputs = {
         "split": f"results/{dataset}/split/split.parquet",
         "candidates": f"results/{dataset}/split/candidates.parquet",
-        "item_names": f"results/{dataset}/prepare/items.parquet",
+        "item_names": stage_path(dataset, "results/{dataset}/prepare/items.parquet"),
         "tokenizer": f"results/models/{base_model_name(dataset)}/base",
     }
     for source in ablation_sources(wildcards):
-        inputs[f"knowledge_{source}"] = f"results/{dataset}/lexicalize/{source}.jsonl"
+        inputs[f"knowledge_{source}"] = lexicalized_path(dataset, source)
     return inputs
 
 
 def training_preset(dataset):
-    return config["training"][config["datasets"][dataset]["training"]]
+    return config["training"][dataset_block(dataset)["training"]]
 
 
 def training_seq_len(wildcards):
@@ -172,13 +284,15 @@ def model_source(wildcards):
 
 
 def training_preset_name(wildcards):
-    return config["datasets"][wildcards.dataset]["training"]
+    return dataset_config(wildcards)["training"]
 
 
 def training_settings(wildcards):
-    """The preset minus its resources: changing a job's runtime must not retrain it."""
+    """The preset minus its resources (changing a job's runtime must not retrain it), with
+    the replicate's seed (training seed and data order)."""
     preset = config["training"][training_preset_name(wildcards)]
-    return {key: value for key, value in preset.items() if key != "resources"}
+    settings = {key: value for key, value in preset.items() if key != "resources"}
+    return {**settings, "seed": replicate_seed_of(wildcards)}
 
 
 # The schema's defaults for a preset's resources block, per preset family.
@@ -195,7 +309,7 @@ def preset_resource(family, name):
     """A job resource from the dataset's `family` preset (training or inference)."""
 
     def resource(wildcards):
-        preset = config[family][config["datasets"][wildcards.dataset][family]]
+        preset = config[family][dataset_config(wildcards)[family]]
         return preset.get("resources", {}).get(name, RESOURCE_DEFAULTS[family][name])
 
     return resource
@@ -228,11 +342,24 @@ def training_retries():
 
 
 def merged_model_output():
-    model_dir = directory("results/{dataset}/merge/{ablation}/model")
+    model_dir = directory("results/{dataset}/merge/{ablation}{replicate}/model")
     return temp(model_dir) if config["merge"]["temporary"] else model_dir
 
 
 # --- baselines ------------------------------------------------------------------------
+
+
+def baseline_seed(wildcards):
+    """A seeded baseline's replicate seed; deterministic baselines have one replicate and
+    take the validation seed, so that a new run.seeds does not re-run them."""
+    if wildcards.baseline in SEEDED_BASELINES:
+        return replicate_seed_of(wildcards)
+    if wildcards.replicate:
+        raise ValueError(
+            f"baseline {wildcards.baseline!r} is deterministic and has no replicate "
+            f"{wildcards.replicate!r}; seeded baselines: {sorted(SEEDED_BASELINES)}"
+        )
+    return config["baselines"]["validation_seed"]
 
 
 def baseline_settings(wildcards):
@@ -240,7 +367,8 @@ def baseline_settings(wildcards):
     grid re-runs only that baseline (params are a rerun trigger)."""
     block = config["baselines"]
     return {
-        "seed": block["seed"],
+        "seed": baseline_seed(wildcards),
+        "validation_seed": block["validation_seed"],
         "validation_fraction": block["validation_fraction"],
         "validation_cutoff": block["validation_cutoff"],
         "grid": block["grids"].get(wildcards.baseline, {}),
@@ -264,16 +392,45 @@ def zero_shot_systems():
     return [ZERO_SHOT_PREFIX + mode for mode in config["run"]["zero_shot"]]
 
 
+def _alternatives(names):
+    return "(" + "|".join(names) + ")"
+
+
 def llm_system_pattern():
-    return "|".join([*config["ablations"], *ZERO_SHOT_SYSTEMS])
+    """A trained ablation's replicate or a zero-shot system (deterministic: no replicates)."""
+    return f"{_alternatives(config['ablations'])}{SUFFIX_PATTERN}|{_alternatives(ZERO_SHOT_SYSTEMS)}"
 
 
 def any_system_pattern():
-    return "|".join([llm_system_pattern(), *config["baselines"]["names"]])
+    return f"{llm_system_pattern()}|{_alternatives(config['baselines']['names'])}{SUFFIX_PATTERN}"
+
+
+def system_replicates(dataset, system):
+    """The replicates of a compared system, each {seed, dataset, name}: with run.resplit
+    one per dataset variant for every system; else one per seed for trained ablations and
+    seeded baselines, and a single one (seed None) for deterministic systems."""
+    if resplit():
+        return [
+            {"seed": seed, "dataset": variant, "name": system}
+            for seed, variant in dataset_variants(dataset)
+        ]
+    if system in config["ablations"] or system in SEEDED_BASELINES:
+        names = replicate_names(system, run_seeds())
+        return [
+            {"seed": seed, "dataset": dataset, "name": name}
+            for seed, name in zip(run_seeds(), names)
+        ]
+    return [{"seed": None, "dataset": dataset, "name": system}]
+
+
+def system_kind(system):
+    if system.startswith(ZERO_SHOT_PREFIX):
+        return "zero_shot"
+    return "baseline" if system in config["baselines"]["names"] else "ablation"
 
 
 def inference_preset(wildcards):
-    return config["inference"][config["datasets"][wildcards.dataset]["inference"]]
+    return config["inference"][dataset_config(wildcards)["inference"]]
 
 
 def inference_settings(wildcards):
@@ -297,7 +454,9 @@ def infer_inputs(wildcards):
     base = f"results/models/{base_model_name(dataset)}/base"
     if system.startswith(ZERO_SHOT_PREFIX):
         return {"test": f"results/{dataset}/build_sets/no_kn/test.jsonl", "model": base}
-    inputs = {"test": f"results/{dataset}/build_sets/{system}/test.jsonl"}
+    ablation, suffix = split_replicate(system)
+    replicate_seed(suffix, run_seeds())  # a one-line error for a seed not in run.seeds
+    inputs = {"test": f"results/{dataset}/build_sets/{ablation}/test.jsonl"}
     if inference_preset(wildcards).get("load", "merged") == "merged":
         inputs["model"] = f"results/{dataset}/merge/{system}/model"
     else:
@@ -307,8 +466,8 @@ def infer_inputs(wildcards):
 
 
 def ranking_dir(dataset, system):
-    """Where a system's predictions.parquet and run.json live."""
-    if system in config["baselines"]["names"]:
+    """Where a system replicate's predictions.parquet and run.json live."""
+    if split_replicate(system)[0] in config["baselines"]["names"]:
         return f"results/{dataset}/baselines/{system}"
     return f"results/{dataset}/infer/{system}"
 
@@ -324,15 +483,35 @@ def compared_systems(wildcards):
     return [*zero_shot_systems(), *run_ablations(dataset), *run_baselines()]
 
 
+def compared_replicates(wildcards):
+    """The compare rule's systems in table order, each with its kind and replicates
+    [{seed, dataset, name}]; the metrics and run inputs follow the same order."""
+    if split_replicate(wildcards.dataset)[1]:
+        raise ValueError(
+            f"compare {wildcards.dataset!r}: split replicates are compared together under "
+            f"results/{base_dataset(wildcards.dataset)}/compare/"
+        )
+    return [
+        {
+            "name": system,
+            "kind": system_kind(system),
+            "replicates": system_replicates(wildcards.dataset, system),
+        }
+        for system in compared_systems(wildcards)
+    ]
+
+
 def compare_metric_files(wildcards):
     return [
-        f"results/{wildcards.dataset}/metrics/{system}.json"
-        for system in compared_systems(wildcards)
+        f"results/{r['dataset']}/metrics/{r['name']}.json"
+        for system in compared_replicates(wildcards)
+        for r in system["replicates"]
     ]
 
 
 def compare_run_files(wildcards):
     return [
-        f"{ranking_dir(wildcards.dataset, system)}/run.json"
-        for system in compared_systems(wildcards)
+        f"{ranking_dir(r['dataset'], r['name'])}/run.json"
+        for system in compared_replicates(wildcards)
+        for r in system["replicates"]
     ]

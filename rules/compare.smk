@@ -2,7 +2,7 @@ rule compare:
     input:
         metrics=compare_metric_files,
         runs=compare_run_files,
-        candidates="results/{dataset}/split/candidates.parquet",
+        candidates=compare_candidate_files,
     output:
         table=report(
             "results/{dataset}/compare/table.md",
@@ -32,7 +32,8 @@ rule compare:
         mem_mb=4000,
         runtime=30,
     params:
-        systems=compared_systems,
+        systems=compared_replicates,
         metrics=config["metrics"],
+        resplit=resplit(),
     script:
         "../workflow_scripts/compare.py"

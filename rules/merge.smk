@@ -7,13 +7,15 @@
 rule merge:
     input:
         base_model=base_model_dir,
-        adapter="results/{dataset}/train/{ablation}/adapter",
+        adapter="results/{dataset}/train/{ablation}{replicate}/adapter",
     output:
         model_dir=merged_model_output(),
     log:
-        "logs/{dataset}/merge/{ablation}.log",
+        "logs/{dataset}/merge/{ablation}{replicate}.log",
     benchmark:
-        "logs/{dataset}/merge/{ablation}.benchmark.tsv"
+        "logs/{dataset}/merge/{ablation}{replicate}.benchmark.tsv"
+    wildcard_constraints:
+        replicate=SUFFIX_PATTERN,
     conda:
         "../envs/llm.yaml"
     container:

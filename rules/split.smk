@@ -1,6 +1,6 @@
 rule split:
     input:
-        "results/{dataset}/prepare/interactions.parquet",
+        split_input,
     output:
         split="results/{dataset}/split/split.parquet",
         candidates="results/{dataset}/split/candidates.parquet",

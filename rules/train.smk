@@ -5,7 +5,9 @@
 # the rule is resubmitted up to resources.max_slices - 1 times, so a training longer than
 # one wall-time limit finishes in slices. The preset's resources.gpu = N > 1 gives the job
 # N GPUs on one node, N x 8 CPUs, and N data-parallel workers (`accelerate launch`);
-# `processes: N` starts N CPU workers the same way (gloo).
+# `processes: N` starts N CPU workers the same way (gloo). {replicate} is '' for the first
+# seed of run.seeds and .seed<s> for the others (rekalm/replicates.py): same training set,
+# another seed.
 
 
 rule train:
@@ -13,19 +15,21 @@ rule train:
         train_set="results/{dataset}/build_sets/{ablation}/train.jsonl",
         base_model=base_model_dir,
     output:
-        adapter=directory("results/{dataset}/train/{ablation}/adapter"),
-        log_tsv="results/{dataset}/train/{ablation}/train_log.tsv",
+        adapter=directory("results/{dataset}/train/{ablation}{replicate}/adapter"),
+        log_tsv="results/{dataset}/train/{ablation}{replicate}/train_log.tsv",
         loss_png=report(
-            "results/{dataset}/train/{ablation}/loss.png",
+            "results/{dataset}/train/{ablation}{replicate}/loss.png",
             caption="../config/report/train_loss.rst",
             category="Training",
             subcategory="{dataset}",
         ),
     log:
-        "logs/{dataset}/train/{ablation}.log",
+        "logs/{dataset}/train/{ablation}{replicate}.log",
     benchmark:
-        "logs/{dataset}/train/{ablation}.benchmark.tsv"
+        "logs/{dataset}/train/{ablation}{replicate}.benchmark.tsv"
     retries: training_retries()
+    wildcard_constraints:
+        replicate=SUFFIX_PATTERN,
     conda:
         "../envs/llm.yaml"
     container:
@@ -39,7 +43,7 @@ rule train:
     params:
         settings=training_settings,
         preset_name=training_preset_name,
-        checkpoint_dir="results/{dataset}/checkpoints/{ablation}",
+        checkpoint_dir="results/{dataset}/checkpoints/{ablation}{replicate}",
         trust_remote_code=config["trust_remote_code"],
     script:
         "../workflow_scripts/train.py"

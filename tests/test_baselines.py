@@ -241,7 +241,7 @@ def test_rule_writes_predictions_run_and_tuning(tmp_path):
     (tmp_path / "results/tiny/split").mkdir(parents=True)
     split.to_parquet(tmp_path / "results/tiny/split/split.parquet")
     candidates.to_parquet(tmp_path / "results/tiny/split/candidates.parquet")
-    (tmp_path / "config.yaml").write_text("baselines: {names: [popularity, ease], seed: 22, validation_fraction: 0.2, validation_cutoff: 10, grids: {ease: {l2: [1.0, 10.0]}}}\n")
+    (tmp_path / "config.yaml").write_text("baselines: {names: [popularity, ease], validation_seed: 22, validation_fraction: 0.2, validation_cutoff: 10, grids: {ease: {l2: [1.0, 10.0]}}}\n")
     snakefile = tmp_path / "Snakefile"  # the real rule and the input functions it calls
     snakefile.write_text("".join(f'include: "{REPO / "rules" / name}"\n' for name in ("common.smk", "baselines.smk")))
     targets = [f"results/tiny/baselines/ease/{name}" for name in ("predictions.parquet", "run.json", "tuning.json")]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from rekalm.compare import letters_for, markdown_report, write_comparison
 from rekalm.evaluate import MetricSettings, evaluate_ranking, held_out_judgements, relevant_qrels
@@ -66,6 +67,11 @@ def evaluated() -> tuple[dict, dict, dict, MetricSettings]:
     return metrics, runs, qrels, settings
 
 
+def one_seed(per_system: dict) -> dict:
+    """system -> {seed: value}: every system with a single replicate (seed 22)."""
+    return {name: {22: value} for name, value in per_system.items()}
+
+
 def test_letters_follow_ranx_order() -> None:
     assert letters_for(["x", "y", "z"]) == {"x": "a", "y": "b", "z": "c"}
     assert list(letters_for([str(i) for i in range(28)]).values())[-3:] == ["z", "aa", "ab"]
@@ -75,7 +81,7 @@ def test_letters_follow_ranx_order() -> None:
 def test_comparison_outputs(tmp_path: Path, evaluated: tuple) -> None:
     metrics, runs, qrels, settings = evaluated
     outputs = {key: tmp_path / name for key, name in (("table", "table.md"), ("latex", "table.tex"), ("plot", "plot.png"), ("summary", "compare.json"))}
-    summary = write_comparison("mini", metrics, runs, qrels, settings, outputs)
+    summary = write_comparison("mini", one_seed(metrics), one_seed(runs), qrels, settings, outputs)
 
     # compare.json: ranx means, a paired test of every pair, and each ablation's metrics
     written = json.loads(outputs["summary"].read_text())
@@ -113,10 +119,10 @@ def test_comparison_outputs(tmp_path: Path, evaluated: tuple) -> None:
 def test_single_ablation_and_clayrs_only(tmp_path: Path, evaluated: tuple) -> None:
     metrics, runs, qrels, settings = evaluated
     outputs = {key: tmp_path / f"{key}.out" for key in ("table", "latex", "plot", "summary")}
-    write_comparison("mini", {"oracle": metrics["oracle"]}, {"oracle": runs["oracle"]}, qrels, settings, outputs)
+    write_comparison("mini", {"oracle": {22: metrics["oracle"]}}, {"oracle": {22: runs["oracle"]}}, qrels, settings, outputs)
     assert "| a | oracle |" in outputs["table"].read_text()
     clayrs_only = MetricSettings(cutoffs=(1, 3), definitions=("clayrs",))
-    summary = write_comparison("mini", metrics, runs, qrels, clayrs_only, outputs)
+    summary = write_comparison("mini", one_seed(metrics), one_seed(runs), qrels, clayrs_only, outputs)
     assert summary["ranx"] is None  # no standard metrics asked for: no ranx comparison
     assert "Standard definitions" not in outputs["table"].read_text()
     assert outputs["plot"].read_bytes()[:4] == b"\x89PNG"
@@ -126,7 +132,7 @@ def test_mismatched_inputs_are_rejected(tmp_path: Path) -> None:
     settings = MetricSettings(cutoffs=(1,))
     outputs = {key: tmp_path / key for key in ("table", "latex", "plot", "summary")}
     with pytest.raises(ValueError, match="different systems"):
-        write_comparison("mini", {"a": {}}, {"b": {}}, {}, settings, outputs)
+        write_comparison("mini", {"a": {22: {}}}, {"b": {22: {}}}, {}, settings, outputs)
     with pytest.raises(ValueError, match="no system"):
         write_comparison("mini", {}, {}, {}, settings, outputs)
 
@@ -140,3 +146,168 @@ def test_markdown_without_significance_marks_best_values() -> None:
     table = markdown_report("mini", metrics, settings, None)
     assert "| a | no_kn | 0.5000 | **0.6000** |" in table
     assert "| b | graph | **0.7500** | – |" in table
+
+
+def evaluate_system(candidates: pd.DataFrame, split: pd.DataFrame, settings: MetricSettings, strategy: str, seed: int, name: str) -> tuple[dict, dict]:
+    predictions = ranked_predictions(candidates, strategy, seed)
+    run = json.loads(json.dumps(run_from_predictions(predictions)))
+    return evaluate_ranking(predictions, run, candidates, split, settings, labels={"system": name}), run
+
+
+@pytest.mark.slow
+def test_single_seed_tests_equal_ranx_compare(evaluated: tuple) -> None:
+    from ranx import Qrels, Run, compare
+
+    from rekalm.compare import compare_runs
+
+    _, runs, qrels, settings = evaluated
+    summary, _ = compare_runs(one_seed(runs), qrels, settings)
+    report = compare(Qrels.from_dict(qrels), [Run.from_dict(run, name=name) for name, run in runs.items()], summary["metrics"], stat_test="student", max_p=0.05)
+    for name in runs:
+        for metric in summary["metrics"]:
+            assert summary["means"][name][metric] == pytest.approx(report.results[name][metric])
+            for other in runs:
+                if other != name:
+                    expected = report.comparisons[name, other][metric]
+                    assert summary["comparisons"][name][other][metric]["p_value"] == pytest.approx(expected["p_value"], nan_ok=True)
+                    assert summary["comparisons"][name][other][metric]["significant"] == expected["significant"]
+
+
+@pytest.mark.slow
+def test_replicates_are_averaged_tested_per_user_and_judged(tmp_path: Path) -> None:
+    import ranx
+
+    candidates = synthetic_candidates()
+    split = synthetic_split(candidates)
+    settings = MetricSettings(cutoffs=(1, 3), numba_cache_dir=os.environ.get("NUMBA_CACHE_DIR"))
+    plan = {  # system -> seed -> ranking strategy (and its shuffle seed)
+        "no_kn": {22: ("random", 1), 23: ("random", 2)},
+        "graph": {22: ("oracle", 0), 23: ("random", 3)},
+        "popularity": {None: ("inverse", 0)},  # a deterministic baseline: one replicate
+        "random": {22: ("random", 4), 23: ("random", 5)},
+    }
+    kinds = {"no_kn": "ablation", "graph": "ablation", "popularity": "baseline", "random": "baseline"}
+    metrics: dict = {name: {} for name in plan}
+    runs: dict = {name: {} for name in plan}
+    for name, by_seed in plan.items():
+        for seed, (strategy, shuffle) in by_seed.items():
+            metrics[name][seed], runs[name][seed] = evaluate_system(candidates, split, settings, strategy, shuffle, name)
+    outputs = {key: tmp_path / f"{key}.out" for key in ("table", "latex", "plot", "summary")}
+    qrels = relevant_qrels(held_out_judgements(candidates))
+    summary = write_comparison("mini", metrics, runs, qrels, settings, outputs, kinds=kinds)
+
+    # means and sds over seeds equal a recomputation from the per-seed metrics
+    for name, by_seed in metrics.items():
+        values = [m["standard"]["ndcg@3"] for m in by_seed.values()]
+        assert summary["metrics"][name]["standard"]["ndcg@3"] == pytest.approx(np.mean(values))
+        expected_sd = np.std(values, ddof=1) if len(values) > 1 else None
+        assert summary["sd"][name]["standard"]["ndcg@3"] == (pytest.approx(expected_sd) if expected_sd is not None else None)
+        assert summary["seeds"][name] == list(by_seed)
+        for seed, values_of_seed in by_seed.items():
+            assert summary["replicates"][name][str(seed)]["standard"] == pytest.approx(values_of_seed["standard"])
+    assert summary["metrics"]["graph"]["parsing"]["appended_per_user"] == pytest.approx(1.5)  # (0 + 3) / 2
+
+    # the paired test: per-user metric averaged over seeds, then a paired t-test
+    def per_user(name: str) -> np.ndarray:
+        arrays = [ranx.evaluate(dict(qrels), {u: run[u] for u in qrels}, ["ndcg@3", "mrr"], return_mean=False)["ndcg@3"] for run in runs[name].values()]
+        return np.mean(arrays, axis=0)
+
+    graph, no_kn = per_user("graph"), per_user("no_kn")
+    comparison = summary["ranx"]
+    assert comparison["means"]["graph"]["ndcg@3"] == pytest.approx(graph.mean())
+    assert comparison["comparisons"]["graph"]["no_kn"]["ndcg@3"]["p_value"] == pytest.approx(stats.ttest_rel(graph, no_kn).pvalue)
+    assert comparison["seeds"]["popularity"] == [None]
+
+    # the verdict: graph and the best baseline (random beats popularity's inverse order)
+    verdict = {(row["system"], row["comparator"]): row for row in summary["verdict"]}
+    assert set(verdict) == {("graph", "no_kn"), ("graph", "random")}
+    row = verdict["graph", "no_kn"]
+    assert row["difference"] == pytest.approx(np.mean(graph - no_kn))
+    half = stats.t.ppf(0.975, len(graph) - 1) * np.std(graph - no_kn, ddof=1) / np.sqrt(len(graph))
+    assert (row["low"], row["high"]) == (pytest.approx(row["difference"] - half), pytest.approx(row["difference"] + half))
+    assert row["word"] == ("better" if row["low"] > 0 else "worse" if row["high"] < 0 else "no detectable difference")
+    assert row["word"] == "better"  # an oracle seed and a random seed beat two random seeds
+    assert row["system_sd"] == pytest.approx(summary["sd"]["graph"]["standard"]["ndcg@3"])
+
+    table = outputs["table"].read_text()
+    assert table.index("## Verdict") < table.index("## Standard definitions (ranx): nDCG")
+    assert "| graph | no_kn (reference) |" in table and "| graph | random (best baseline) |" in table
+    graph_row = next(line for line in table.splitlines() if line.startswith("| b | graph |"))
+    assert " ± " in graph_row
+    popularity_row = next(line for line in table.splitlines() if line.startswith("| c | popularity |"))
+    assert " ± " not in popularity_row  # one replicate: no spread
+    assert r"$\pm$" in outputs["latex"].read_text() and "tab:mini-verdict" in outputs["latex"].read_text()
+    assert outputs["plot"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_replicate_mismatch_is_rejected(tmp_path: Path) -> None:
+    outputs = {key: tmp_path / key for key in ("table", "latex", "plot", "summary")}
+    with pytest.raises(ValueError, match="different systems or seeds"):
+        write_comparison("mini", {"a": {22: {}, 23: {}}}, {"a": {22: {}}}, {}, MetricSettings(cutoffs=(1,)), outputs)
+
+
+@pytest.mark.slow
+def test_one_split_per_seed_pools_split_user_pairs(tmp_path: Path) -> None:
+    from rekalm.compare import compare_runs
+
+    settings = MetricSettings(cutoffs=(1, 3), numba_cache_dir=os.environ.get("NUMBA_CACHE_DIR"))
+    split_qrels, metrics, runs = {}, {"no_kn": {}, "graph": {}}, {"no_kn": {}, "graph": {}}
+    for seed, users in ((22, range(0, 20)), (23, range(10, 40))):  # different test users per split
+        candidates = synthetic_candidates()
+        candidates = candidates[candidates["user"].isin([f"u{u % N_USERS}" for u in users])].copy()
+        candidates["user"] = candidates["user"] + f"_{seed}"  # each split's own users
+        split = synthetic_split(candidates)
+        split_qrels[seed] = relevant_qrels(held_out_judgements(candidates))
+        for name, strategy in (("no_kn", "random"), ("graph", "oracle")):
+            metrics[name][seed], runs[name][seed] = evaluate_system(candidates, split, settings, strategy, seed, name)
+    summary, scores = compare_runs(runs, split_qrels[22], settings, split_qrels)
+    assert summary["users"] == len(split_qrels[22]) + len(split_qrels[23])
+    assert summary["test_unit"] == "(split, test user) pair"
+    assert len(scores["graph"]["ndcg@3"]) == summary["users"]
+    assert summary["comparisons"]["graph"]["no_kn"]["ndcg@3"]["p_value"] == pytest.approx(stats.ttest_rel(scores["graph"]["ndcg@3"], scores["no_kn"]["ndcg@3"]).pvalue)
+    outputs = {key: tmp_path / f"{key}.out" for key in ("table", "latex", "plot", "summary")}
+    written = write_comparison("mini", metrics, runs, split_qrels[22], settings, outputs, kinds={"no_kn": "ablation", "graph": "ablation"}, split_qrels=split_qrels)
+    assert [row["word"] for row in written["verdict"]] == ["better"]
+    assert written["verdict"][0]["users"] == summary["users"]
+    assert "(split, test user) pair" in outputs["table"].read_text()
+    with pytest.raises(ValueError, match="every system needs"):
+        compare_runs({"no_kn": runs["no_kn"], "graph": {22: runs["graph"][22]}}, split_qrels[22], settings, split_qrels)
+
+
+@pytest.mark.slow
+def test_compare_rule_gathers_every_split_replicate(tmp_path: Path) -> None:
+    """rules/compare.smk + workflow_scripts/compare.py through Snakemake with run.resplit: the
+    replicates of each seed live under their own dataset variant and are judged against that
+    split's candidates."""
+    import yaml
+    from snakemake_helpers import REPO, api_run
+
+    settings = MetricSettings(cutoffs=(1, 3), numba_cache_dir=os.environ.get("NUMBA_CACHE_DIR"))
+    for variant, users in (("mini", range(0, 20)), ("mini.seed23", range(10, 30))):
+        candidates = synthetic_candidates()
+        candidates = candidates[candidates["user"].isin([f"u{u}" for u in users])]
+        split = synthetic_split(candidates)
+        (tmp_path / f"results/{variant}/split").mkdir(parents=True)
+        candidates.to_parquet(tmp_path / f"results/{variant}/split/candidates.parquet")
+        for name, strategy in (("no_kn", "random"), ("graph", "oracle")):
+            metrics, run = evaluate_system(candidates, split, settings, strategy, len(variant), name)
+            for path, payload in ((f"metrics/{name}.json", metrics), (f"infer/{name}/run.json", run)):
+                (tmp_path / f"results/{variant}" / path).parent.mkdir(parents=True, exist_ok=True)
+                (tmp_path / f"results/{variant}" / path).write_text(json.dumps(payload))
+    config = {
+        "run": {"datasets": ["mini"], "ablations": ["no_kn", "graph"], "seeds": [22, 23], "resplit": True, "zero_shot": [], "baselines": False},
+        "ablations": {"no_kn": [], "graph": ["graph"]},
+        "datasets": {"mini": {"knowledge": {"graph": {"source": "attributes"}}}},
+        "baselines": {"names": ["random"]},
+        "metrics": {"cutoffs": [1, 3], "definitions": ["standard", "clayrs"], "significance": {"test": "student", "max_p": 0.05}},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text("".join(f'include: "{REPO / "rules" / name}"\n' for name in ("common.smk", "compare.smk")))
+    api_run(tmp_path, ["results/mini/compare/compare.json"], "local", [tmp_path / "config.yaml"], snakefile=snakefile, quiet=True)
+    summary = json.loads((tmp_path / "results/mini/compare/compare.json").read_text())
+    assert summary["seeds"] == {"no_kn": [22, 23], "graph": [22, 23]}
+    assert summary["ranx"]["users"] == 40 and summary["ranx"]["test_unit"] == "(split, test user) pair"
+    per_seed = [json.loads((tmp_path / f"results/{v}/metrics/graph.json").read_text())["standard"]["ndcg@3"] for v in ("mini", "mini.seed23")]
+    assert summary["metrics"]["graph"]["standard"]["ndcg@3"] == pytest.approx(np.mean(per_seed))
+    assert [(row["system"], row["comparator"], row["word"]) for row in summary["verdict"]] == [("graph", "no_kn", "better")]

@@ -427,6 +427,7 @@ def test_prepare_train_and_merge_rules_run_end_to_end(tmp_path, tiny_llama_dir, 
     write_jsonl(training_rows(tokenizer, 4), work / "results/toy/build_sets/no_kn/train.jsonl")
     config = {
         "trust_remote_code": False,
+        "run": {"seeds": [22]},
         "models": {"tiny": {"source": "local", "path": str(tiny_llama_dir)}},
         "datasets": {"toy": {"model": "tiny", "training": "tiny"}},
         "training": {"tiny": {**TINY, "max_steps": 3, "resources": {"gpu": 0, "mem_mb": 2000, "runtime": 5}}},

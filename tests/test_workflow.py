@@ -12,6 +12,7 @@ import pytest
 from snakemake_helpers import CONFIG_FILES, REPO, planned_jobs, run_workflow, write_override
 
 from rekalm.config import ablations_for, load_yaml
+from rekalm.replicates import replicate_names
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 SNAKEFMT = Path(sys.executable).parent / "snakefmt"
@@ -86,15 +87,23 @@ def test_malformed_input_stops_the_run_and_writes_nothing(tmp_path):
     assert "train.tsv: expected 3 tab-separated columns (user, item, 0/1), found 2" in log
 
 
+# The end-to-end run: two seeds of two ablations (no_kn and collab_graph, which exercises both
+# knowledge sources and the merged-sources mix), zero-shot in both modes and every baseline.
+E2E_RUN = {"ablations": ["no_kn", "collab_graph"], "seeds": [22, 23]}
+
+
 @pytest.mark.slow
 def test_embedded_default_runs_end_to_end(tmp_path):
     config = load_config()
-    # One change to keep CI short: the untrained model's generate-mode run (zero_shot_generate)
-    # gets a fixed 48-token budget instead of one sized for every candidate (~170 tokens,
-    # ~2.5 min on 2 cores). The generate path, parsing and appending are still exercised.
+    config["run"].update(E2E_RUN)
+    # Two changes to keep CI short: four training jobs (two ablations x two seeds, as many
+    # as the four single-seed ablations of the default), and the untrained model's
+    # generate-mode run (zero_shot_generate) gets a fixed 48-token budget instead of one
+    # sized for every candidate (~170 tokens, ~2.5 min on 2 cores). The generate path,
+    # parsing and appending are still exercised.
     inference = copy.deepcopy(config["inference"])
     inference["cpu_small"]["max_new_tokens"] = 48
-    override = write_override(tmp_path, {"inference": inference})
+    override = write_override(tmp_path, {"inference": inference, "run": config["run"]})
     run_workflow(tmp_path, cores=2, overrides=[override])
     prepared = json.loads((tmp_path / "results/ml1m_mini/prepare/stats.json").read_text())
     assert prepared["users"] == load_config()["datasets"]["ml1m_mini"]["max_users"]
@@ -102,25 +111,67 @@ def test_embedded_default_runs_end_to_end(tmp_path):
     assert candidates.groupby("user").size().max() <= load_config()["datasets"]["ml1m_mini"]["split"]["max_candidates"]
     assert len(pd.read_parquet(tmp_path / "results/ml1m_mini/mine_rules/rules.parquet")) > 0
     steps = config["training"][config["datasets"]["ml1m_mini"]["training"]]["max_steps"]
-    for ablation in ablations_for(config, "ml1m_mini"):
+    for ablation in trained_replicates(config):
         run = tmp_path / "results/ml1m_mini/train" / ablation
         assert (run / "adapter/adapter_config.json").is_file(), ablation
         assert len(pd.read_csv(run / "train_log.tsv", sep="\t")) == steps, ablation
         assert (run / "loss.png").stat().st_size > 0
     test_users = set(candidates.loc[candidates["user_set"] == "test", "user"])
-    for baseline in config["baselines"]["names"]:
+    for baseline in baseline_replicates(config):
         ranked = pd.read_parquet(tmp_path / "results/ml1m_mini/baselines" / baseline / "predictions.parquet")
         assert set(ranked["user"]) == test_users, baseline
     check_rankings_and_metrics(tmp_path, config, candidates)
+    check_replicates(tmp_path, config)
     check_report(tmp_path, override)
+
+
+def trained_replicates(config: dict) -> list[str]:
+    return [name for ablation in ablations_for(config, "ml1m_mini") for name in replicate_names(ablation, config["run"]["seeds"])]
+
+
+def baseline_replicates(config: dict) -> list[str]:
+    from rekalm.baselines import SEEDED_BASELINES
+
+    return [name for b in config["baselines"]["names"] for name in (replicate_names(b, config["run"]["seeds"]) if b in SEEDED_BASELINES else [b])]
+
+
+def check_replicates(workdir: Path, config: dict) -> None:
+    """Seeds change what they must (adapters, seeded baselines) and nothing else; compare's
+    aggregates are the per-seed files' means; the verdict words follow the intervals."""
+    results = workdir / "results/ml1m_mini"
+    first, second = config["run"]["seeds"]
+    for ablation in ablations_for(config, "ml1m_mini"):
+        adapters = [(results / "train" / name / "adapter/adapter_model.safetensors").read_bytes() for name in replicate_names(ablation, [first, second])]
+        assert adapters[0] != adapters[1], f"{ablation}: both seeds trained the same adapter"
+        assert not (results / "build_sets" / f"{ablation}.seed{second}").exists()  # one training set for every seed
+    random_rankings = [pd.read_parquet(results / "baselines" / name / "predictions.parquet") for name in replicate_names("random", [first, second])]
+    assert not random_rankings[0].equals(random_rankings[1])
+    tunings = [json.loads((results / "baselines" / name / "tuning.json").read_text()) for name in replicate_names("bpr", [first, second])]
+    assert [t["seed"] for t in tunings] == [first, second]
+    assert tunings[0]["validation_users"] == tunings[1]["validation_users"] and tunings[0]["validation_seed"] == tunings[1]["validation_seed"]
+    for deterministic in ("popularity", "ease", "zero_shot_score"):
+        assert not list(results.glob(f"*/{deterministic}.seed*")), deterministic
+    summary = json.loads((results / "compare/compare.json").read_text())
+    for system in ablations_for(config, "ml1m_mini") + ["random", "bpr"]:
+        per_seed = [json.loads((results / "metrics" / f"{name}.json").read_text()) for name in replicate_names(system, [first, second])]
+        values = [m["standard"]["ndcg@10"] for m in per_seed]
+        assert summary["metrics"][system]["standard"]["ndcg@10"] == pytest.approx(sum(values) / 2), system
+        assert summary["sd"][system]["standard"]["ndcg@10"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5), system
+        assert summary["seeds"][system] == [first, second]
+    assert summary["seeds"]["popularity"] == [None]
+    verdict = summary["verdict"]
+    assert {(row["system"], row["role"]) for row in verdict} == {("collab_graph", "reference"), ("collab_graph", "best baseline")}
+    for row in verdict:
+        assert row["word"] == ("better" if row["low"] > 0 else "worse" if row["high"] < 0 else "no detectable difference"), row
+    assert "## Verdict" in (results / "compare/table.md").read_text()
 
 
 def check_rankings_and_metrics(workdir: Path, config: dict, candidates: pd.DataFrame) -> None:
     """Every system ranked every test candidate once and has finite metrics in [0, 1]."""
     test = candidates[candidates["user_set"] == "test"]
-    systems = [f"zero_shot_{mode}" for mode in config["run"]["zero_shot"]] + ablations_for(config, "ml1m_mini") + config["baselines"]["names"]
+    systems = [f"zero_shot_{mode}" for mode in config["run"]["zero_shot"]] + trained_replicates(config) + baseline_replicates(config)
     for system in systems:
-        if system in config["baselines"]["names"]:
+        if system.split(".")[0] in config["baselines"]["names"]:
             ranked = pd.read_parquet(workdir / "results/ml1m_mini/baselines" / system / "predictions.parquet")
         else:
             ranked = pd.read_parquet(workdir / "results/ml1m_mini/infer" / system / "predictions.parquet")
@@ -134,7 +185,7 @@ def check_rankings_and_metrics(workdir: Path, config: dict, candidates: pd.DataF
     generated = json.loads((workdir / "results/ml1m_mini/metrics/zero_shot_generate.json").read_text())
     assert {"hallucinated_total", "appended_total"} <= set(generated["parsing"])
     table = (workdir / "results/ml1m_mini/compare/table.md").read_text()
-    assert all(system in table for system in systems)
+    assert all(system.split(".")[0] in table for system in systems)
     assert (workdir / "results/ml1m_mini/compare/plot.png").stat().st_size > 0
     assert "\\begin{tabular}" in (workdir / "results/ml1m_mini/compare/table.tex").read_text()
 
