@@ -27,9 +27,9 @@ rule train:
         "logs/{dataset}/train/{ablation}{replicate}.log",
     benchmark:
         "logs/{dataset}/train/{ablation}{replicate}.benchmark.tsv"
-    retries: training_retries()
     wildcard_constraints:
         replicate=SUFFIX_PATTERN,
+    retries: training_retries()
     conda:
         "../envs/llm.yaml"
     container:
