@@ -45,6 +45,7 @@ def write_workflow(work: Path, tiny_llama_dir: Path, datasets: dict[str, tuple[l
         write_jsonl(train_rows, work / f"results/{name}/build_sets/no_kn/train.jsonl")
     config = {
         "trust_remote_code": False,
+        "run": {"seeds": [22]},
         "models": {"tiny": {"source": "local", "path": str(tiny_llama_dir)}},
         "datasets": {name: {"model": "tiny", "training": name} for name in datasets},
         "training": {name: preset for name, (_, preset) in datasets.items()},
