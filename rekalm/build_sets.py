@@ -525,6 +525,9 @@ class BuiltSets:
     stats: dict[str, Any]
 
 
+SOURCES_THAT_MAY_BE_EMPTY = frozenset({"collab"})
+
+
 def build_sets(
     split: pd.DataFrame,
     candidates: pd.DataFrame,
@@ -541,6 +544,11 @@ def build_sets(
     _require(candidates, ("user", "user_set", "position", "item", "liked"), "candidates.parquet")
     _require(items, ("item", "name"), "items.parquet")
     names = dict(zip(items["item"].astype(str), items["name"].astype("string").fillna("").astype(str)))
+    for name, rows in knowledge.items():
+        # No association rule at the thresholds is a documented outcome (mine_rules warns);
+        # an empty fact or text source would make the ablation no_kn under another name.
+        if not rows and name not in SOURCES_THAT_MAY_BE_EMPTY:
+            raise ValueError(f"lexicalize/{name}.jsonl is empty, so ablation {ablation!r} would train without its {name!r} knowledge; check lookup_dbpedia's stats.json")
     counter = TokenCounter(tokenizer)
     counts = Counts()
     sources = [SourceRows.from_rows(name, rows) for name, rows in knowledge.items()]

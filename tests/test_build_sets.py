@@ -448,6 +448,14 @@ def test_a_seq_len_too_small_for_any_ranking_prompt_is_an_error(world, tokenizer
         build(world, tokenizer, sources, seq_len=60)
 
 
+def test_an_empty_fact_source_is_an_error_but_no_rules_is_not(world, tokenizer):
+    options = bs.BuildSettings.from_config({"placement": "documents"}, 2048)
+    with pytest.raises(ValueError, match=r"lexicalize/graph\.jsonl is empty, so ablation 'collab_graph' would train without its 'graph' knowledge"):
+        bs.build_sets(world["split"], world["candidates"], world["items"], {"collab": [], "graph": []}, tokenizer, options, "movie", "collab_graph")
+    built = bs.build_sets(world["split"], world["candidates"], world["items"], {"collab": []}, tokenizer, options, "movie", "collab")
+    assert built.stats["train"]["unique_examples_per_kind"] == {"ranking": 4, "collab": 0}
+
+
 def test_no_ranking_prompt_for_train_or_test_users_is_an_error(tokenizer):
     short = dict(NAMES, **{item: "X" for item in ("m06", "t2", "m05", "t1", "m10")})  # every test candidate: too short a name
     world = make_world()
