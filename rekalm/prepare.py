@@ -16,7 +16,9 @@ A few defects of real data are repaired instead, each counted in :class:`Repairs
 as a warning and written to ``stats.json``): an item without a name (empty name, left out
 of prompts later; more than ``max_unnamed_share`` of the items is an error), a repeated
 (user, item) pair (the first row is kept; pairs whose labels disagree are counted apart),
-and BoardGameGeek reviews without a user name (dropped).
+BoardGameGeek reviews without a user name (dropped), and names holding line breaks, tabs
+or runs of spaces (collapsed to single spaces by :func:`rekalm.prompts.one_line`, so the
+name a prompt shows is the name inference scores).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from typing import IO
 
 import numpy as np
 import pandas as pd
+
+from rekalm.prompts import one_line
 
 log = logging.getLogger(__name__)
 
@@ -408,6 +412,14 @@ def _deduplicate(interactions: pd.DataFrame, repairs: Repairs) -> pd.DataFrame:
     return interactions.drop_duplicates(subset=["user", "item"], keep="first")
 
 
+def _normalise_names(items: pd.DataFrame, repairs: Repairs) -> None:
+    """Names on one line with single spaces (the form every prompt shows and inference scores)."""
+    normalised = items["name"].map(one_line)
+    changed = int((normalised != items["name"]).sum())
+    repairs.add("names_with_line_breaks_or_runs_of_spaces", changed, "whitespace in names collapsed to single spaces")
+    items["name"] = normalised
+
+
 def _check_names(items: pd.DataFrame, files: Files, options: PrepareOptions, repairs: Repairs) -> None:
     unnamed = int((items["name"].str.strip() == "").sum())
     where = next((str(files[role]) for role in ("item_names", "names", "items") if role in files), "the item file")
@@ -444,6 +456,7 @@ def prepare_dataset(format_name: str, files: Files, options: PrepareOptions, rep
         example = sorted(unknown)[0]
         raise ValueError(f"{len(unknown)} interacted item(s) have no entry in the item file (e.g. {example!r})")
     items = items[items["item"].isin(set(interactions["item"]))].reset_index(drop=True)
+    _normalise_names(items, repairs)
     _check_names(items, files, options, repairs)
     return interactions, items
 

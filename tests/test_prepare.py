@@ -318,3 +318,23 @@ def test_an_empty_ratings_file_is_an_error(tmp_path):
 def test_filters_that_drop_every_user_are_an_error(tmp_path):
     with pytest.raises(ValueError, match=r"the user filters keep none of the 2 users \(min_user_interactions=11, max_user_interactions=99"):
         prepare_dataset("ml1m_grouplens", grouplens(tmp_path), PrepareOptions(like_if=">= 4", min_user_interactions=11, max_user_interactions=99))
+
+
+# --- one display name everywhere --------------------------------------------------------
+
+
+def test_names_with_line_breaks_are_shown_and_scored_the_same(tmp_path):
+    from rekalm.prompts import RankingRequest, ranking_answer, render_ranking_prompt
+
+    raw = {"10": "Amélie\n(2001)", "11": "Léon:\r\nThe Professional", "12": "Heat\t (1995) ", "13": "Ran\u2028(1985)", "14": "Se7en"}
+    train = "".join(f"1\t{i}\t1\n" for i in raw)
+    repairs = Repairs()
+    _, items = prepare_dataset("rekalm_original", original(tmp_path, train, raw), PrepareOptions(), repairs)
+    names = dict(zip(items["item"], items["name"]))
+    assert names == {"10": "Amélie (2001)", "11": "Léon: The Professional", "12": "Heat (1995)", "13": "Ran (1985)", "14": "Se7en"}
+    assert repairs.counts == {"names_with_line_breaks_or_runs_of_spaces": 4}
+    # What the prompt lists and what the target (and inference) uses is the stored name.
+    prompt = render_ranking_prompt(None, RankingRequest("movie", [], [], list(names.values())))
+    candidates = prompt.split("Rank the following items:\n", 1)[1].split("\n\n", 1)[0].split("\n")
+    assert candidates == list(names.values())
+    assert ranking_answer(list(names.values())).split("\n")[1:] == [f"{rank}. {name}" for rank, name in enumerate(names.values(), start=1)]
