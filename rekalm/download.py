@@ -98,6 +98,7 @@ def _check_length(path: Path, content_length: str | None) -> None:
 def _fetch_url(url: str, target: Path, policy: RetryPolicy, label: str) -> None:
     """Download ``url`` to ``target`` atomically, retrying with exponential backoff."""
     last_error = ""
+    hint = " (offline? set a local 'path' for this file)"
     for attempt in range(1, policy.attempts + 1):
         try:
             request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
@@ -108,17 +109,20 @@ def _fetch_url(url: str, target: Path, policy: RetryPolicy, label: str) -> None:
             return
         except urllib.error.HTTPError as error:
             last_error = f"HTTP {error.code} {error.reason}"
+            hint = ""
             if error.code < 500 and error.code != 429:
                 break  # 404/403 will not change on retry
         except _Truncated as error:
             last_error = str(error)
+            hint = " (the server keeps closing early: try a mirror, or download it yourself and set a local 'path')"
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, http.client.HTTPException) as error:
             last_error = str(getattr(error, "reason", error))
+            hint = " (offline? set a local 'path' for this file)"
         if attempt < policy.attempts:
             delay = policy.backoff_s * 2 ** (attempt - 1)
             log.warning("%s: attempt %d/%d failed (%s); retrying in %.1fs", label, attempt, policy.attempts, last_error, delay)
             time.sleep(delay)
-    raise DownloadError(f"{label}: could not download {url}: {last_error} (offline? set a local 'path' for this file)")
+    raise DownloadError(f"{label}: could not download {url}: {last_error}{hint}")
 
 
 def _extract_member(archive: Path, member: str, target: Path, label: str) -> None:
