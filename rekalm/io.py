@@ -5,8 +5,9 @@ renamed into place, so a crash or kill never leaves a half-written file that Sna
 a resumed run) would mistake for a finished one.
 
 Temporaries are created with ``os.open(..., 0o666)`` / ``os.mkdir(..., 0o777)`` rather than
-``mkstemp``/``mkdtemp`` (which force 0600/0700), so outputs get the mode the user's umask
-gives and colleagues on a shared file system can read them.
+``mkstemp``/``mkdtemp`` (which force 0600/0700), and everything is given the mode the
+user's umask allows just before the rename (libraries such as safetensors write 0600
+files of their own), so colleagues on a shared file system can read the outputs.
 
 A folder output can be large (a merged 8B model is ~16 GB) and a kill leaves its hidden
 staging folder behind. While a staging folder is written its writer holds a POSIX lock
@@ -37,6 +38,38 @@ log = logging.getLogger(__name__)
 
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (threads share it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: Path, umask: int | None = None) -> None:
+    """Give ``path`` (and, for a folder, everything in it) the mode a fresh file would get.
+
+    Executable files keep their execute bits (as far as the umask allows). Hard-linked
+    files are left alone: their inode is shared with the original (a local model folder, the
+    Hugging Face cache), whose mode is not ours to change.
+    """
+    mask = current_umask() if umask is None else umask
+    entries = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for entry in entries:
+        if entry.is_symlink():
+            continue
+        status = entry.stat()
+        if not entry.is_dir() and status.st_nlink > 1:
+            continue
+        executable = entry.is_dir() or status.st_mode & 0o100
+        os.chmod(entry, (0o777 if executable else 0o666) & ~mask)
+
+
 def _temp_name(target: Path) -> Path:
     tag = f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(4)}"
     return target.parent / f".{target.name}.{tag}.tmp"
@@ -51,6 +84,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # umask applies
     try:
         yield temp
+        if temp.exists():
+            apply_umask(temp)
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
@@ -123,6 +158,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
             log.warning("file locks unavailable in %s; stale staging folders cannot be told from live ones", target.parent)
         os.mkdir(temp, 0o777)  # umask applies
         yield temp
+        apply_umask(temp)
         if target.exists():
             shutil.rmtree(target)
         os.replace(temp, target)

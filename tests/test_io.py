@@ -35,6 +35,8 @@ def mode(path: Path) -> int:
 @pytest.mark.parametrize("mask,file_mode,dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750), (0o002, 0o664, 0o775), (0o077, 0o600, 0o700)])
 def test_outputs_get_the_umask_mode(tmp_path, umask, mask, file_mode, dir_mode):
     import pandas as pd
+    import torch
+    from safetensors.torch import save_file
 
     umask(mask)
     write_json({"a": 1}, tmp_path / "x.json")
@@ -44,9 +46,14 @@ def test_outputs_get_the_umask_mode(tmp_path, umask, mask, file_mode, dir_mode):
         temp.write_bytes(b"1")
     with atomic_dir(tmp_path / "model") as staging:
         (staging / "weights").write_bytes(b"1")
-    for name in ("x.json", "x.jsonl", "x.parquet", "raw.bin", "model/weights"):
+        save_file({"w": torch.zeros(2)}, str(staging / "model.safetensors"))  # safetensors writes 0600 itself
+        (staging / "sub").mkdir(mode=0o700)
+        (staging / "sub" / "run.sh").write_text("#!/bin/sh\n")
+        (staging / "sub" / "run.sh").chmod(0o700)
+    for name in ("x.json", "x.jsonl", "x.parquet", "raw.bin", "model/weights", "model/model.safetensors"):
         assert mode(tmp_path / name) == file_mode, name
-    assert mode(tmp_path / "model") == dir_mode
+    assert mode(tmp_path / "model") == mode(tmp_path / "model" / "sub") == dir_mode
+    assert mode(tmp_path / "model" / "sub" / "run.sh") == dir_mode  # executables stay executable
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "raw.bin", "x.json", "x.jsonl", "x.parquet"]  # no lock or temp left
 
 
@@ -72,6 +79,16 @@ def start_writer(target: Path) -> subprocess.Popen[str]:
 
 def staging_of(target: Path) -> list[Path]:
     return sorted(target.parent.glob(f".{target.name}.*"))
+
+
+def test_hard_linked_files_keep_the_mode_of_their_original(tmp_path, umask):
+    original = tmp_path / "my-model" / "weights.bin"  # a user's own folder, linked, not copied
+    original.parent.mkdir()
+    original.write_bytes(b"1")
+    original.chmod(0o600)
+    with atomic_dir(tmp_path / "base") as staging:
+        os.link(original, staging / "weights.bin")
+    assert mode(original) == 0o600 and mode(tmp_path / "base") == 0o755
 
 
 def test_a_killed_folder_write_is_cleaned_by_the_next_write(tmp_path):
