@@ -10,8 +10,13 @@ min_version("9.0")
 
 sys.path.insert(0, workflow.basedir)  # the `rekalm` package, installed or not
 
-from rekalm.config import check_config
+from rekalm.config import check_config, check_config_files
 from rekalm.replicates import SUFFIX_PATTERN
+
+# Syntax errors and duplicate keys with file and line, before Snakemake reads the files.
+check_config_files(
+    [*workflow.overwrite_configfiles, "config/config.yaml", "config/domains.yaml"]
+)
 
 
 configfile: "config/config.yaml"

@@ -526,6 +526,9 @@ class BuiltSets:
     stats: dict[str, Any]
 
 
+SOURCES_THAT_MAY_BE_EMPTY = frozenset({"collab"})
+
+
 def build_sets(
     split: pd.DataFrame,
     candidates: pd.DataFrame,
@@ -542,6 +545,11 @@ def build_sets(
     _require(candidates, ("user", "user_set", "position", "item", "liked"), "candidates.parquet")
     _require(items, ("item", "name"), "items.parquet")
     names = dict(zip(items["item"].astype(str), items["name"].astype("string").fillna("").astype(str)))
+    for name, rows in knowledge.items():
+        # No association rule at the thresholds is a documented outcome (mine_rules warns);
+        # an empty fact or text source would make the ablation no_kn under another name.
+        if not rows and name not in SOURCES_THAT_MAY_BE_EMPTY:
+            raise ValueError(f"lexicalize/{name}.jsonl is empty, so ablation {ablation!r} would train without its {name!r} knowledge; check lookup_dbpedia's stats.json")
     counter = TokenCounter(tokenizer)
     counts = Counts()
     sources = [SourceRows.from_rows(name, rows) for name, rows in knowledge.items()]
@@ -550,6 +558,7 @@ def build_sets(
 
     users = load_user_lists(split, candidates, names, settings, counts)
     ranking, test, length_stats = _ranking_and_test_rows(users, builder, counts)
+    _require_examples(ranking, test, length_stats, counts, settings)
     interacted = set(split["item"]) | set(candidates["item"])
     documents, document_stats = _documents(sources, counter, settings, interacted) if settings.placement == "documents" else ({}, {})
     mix = settings.mix_for(list(knowledge))
@@ -579,6 +588,24 @@ def build_sets(
     return BuiltSets(train, test, stats)
 
 
+def _require_examples(ranking: list[Row], test: list[Row], stats: Mapping[str, Any], counts: Counts, settings: BuildSettings) -> None:
+    """An ablation without ranking examples (or test prompts) trains or scores nothing."""
+    for name, rows in (("train", ranking), ("test", test)):
+        if not rows:
+            dropped = counts.as_dict().get(f"{name}_users_without_candidates", 0)
+            raise ValueError(
+                f"no {name} user has a ranking prompt ({dropped} {name} user(s) lost every candidate, e.g. to names shorter than "
+                f"min_name_length={settings.min_name_length}); check the split and lexicalize.min_name_length"
+            )
+    unusable = stats["train"]["ranking_cuts"]["prompt_fills_seq_len"]
+    if unusable == len(ranking):
+        shortest = stats["train"]["shortest_prompt_tokens"]
+        raise ValueError(
+            f"seq_len {settings.seq_len} is too small for any ranking prompt (the shortest train prompt, history cut, has "
+            f"{shortest} tokens), so training would see knowledge documents only; raise the training preset's seq_len above {shortest}"
+        )
+
+
 def _require(frame: pd.DataFrame, columns: Sequence[str], where: str) -> None:
     missing = sorted(set(columns) - set(frame.columns))
     if missing:
@@ -588,7 +615,7 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], where: str) -> None:
 def _ranking_and_test_rows(users: list[UserLists], builder: PromptBuilder, counts: Counts) -> tuple[list[Row], list[Row], dict[str, dict[str, Any]]]:
     ranking: list[Row] = []
     test: list[Row] = []
-    lengths: dict[str, dict[str, list[int]]] = {"train": {"total": []}, "test": {"prompt": [], "answer": []}}
+    lengths: dict[str, dict[str, list[int]]] = {"train": {"total": [], "prompt": []}, "test": {"prompt": [], "answer": []}}
     cut: dict[str, Counter[str]] = {"train": Counter(), "test": Counter()}
     for user in tqdm(users, desc="prompts", mininterval=5):
         if user.user_set not in ("train", "test"):
@@ -602,7 +629,9 @@ def _ranking_and_test_rows(users: list[UserLists], builder: PromptBuilder, count
         part["history_items_dropped"] += fitted.history_dropped
         part["knowledge_cut"] += fitted.knowledge_dropped > 0
         part["exceeds_seq_len"] += fitted.exceeds_seq_len
+        part["prompt_fills_seq_len"] += fitted.prompt_tokens >= builder.settings.seq_len  # training drops these
         if user.user_set == "train":
+            lengths["train"]["prompt"].append(fitted.prompt_tokens)
             ranking.append({"kind": "ranking", "prompt": fitted.prompt, "completion": fitted.answer})
             lengths["train"]["total"].append(fitted.prompt_tokens + fitted.answer_tokens + 1)
         else:
@@ -620,7 +649,8 @@ def _ranking_and_test_rows(users: list[UserLists], builder: PromptBuilder, count
         "train": {
             "ranking_users": len(ranking),
             "ranking_tokens": describe_lengths(lengths["train"]["total"]),
-            "ranking_cuts": {k: int(cut["train"][k]) for k in ("history_cut", "history_items_dropped", "knowledge_cut", "exceeds_seq_len")},
+            "ranking_cuts": {k: int(cut["train"][k]) for k in ("history_cut", "history_items_dropped", "knowledge_cut", "exceeds_seq_len", "prompt_fills_seq_len")},
+            "shortest_prompt_tokens": min(lengths["train"]["prompt"], default=0),
         },
         "test": {
             "users": len(test),

@@ -1,33 +1,77 @@
 """Config validation with one-line messages, and the questions the workflow asks of it.
 
-The Snakefile calls :func:`check_config` before anything else: JSON-Schema errors come
-back as ``config: datasets.ml1m.split.test_fraction: 1.5 is greater than ...`` instead of
-a schema dump, and names that point nowhere (an ablation using an unknown source, a
-dataset naming a missing model preset) are caught before any job starts.
+The Snakefile calls :func:`check_config_files` and :func:`check_config` before anything
+else. The first reads every config file strictly: a YAML syntax error or a key given twice
+in one mapping (which YAML loaders resolve silently to the last value) stops the run with
+``path:line:column: ...``. The second turns JSON-Schema errors into
+``config: datasets.ml1m.split.test_fraction: 1.5 is greater than ...`` instead of a schema
+dump, and catches names that point nowhere (an ablation using an unknown source, a dataset
+naming a missing model preset), a run that would train nothing, and hub models whose
+revision is a branch rather than a commit, before any job starts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
+log = logging.getLogger(__name__)
+
 Config = Mapping[str, Any]
+
+_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the key."""
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (merge keys ``<<`` aside)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first given on line {seen[key]})", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle) or {}
+    """A YAML mapping; syntax errors and duplicate keys come back as ``path:line:column: ...``."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.load(handle, Loader=_StrictLoader) or {}  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        detail = " ".join(part for part in (error.context, error.problem) if part)
+        raise ConfigError(f"{where}: {detail}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 (byte {error.start})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
+
+
+def check_config_files(paths: Iterable[str | Path]) -> None:
+    """Read each existing config file strictly (see :func:`load_yaml`) before Snakemake does."""
+    for path in paths:
+        if Path(path).is_file():
+            load_yaml(path)
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -60,6 +104,13 @@ def reference_errors(config: Config) -> list[str]:
         # Ablations, zero-shot systems and baselines share results/<ds>/metrics/<name>.json.
         if name.startswith("zero_shot_") or name in baseline_names:
             messages.append(f"ablations.{name}: the name is taken by a zero-shot system or a baseline; choose another")
+    known = all(name in config["ablations"] for name in config["run"]["ablations"])
+    for dataset in config["run"]["datasets"]:
+        if known and dataset in config["datasets"] and not ablations_for(config, dataset):
+            messages.append(
+                f"run.ablations: none of {list(config['run']['ablations'])} can run on {dataset!r}, which provides "
+                f"{dataset_sources(config, dataset)}; add one it can (no_kn needs no source) or run {dataset!r} separately"
+            )
     for dataset, spec in config["datasets"].items():
         for key, block in (("model", "models"), ("training", "training"), ("inference", "inference")):
             if key in spec and block in config and spec[key] not in config[block]:
@@ -69,11 +120,26 @@ def reference_errors(config: Config) -> list[str]:
     return messages
 
 
+def revision_errors(config: Config) -> list[str]:
+    """Hub models must be pinned to a commit unless ``allow_unpinned_revisions`` is set."""
+    messages = []
+    for name, spec in (config.get("models") or {}).items():
+        revision = spec.get("revision")
+        if spec.get("source") != "hub" or _COMMIT_SHA.match(str(revision or "")):
+            continue
+        problem = f"models.{name}.revision: {revision!r} is not a 40-character commit hash (a branch or tag can move)"
+        if config.get("allow_unpinned_revisions"):
+            log.warning("%s; accepted because allow_unpinned_revisions is true", problem)
+        else:
+            messages.append(f"{problem}; pin the commit shown on the Hub, or set allow_unpinned_revisions: true")
+    return messages
+
+
 def check_config(config: Config, schema_path: str | Path) -> None:
     """Raise ConfigError with the first problem, naming its key."""
     problems = schema_errors(config, load_yaml(schema_path))
     if not problems:
-        problems = reference_errors(config)
+        problems = reference_errors(config) + revision_errors(config)
     if problems:
         extra = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ConfigError(f"config: {problems[0]}{extra}")

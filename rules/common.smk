@@ -111,6 +111,7 @@ def prepare_options(wildcards):
         "slice_seed",
         "min_user_interactions",
         "max_user_interactions",
+        "max_unnamed_share",
     )
     return {key: spec[key] for key in keys if key in spec}
 

@@ -21,7 +21,7 @@ rule lookup_dbpedia:
     log:
         "logs/{dataset}/lookup_dbpedia.log",
     benchmark:
-        "benchmarks/out/{dataset}/lookup_dbpedia.tsv"
+        "logs/{dataset}/lookup_dbpedia.benchmark.tsv"
     conda:
         "../envs/data.yaml"
     threads: 1

@@ -434,11 +434,39 @@ def test_knowledge_cut_is_the_smallest_that_fits(world, tokenizer):
 
 
 def test_prompts_that_cannot_fit_are_kept_whole_and_counted(world, tokenizer):
-    built = build(world, tokenizer, [], seq_len=60)
+    built = build(world, tokenizer, [], seq_len=90)  # the shortest train prompt (no history) has 83 tokens
     assert built.stats["train"]["ranking_cuts"]["exceeds_seq_len"] == 4
     assert built.stats["test"]["cuts"]["exceeds_seq_len"] == 2
     assert all(sections(r["prompt"])["liked"] == [] and sections(r["prompt"])["candidates"] for r in built.train)
     assert built.stats["test"]["answer_tokens"]["max"] > 0
+
+
+@pytest.mark.parametrize("sources", [[], ["graph", "text"]])
+def test_a_seq_len_too_small_for_any_ranking_prompt_is_an_error(world, tokenizer, sources):
+    # With documents the adapter would still train, on knowledge alone, and be called "ranking".
+    with pytest.raises(ValueError, match=r"^seq_len 60 is too small for any ranking prompt \(the shortest train prompt, history cut, has 83 tokens\).*above 83$"):
+        build(world, tokenizer, sources, seq_len=60)
+
+
+def test_an_empty_fact_source_is_an_error_but_no_rules_is_not(world, tokenizer):
+    options = bs.BuildSettings.from_config({"placement": "documents"}, 2048)
+    with pytest.raises(ValueError, match=r"lexicalize/graph\.jsonl is empty, so ablation 'collab_graph' would train without its 'graph' knowledge"):
+        bs.build_sets(world["split"], world["candidates"], world["items"], {"collab": [], "graph": []}, tokenizer, options, "movie", "collab_graph")
+    built = bs.build_sets(world["split"], world["candidates"], world["items"], {"collab": []}, tokenizer, options, "movie", "collab")
+    assert built.stats["train"]["unique_examples_per_kind"] == {"ranking": 4, "collab": 0}
+
+
+def test_no_ranking_prompt_for_train_or_test_users_is_an_error(tokenizer):
+    short = dict(NAMES, **{item: "X" for item in ("m06", "t2", "m05", "t1", "m10")})  # every test candidate: too short a name
+    world = make_world()
+    world["items"] = pd.DataFrame({"item": list(short), "name": list(short.values())})
+    with pytest.raises(ValueError, match=r"no test user has a ranking prompt \(2 test user\(s\) lost every candidate.*min_name_length=3"):
+        build(world, tokenizer, [])
+    train_only = {user: spec for user, spec in USERS.items() if spec[0] == "train"}
+    world = make_world({**train_only, "v1": ("test", ["m03"], [], [("m05", 1)])})
+    world["items"] = pd.DataFrame({"item": list(NAMES), "name": [("X" if spec else name) for spec, name in zip([i in {c for s in train_only.values() for c, _ in s[3]} for i in NAMES], NAMES.values())]})
+    with pytest.raises(ValueError, match=r"no train user has a ranking prompt \(4 train user\(s\) lost every candidate"):
+        build(world, tokenizer, [])
 
 
 def test_max_prompt_tokens_caps_prompts_too(world, tokenizer):

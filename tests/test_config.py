@@ -78,3 +78,79 @@ def test_ablations_follow_the_sources_a_dataset_has(shipped_config):
     assert ablations_for(shipped_config, "ml1m", everything) == everything
     mini = ablations_for(shipped_config, "ml1m_mini", everything)
     assert "no_kn" in mini and all("text" not in shipped_config["ablations"][name] for name in mini)
+
+
+# --- config files are read strictly ---------------------------------------------------
+
+
+def test_a_duplicate_key_is_rejected_with_file_and_line(tmp_path):
+    path = tmp_path / "override.yaml"
+    path.write_text("run:\n  datasets: [ml1m_mini]\n  datasets: [ml1m]\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:3:3: duplicate key 'datasets' \(first given on line 2\)$"):
+        load_yaml(path)
+
+
+def test_a_duplicate_key_deep_inside_is_rejected(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("datasets:\n  ml1m:\n    like_if: '>= 4'\n    split: {seed: 1, seed: 2}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:4:22: duplicate key 'seed'"):
+        load_yaml(path)
+
+
+def test_yaml_merge_keys_may_override(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("base: &base {seq_len: 64, lr: 1}\nsmall:\n  <<: *base\n  seq_len: 32\n")
+    assert load_yaml(path)["small"] == {"seq_len": 32, "lr": 1}
+
+
+@pytest.mark.parametrize(
+    "text,where",
+    [("run:\n  datasets: [ml1m\n  ablations: [no_kn]\n", ":3:"), ("run:\n\tdatasets: [a]\n", ":2:1:"), ("a: 1\n b: 2\n", ":2:")],
+)
+def test_a_yaml_syntax_error_names_file_and_line(tmp_path, text, where):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^{path}{where}") as error:
+        load_yaml(path)
+    assert "\n" not in str(error.value)
+
+
+def test_the_workflow_stops_on_a_duplicate_key_in_a_config_file(tmp_path):
+    from snakemake_helpers import CONFIG_FILES, api_run
+
+    override = tmp_path / "override.yaml"
+    override.write_text("run:\n  zero_shot: [score]\n  zero_shot: [generate]\n")
+    with pytest.raises(Exception, match=r"override\.yaml:3:3: duplicate key 'zero_shot'"):
+        api_run(tmp_path, [], "dryrun", [*CONFIG_FILES, override])
+
+
+# --- hub revisions are pinned -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("revision", ["main", "v1.0", "1460c22", "1460C22666392E470910CE3D44FFEB2AB7DBD4DF"])
+def test_a_hub_revision_that_is_not_a_commit_is_refused(shipped_config, revision):
+    changed = with_change(shipped_config, "models.llama3_8b.revision", revision)
+    with pytest.raises(ConfigError, match=rf"models\.llama3_8b\.revision: '{revision}' is not a 40-character commit hash.*allow_unpinned_revisions: true"):
+        check_config(changed, SCHEMA)
+
+
+def test_the_documented_override_accepts_a_branch_with_a_warning(shipped_config, caplog):
+    changed = with_change(with_change(shipped_config, "models.llama3_8b.revision", "main"), "allow_unpinned_revisions", True)
+    check_config(changed, SCHEMA)
+    assert "models.llama3_8b.revision: 'main' is not a 40-character commit hash" in caplog.text
+
+
+# --- a run that would train nothing -------------------------------------------------------
+
+
+def test_ablations_no_dataset_can_run_are_an_error(shipped_config):
+    changed = with_change(shipped_config, "run.ablations", ["text", "graph_text"])
+    with pytest.raises(ConfigError, match=r"run\.ablations: none of \['text', 'graph_text'\] can run on 'ml1m_mini', which provides \['collab', 'graph'\]"):
+        check_config(changed, SCHEMA)
+
+
+def test_a_dataset_that_can_run_none_of_the_ablations_is_named(shipped_config):
+    changed = with_change(with_change(shipped_config, "run.ablations", ["text"]), "run.datasets", ["ml1m", "ml1m_mini"])
+    with pytest.raises(ConfigError, match=r"can run on 'ml1m_mini'"):
+        check_config(changed, SCHEMA)
+    check_config(with_change(changed, "run.ablations", ["text", "no_kn"]), SCHEMA)  # no_kn runs anywhere

@@ -35,6 +35,7 @@ class FixtureServer:
     def __init__(self) -> None:
         self.routes: dict[str, bytes] = {}
         self.failures: dict[str, list[int]] = {}
+        self.truncate: dict[str, int] = {}  # path -> how many answers stop halfway
         self.requests: dict[str, int] = {}
         server = self
 
@@ -52,6 +53,10 @@ class FixtureServer:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if server.truncate.get(self.path, 0) > 0:
+                    server.truncate[self.path] -= 1
+                    body = body[: len(body) // 2]  # then the connection closes
+                    self.close_connection = True
                 self.wfile.write(body)
 
             def log_message(self, *args: object) -> None:
@@ -154,3 +159,94 @@ def test_local_path_and_package_resource(tmp_path):
 def test_spec_without_origin_names_the_key(tmp_path):
     with pytest.raises(DownloadError, match=r"datasets\.bgg\.files\.ratings: give exactly one of url, path, package.*BoardGameGeek"):
         resolve_file({"path": None}, tmp_path, "datasets.bgg.files.ratings")
+
+
+# --- the cache is keyed by content (URL + member + checksum) ----------------------------
+
+
+def test_a_changed_archive_never_reuses_a_stale_member(server, tmp_path):
+    old = zip_bytes({"ml-1m/movies.dat": b"1::Old (1999)::Drama\n"})
+    new = zip_bytes({"ml-1m/movies.dat": b"1::New (2000)::Drama\n"})
+    server.routes["/v1/ml-1m.zip"], server.routes["/v2/ml-1m.zip"] = old, new
+    first = resolve_file({"url": f"{server.url}/v1/ml-1m.zip", "sha256": sha(old), "member": "ml-1m/movies.dat"}, tmp_path, "f", FAST)
+    assert first.read_bytes() == b"1::Old (1999)::Drama\n"
+    second = resolve_file({"url": f"{server.url}/v2/ml-1m.zip", "sha256": sha(new), "member": "ml-1m/movies.dat"}, tmp_path, "f", FAST)
+    assert second.read_bytes() == b"1::New (2000)::Drama\n"
+    assert first.read_bytes() == b"1::Old (1999)::Drama\n"  # each version keeps its own copy
+
+
+def test_roles_whose_urls_end_in_the_same_name_do_not_overwrite_each_other(server, tmp_path):
+    server.routes["/ratings/data.tsv"], server.routes["/items/data.tsv"] = b"ratings\n", b"items\n"
+    files = {"ratings": {"url": f"{server.url}/ratings/data.tsv"}, "items": {"url": f"{server.url}/items/data.tsv"}}
+    manifest = fetch_dataset("x", files, tmp_path, FAST)
+    assert Path(manifest["ratings"]["path"]).read_bytes() == b"ratings\n"
+    assert Path(manifest["items"]["path"]).read_bytes() == b"items\n"
+    again = fetch_dataset("x", files, tmp_path, FAST)  # and a cached re-run keeps them apart
+    assert again == manifest and sum(server.requests.values()) == 2
+
+
+def test_members_of_the_same_name_from_two_archives_stay_apart(server, tmp_path):
+    first, second = zip_bytes({"a/data.dat": b"first\n"}), zip_bytes({"b/data.dat": b"second\n"})
+    server.routes["/one.zip"], server.routes["/two.zip"] = first, second
+    files = {"ratings": {"url": f"{server.url}/one.zip", "member": "a/data.dat"}, "items": {"url": f"{server.url}/two.zip", "member": "b/data.dat"}}
+    manifest = fetch_dataset("x", files, tmp_path, FAST)
+    assert [Path(manifest[r]["path"]).read_bytes() for r in ("ratings", "items")] == [b"first\n", b"second\n"]
+
+
+def test_a_truncated_download_without_sha256_is_retried_not_cached(server, tmp_path):
+    server.routes["/big.tsv"] = PAYLOAD * 100
+    server.truncate["/big.tsv"] = 1
+    path = resolve_file({"url": f"{server.url}/big.tsv"}, tmp_path, "f", FAST)
+    assert path.read_bytes() == PAYLOAD * 100 and server.requests["/big.tsv"] == 2
+
+
+def test_a_download_that_is_always_truncated_fails_and_leaves_nothing(server, tmp_path):
+    server.routes["/big.tsv"] = PAYLOAD * 100
+    server.truncate["/big.tsv"] = 99
+    with pytest.raises(DownloadError, match=r"^f: could not download .*/big.tsv: truncated download \(600 of 1200 bytes\) \(the server keeps closing early: .*set a local 'path'\)$"):
+        resolve_file({"url": f"{server.url}/big.tsv"}, tmp_path, "f", FAST)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cached_file_cut_or_edited_later_is_fetched_again(server, tmp_path):
+    server.routes["/train.tsv"] = PAYLOAD
+    path = resolve_file({"url": f"{server.url}/train.tsv"}, tmp_path, "f", FAST)
+    path.write_bytes(PAYLOAD[:5])  # e.g. a disk-full copy, no sha256 in the config
+    assert resolve_file({"url": f"{server.url}/train.tsv"}, tmp_path, "f", FAST).read_bytes() == PAYLOAD
+    assert server.requests["/train.tsv"] == 2
+
+
+def test_a_new_sha256_for_the_same_url_fetches_again(server, tmp_path):
+    server.routes["/train.tsv"] = b"old\n"
+    resolve_file({"url": f"{server.url}/train.tsv"}, tmp_path, "f", FAST)
+    server.routes["/train.tsv"] = PAYLOAD
+    path = resolve_file({"url": f"{server.url}/train.tsv", "sha256": sha(PAYLOAD)}, tmp_path, "f", FAST)
+    assert path.read_bytes() == PAYLOAD and server.requests["/train.tsv"] == 2
+
+
+def test_a_corrupt_cached_archive_is_fetched_again(server, tmp_path):
+    archive = zip_bytes({"m.dat": b"member\n"})
+    server.routes["/a.zip"] = archive
+    spec = {"url": f"{server.url}/a.zip", "member": "m.dat"}
+    resolve_file(spec, tmp_path, "f", FAST)
+    zip_path = next(tmp_path.glob("*/a.zip"))
+    zip_path.write_bytes(archive[:10])  # cut after the fact
+    for extracted in tmp_path.glob("*/m.dat*"):
+        extracted.unlink()
+    assert resolve_file(spec, tmp_path, "f", FAST).read_bytes() == b"member\n"
+    assert server.requests["/a.zip"] == 2
+
+
+def test_an_archive_corrupt_at_its_source_names_the_command_that_clears_the_cache(server, tmp_path):
+    server.routes["/bad.zip"] = b"PK\x03\x04 not really a zip"
+    with pytest.raises(DownloadError, match=rf"^f: .*bad.zip is not a valid zip archive .*fetched twice.*rm -r {tmp_path}$") as error:
+        resolve_file({"url": f"{server.url}/bad.zip", "member": "m.dat"}, tmp_path, "f", FAST)
+    assert "\n" not in str(error.value) and server.requests["/bad.zip"] == 2
+
+
+def test_old_versions_are_dropped_from_the_cache(server, tmp_path):
+    server.routes["/v1.tsv"], server.routes["/v2.tsv"] = b"1\n", b"2\n"
+    fetch_dataset("x", {"ratings": {"url": f"{server.url}/v1.tsv"}}, tmp_path, FAST)
+    manifest = fetch_dataset("x", {"ratings": {"url": f"{server.url}/v2.tsv"}}, tmp_path, FAST)
+    assert not list(tmp_path.rglob("v1.tsv*"))
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == sorted(Path(manifest["ratings"]["path"]).parent.iterdir())

@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rekalm.prepare import PrepareOptions, binarize, dataset_stats, prepare_dataset
+from rekalm.prepare import PrepareOptions, Repairs, binarize, dataset_stats, prepare_dataset
 
 RECBOLE_INTER = (
     "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
@@ -160,3 +160,181 @@ def test_original_files_parse(original_data):
     rows = sum(1 for role in ("train", "test") for line in open(files[role]) if line.strip())
     assert stats["interactions"] == rows == 129513  # every row of train.tsv + test.tsv
     assert stats["items_with_dbpedia_uri"] == stats["items"]
+
+
+# --- every column and every value is checked ------------------------------------------
+
+GROUPLENS_RATINGS = "1::1::5::978300760\n1::2::2::978300761\n2::1::4::978300762\n2::2::3::978300763\n"
+GROUPLENS_MOVIES = "1::Amélie (2001)::Comedy|Romance\n2::Léon (1994)::Crime|Drama\n"
+
+
+def grouplens(tmp_path: Path, ratings: str = GROUPLENS_RATINGS, movies: str = GROUPLENS_MOVIES, encoding: str = "utf-8") -> dict[str, Path]:
+    return {"ratings": write(tmp_path, "ratings.dat", ratings), "items": write(tmp_path, "movies.dat", movies, encoding=encoding)}
+
+
+def original(tmp_path: Path, train: str, names: dict | str, test: str | None = None) -> dict[str, Path]:
+    text = names if isinstance(names, str) else json.dumps(names)
+    test = test if test is not None else f"9\t{train.split()[1]}\t1\n"  # user 9 likes the first item
+    return {"train": write(tmp_path, "train.tsv", train), "test": write(tmp_path, "test.tsv", test), "names": write(tmp_path, "names.json", text)}
+
+
+def test_a_ratings_file_given_as_the_movies_file_is_rejected(tmp_path):
+    files = grouplens(tmp_path, movies=GROUPLENS_RATINGS)  # an extra field on every line
+    with pytest.raises(ValueError, match=r"movies\.dat: expected 3 '::'-separated fields per line \(item, title, genres\), found 4$"):
+        prepare_dataset("ml1m_grouplens", files, PrepareOptions(like_if=">= 4"))
+
+
+def test_a_line_with_a_missing_field_names_its_line(tmp_path):
+    files = grouplens(tmp_path, movies=GROUPLENS_MOVIES + "3::Heat (1995)\n")
+    with pytest.raises(ValueError, match=r"movies\.dat: line 3: expected 3 '::'-separated fields"):
+        prepare_dataset("ml1m_grouplens", files, PrepareOptions(like_if=">= 4"))
+
+
+@pytest.mark.parametrize("rating,row", [("99", 2), ("-3", 2), ("0", 2), ("5.5", 2)])
+def test_ratings_outside_the_scale_are_errors(tmp_path, rating, row):
+    files = grouplens(tmp_path, ratings=GROUPLENS_RATINGS.replace("1::2::2::", f"1::2::{rating}::"))
+    with pytest.raises(ValueError, match=rf"ratings\.dat: column 'rating' row {row}: rating {rating} is outside the scale 1\.\.5"):
+        prepare_dataset("ml1m_grouplens", files, PrepareOptions(like_if=">= 4"))
+
+
+def test_bgg_ratings_outside_one_to_ten_are_errors(tmp_path):
+    files = {"ratings": write(tmp_path, "reviews.csv", "user,rating,ID\nann,11,13\n"), "items": write(tmp_path, "games.csv", "id\n13\n")}
+    with pytest.raises(ValueError, match=r"reviews\.csv: column 'rating' row 1: rating 11 is outside the scale 0\.\.10"):
+        prepare_dataset("bgg_kaggle", files, PrepareOptions(like_if="> 7"))
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+def test_movie_titles_are_decoded_in_the_files_own_encoding(tmp_path, encoding):
+    _, items = prepare_dataset("ml1m_grouplens", grouplens(tmp_path, encoding=encoding), PrepareOptions(like_if=">= 4"))
+    assert sorted(items["name"]) == ["Amélie (2001)", "Léon (1994)"]  # no "AmÃ©lie"
+
+
+def test_a_latin1_byte_late_in_a_file_is_detected(tmp_path):
+    movies = "".join(f"{i}::Movie {i} (1990)::Drama\n" for i in range(3, 3000)) + "1::Amélie (2001)::Comedy\n2::Léon (1994)::Drama\n"
+    _, items = prepare_dataset("ml1m_grouplens", grouplens(tmp_path, movies=movies, encoding="latin-1"), PrepareOptions(like_if=">= 4"))
+    assert sorted(items["name"]) == ["Amélie (2001)", "Léon (1994)"]
+
+
+def test_a_null_name_is_a_missing_name_not_none(tmp_path):
+    names = {"10": None, **{str(i): f"Book {i}" for i in range(11, 30)}}
+    train = "".join(f"1\t{i}\t{i % 2}\n" for i in range(10, 30))
+    repairs = Repairs()
+    interactions, items = prepare_dataset("rekalm_original", original(tmp_path, train, names), PrepareOptions(), repairs)
+    assert items.set_index("item").loc["10", "name"] == ""
+    assert repairs.counts == {"items_without_name": 1}
+    assert dataset_stats(interactions, items, repairs)["repairs"] == {"items_without_name": 1}
+
+
+def test_names_that_look_like_nulls_are_kept(tmp_path):
+    files = {"ratings": write(tmp_path, "r.inter", RECBOLE_INTER.replace("Toy Story (1995)", "NA")), "items": write(tmp_path, "i.item", RECBOLE_ITEM.replace("Toy Story (1995)", "NA"))}
+    _, items = prepare_dataset("ml1m_recbole", files, PrepareOptions(like_if=">= 4"))
+    assert "NA" in set(items["name"])
+
+
+def test_a_names_file_missing_half_the_items_is_an_error(tmp_path):
+    train = "".join(f"1\t{i}\t1\n" for i in range(10))
+    with pytest.raises(ValueError, match=r"names\.json: 5 of 10 interacted items have no name \(more than max_unnamed_share=0\.1\)"):
+        prepare_dataset("rekalm_original", original(tmp_path, train, {str(i): f"B{i}" for i in range(5)}), PrepareOptions())
+    _, items = prepare_dataset("rekalm_original", original(tmp_path, train, {str(i): f"B{i}" for i in range(5)}), PrepareOptions(max_unnamed_share=0.5))
+    assert (items["name"] == "").sum() == 5
+
+
+def test_repeated_and_conflicting_pairs_are_counted(tmp_path):
+    train = "1\t10\t1\n1\t11\t0\n1\t10\t0\n2\t11\t1\n2\t11\t1\n"
+    repairs = Repairs()
+    interactions, _ = prepare_dataset("rekalm_original", original(tmp_path, train, {"10": "A", "11": "B"}), PrepareOptions(), repairs)
+    assert interactions[["user", "item", "liked"]].values.tolist() == [["1", "10", 1], ["1", "11", 0], ["2", "11", 1], ["9", "10", 1]]
+    assert repairs.counts == {"repeated_pairs": 1, "conflicting_pairs": 1}
+
+
+def test_bgg_reviews_without_a_user_are_counted(tmp_path):
+    files = {
+        "ratings": write(tmp_path, "reviews.csv", "user,rating,ID\nann,8,13\n,9,13\nbob,3,13\n"),
+        "items": write(tmp_path, "games.csv", "id,primary,yearpublished,minplayers,playingtime,boardgamecategory,boardgamemechanic\n13,Catan,1995,3,120,[],[]\n"),
+    }
+    repairs = Repairs()
+    interactions, _ = prepare_dataset("bgg_kaggle", files, PrepareOptions(like_if="> 7"), repairs)
+    assert interactions["user"].tolist() == ["ann", "bob"] and repairs.counts == {"reviews_without_user": 1}
+
+
+def test_an_empty_id_names_its_row(tmp_path):
+    files = {"ratings": write(tmp_path, "r.inter", RECBOLE_INTER.replace("1m_2\tSe7en (1995)\t1", "\tSe7en (1995)\t1")), "items": write(tmp_path, "i.item", RECBOLE_ITEM)}
+    with pytest.raises(ValueError, match=r"r\.inter: column 'user_id:token' row 4: empty value"):
+        prepare_dataset("ml1m_recbole", files, PrepareOptions(like_if=">= 4"))
+
+
+def compressed(path: Path, data: bytes, suffix: str) -> Path:
+    import bz2
+    import gzip
+    import io
+    import zipfile
+
+    if suffix == ".gz":
+        blob = gzip.compress(data)
+    elif suffix == ".bz2":
+        blob = bz2.compress(data)
+    else:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
+            bundle.writestr(path.name, data)
+        blob = buffer.getvalue()
+    target = path.with_name(path.name + suffix)
+    target.write_bytes(blob[: len(blob) * 2 // 3])  # cut: a truncated download or copy
+    return target
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".zip"])
+def test_a_truncated_compressed_file_is_one_line_naming_it(tmp_path, suffix):
+    ratings = compressed(tmp_path / "ratings.dat", ("".join(f"{u}::1::5::{u}\n" for u in range(2000))).encode(), suffix)
+    files = {"ratings": ratings, "items": write(tmp_path, "movies.dat", GROUPLENS_MOVIES)}
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/ratings\.dat{suffix}: cannot be read .*truncated or corrupt\? download it again$") as error:
+        prepare_dataset("ml1m_grouplens", files, PrepareOptions(like_if=">= 4"))
+    assert "\n" not in str(error.value)
+
+
+def test_a_non_utf8_json_names_the_file(tmp_path):
+    files = original(tmp_path, "1\t10\t1\n", "{}")
+    files["names"].write_bytes('{"10": "Amélie"}'.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"names\.json: not UTF-8 \(byte 10: b'\\xe9'\); JSON must be UTF-8$"):
+        prepare_dataset("rekalm_original", files, PrepareOptions())
+
+
+def test_a_json_name_that_is_not_text_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match=r"names\.json: entry '10': expected a name \(string\), got list"):
+        prepare_dataset("rekalm_original", original(tmp_path, "1\t10\t1\n", {"10": ["A", "B"]}), PrepareOptions())
+
+
+# --- empty input is an error ------------------------------------------------------------
+
+
+def test_an_empty_ratings_file_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match=r"ratings\.dat: the file is empty"):
+        prepare_dataset("ml1m_grouplens", grouplens(tmp_path, ratings=""), PrepareOptions(like_if=">= 4"))
+    header_only = {"ratings": write(tmp_path, "r.inter", RECBOLE_INTER.splitlines(True)[0]), "items": write(tmp_path, "i.item", RECBOLE_ITEM)}
+    with pytest.raises(ValueError, match=r"r\.inter: no interactions in the file"):
+        prepare_dataset("ml1m_recbole", header_only, PrepareOptions(like_if=">= 4"))
+
+
+def test_filters_that_drop_every_user_are_an_error(tmp_path):
+    with pytest.raises(ValueError, match=r"the user filters keep none of the 2 users \(min_user_interactions=11, max_user_interactions=99"):
+        prepare_dataset("ml1m_grouplens", grouplens(tmp_path), PrepareOptions(like_if=">= 4", min_user_interactions=11, max_user_interactions=99))
+
+
+# --- one display name everywhere --------------------------------------------------------
+
+
+def test_names_with_line_breaks_are_shown_and_scored_the_same(tmp_path):
+    from rekalm.prompts import RankingRequest, ranking_answer, render_ranking_prompt
+
+    raw = {"10": "Amélie\n(2001)", "11": "Léon:\r\nThe Professional", "12": "Heat\t (1995) ", "13": "Ran\u2028(1985)", "14": "Se7en"}
+    train = "".join(f"1\t{i}\t1\n" for i in raw)
+    repairs = Repairs()
+    _, items = prepare_dataset("rekalm_original", original(tmp_path, train, raw), PrepareOptions(), repairs)
+    names = dict(zip(items["item"], items["name"]))
+    assert names == {"10": "Amélie (2001)", "11": "Léon: The Professional", "12": "Heat (1995)", "13": "Ran (1985)", "14": "Se7en"}
+    assert repairs.counts == {"names_with_line_breaks_or_runs_of_spaces": 4}
+    # What the prompt lists and what the target (and inference) uses is the stored name.
+    prompt = render_ranking_prompt(None, RankingRequest("movie", [], [], list(names.values())))
+    candidates = prompt.split("Rank the following items:\n", 1)[1].split("\n\n", 1)[0].split("\n")
+    assert candidates == list(names.values())
+    assert ranking_answer(list(names.values())).split("\n")[1:] == [f"{rank}. {name}" for rank, name in enumerate(names.values(), start=1)]

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rekalm.split import SplitConfig, original_sample, split_interactions, split_stats
+from rekalm.split import SplitConfig, original_sample, select_test_users, split_interactions, split_stats
 
 
 def make_interactions(users: int = 50, seed: int = 0) -> pd.DataFrame:
@@ -111,7 +111,7 @@ def test_user_without_likes_and_single_interactions():
     interactions = pd.DataFrame(
         {"user": ["a", "a", "b", "c", "c"], "item": ["1", "2", "1", "3", "4"], "liked": [0, 0, 1, 1, 0]}
     )
-    split, candidates = split_interactions(interactions, SplitConfig())
+    split, candidates = split_interactions(interactions, SplitConfig(test_fraction=0.67))  # 2 test users of 3
     a = split[split["user"] == "a"]
     assert (a["liked"] == 0).all() and (a["side"] == "held_out").sum() == 2  # int(0.5*2)+1 = 2
     assert split[split["user"] == "b"]["side"].tolist() == ["held_out"]
@@ -128,3 +128,25 @@ def test_split_stats_counts():
     assert stats["test"]["users"] + stats["train"]["users"] == 50
     assert stats["train"]["candidates_max"] <= 5
     assert stats["train"]["held_out"] == int((candidates["user_set"] == "train").sum())
+
+
+# --- an empty split is an error ---------------------------------------------------------
+
+
+def test_no_interactions_is_an_error():
+    with pytest.raises(ValueError, match=r"interactions: no rows, nothing to split"):
+        split_interactions(make_interactions().iloc[:0], SplitConfig())
+
+
+@pytest.mark.parametrize("method", ["original", "seeded"])
+def test_a_test_fraction_that_selects_no_test_user_is_an_error(method):
+    with pytest.raises(ValueError, match=r"split\.test_fraction=0\.2 of 4 users leaves no test user; raise split\.test_fraction"):
+        split_interactions(make_interactions(users=4), SplitConfig(method=method))
+
+
+def test_test_users_without_any_liked_candidate_is_an_error():
+    interactions = make_interactions(users=10)
+    test_users = select_test_users(list(pd.unique(interactions["user"])), SplitConfig())
+    interactions.loc[interactions["user"].isin(test_users), "liked"] = 0
+    with pytest.raises(ValueError, match=r"none of the 2 test users has a liked held-out item"):
+        split_interactions(interactions, SplitConfig())

@@ -3,12 +3,15 @@
 Snakemake puts this folder on ``sys.path`` when it runs a script, so every script can
 ``from _common import start`` before importing the library: it sends stderr and logging
 to the rule's log file and makes the ``rekalm`` package importable from the repository
-even where it is not pip-installed (e.g. inside a conda env built from envs/).
+even where it is not pip-installed (e.g. inside a conda env built from envs/). It also
+points matplotlib's config/cache folder at ``.snakemake/matplotlib`` in the working
+directory (unless ``MPLCONFIGDIR`` is set), so no job writes into ``$HOME``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +21,12 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+# Matplotlib's font cache would otherwise go to ~/.cache/matplotlib (or ~/.config).
+MPLCONFIGDIR = Path(".snakemake") / "matplotlib"
+
+
 def start(snakemake: Any) -> logging.Logger:
+    os.environ.setdefault("MPLCONFIGDIR", str(MPLCONFIGDIR.resolve()))
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     if snakemake.log:

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 from rekalm.io import write_json, write_parquet
-from rekalm.prepare import PrepareOptions, dataset_stats, prepare_dataset
+from rekalm.prepare import PrepareOptions, Repairs, dataset_stats, prepare_dataset
 
 manifest = json.loads(Path(snakemake.input[0]).read_text())
 files = {role: Path(entry["path"]) for role, entry in manifest.items()}
-interactions, items = prepare_dataset(snakemake.params.format, files, PrepareOptions(**snakemake.params.options))
-stats = dataset_stats(interactions, items)
+repairs = Repairs()
+interactions, items = prepare_dataset(snakemake.params.format, files, PrepareOptions(**snakemake.params.options), repairs)
+stats = dataset_stats(interactions, items, repairs)
 log.info("prepared %s: %s", snakemake.wildcards.dataset, stats)
 write_parquet(interactions, snakemake.output.interactions)
 write_parquet(items, snakemake.output.item_table)
