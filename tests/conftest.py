@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data" / "rekalm-original"
+# ../shared beside the checkout (CI); REKALM_ORIGINAL_DATA points elsewhere (a worktree).
+SHARED_DATA = Path(os.environ.get("REKALM_ORIGINAL_DATA") or REPO.parent / "shared" / "data" / "rekalm-original")
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
