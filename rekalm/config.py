@@ -135,8 +135,8 @@ def check_config(config: Config, schema_path: str | Path) -> None:
 
 
 def dataset_sources(config: Config, dataset: str) -> list[str]:
-    """The knowledge sources a dataset provides."""
-    return sorted(config["datasets"][dataset]["knowledge"])
+    """The knowledge sources a dataset provides (a source set to null is switched off)."""
+    return sorted(source for source, block in config["datasets"][dataset]["knowledge"].items() if block is not None)
 
 
 def ablations_for(config: Config, dataset: str, requested: list[str] | None = None) -> list[str]:

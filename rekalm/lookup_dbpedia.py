@@ -66,7 +66,7 @@ RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
 DBO_ABSTRACT = "http://dbpedia.org/ontology/abstract"
 DBO_REDIRECTS = "http://dbpedia.org/ontology/wikiPageRedirects"
 
-GraphSource = Literal["dbpedia", "attributes", "none"]
+GraphSource = Literal["dbpedia", "attributes", "original", "none"]
 TextSource = Literal["dbpedia", "none"]
 
 
@@ -148,8 +148,8 @@ class KnowledgeRoute:
         knowledge = knowledge or {}
         graph = (knowledge.get("graph") or {}).get("source", "none")
         text = (knowledge.get("text") or {}).get("source", "none")
-        if graph not in ("dbpedia", "attributes", "none"):
-            raise ValueError(f"knowledge.graph.source: expected 'dbpedia' or 'attributes', got {graph!r}")
+        if graph not in ("dbpedia", "attributes", "original", "none"):
+            raise ValueError(f"knowledge.graph.source: expected 'dbpedia', 'attributes' or 'original', got {graph!r}")
         if text not in ("dbpedia", "none"):
             raise ValueError(f"knowledge.text.source: expected 'dbpedia', got {text!r}")
         return cls(graph, text)
@@ -665,9 +665,7 @@ def _assemble(
         "queries": queries,
         "cache_hits": counters.cache_hits,
         "cache_hit_rate": round(counters.cache_hits / queries, 4) if queries else None,
-        "triples": len(triples),
-        "triples_by_relation": {str(k): int(v) for k, v in triples["relation"].value_counts(sort=False).items()},
-        "items_with_triples": int(triples["item"].nunique()),
+        **triple_stats(triples),
         "abstracts": len(abstract_table),
     }
     log.info(
@@ -679,6 +677,14 @@ def _assemble(
         stats["cache_hits"],
     )
     return LookupResult(triples=triples, abstracts=abstract_table, mapping=mapping, stats=stats)
+
+
+def triple_stats(triples: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "triples": len(triples),
+        "triples_by_relation": {str(k): int(v) for k, v in triples["relation"].value_counts(sort=False).items()},
+        "items_with_triples": int(triples["item"].nunique()),
+    }
 
 
 def write_lookup(
@@ -704,14 +710,19 @@ def lookup_dbpedia_files(
     domain_name: str,
     domain: Mapping[str, Any],
     dbpedia: Mapping[str, Any] | None,
+    original_files: Mapping[str, Path] | None = None,
 ) -> LookupResult:
-    """The stage on files: read items.parquet, look up, write the four outputs atomically."""
+    """The stage on files: read items.parquet, look up, write the four outputs atomically.
+    ``original_files`` (role -> path) feed ``graph: {source: original}``."""
     items = read_parquet(items_path, required=["item", "name"])
-    result = lookup_knowledge(
-        items,
-        KnowledgeRoute.from_config(knowledge),
-        DomainSettings.from_config(domain_name, domain),
-        DbpediaSettings.from_config(dbpedia),
-    )
+    route = KnowledgeRoute.from_config(knowledge)
+    domain_settings = DomainSettings.from_config(domain_name, domain)
+    result = lookup_knowledge(items, route, domain_settings, DbpediaSettings.from_config(dbpedia))
+    if route.graph == "original":
+        from rekalm.original_knowledge import OriginalGraphSettings, original_triples  # imports this module
+
+        graph = original_triples(items, original_files or {}, domain_settings, OriginalGraphSettings.from_config((knowledge or {})["graph"]))
+        result.triples = graph.triples
+        result.stats.update(graph_source="original", **graph.stats, **triple_stats(graph.triples))
     write_lookup(result, triples_path, abstracts_path, mapping_path, stats_path)
     return result
