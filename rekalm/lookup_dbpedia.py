@@ -360,21 +360,26 @@ def label_candidates(name: str, year: int | None, qualifiers: Sequence[str]) -> 
     return list(dict.fromkeys(labels))
 
 
-def label_query(requests: Sequence[tuple[int, str]], domain: DomainSettings, language: str) -> str:
-    """Entities whose English label is one of the candidate labels, with type and date."""
-    pairs = " ".join(f"({key} {sparql_string(label, language)})" for key, label in requests)
+def label_query(labels: Sequence[str], domain: DomainSettings, language: str) -> str:
+    """Entities whose English label is one of the candidate labels, with type and date.
+
+    One variable per VALUES block: Virtuoso 7.2 (DBpedia's engine) answers a leading
+    two-variable block such as ``VALUES (?key ?label) {(0 "a") (0 "b")}`` with no rows at
+    all, so the caller maps labels back to its items itself.
+    """
+    terms = " ".join(sparql_string(label, language) for label in labels)
     type_filter = ""
     if domain.dbpedia_types:
         type_filter = f"?entity <{RDF_TYPE}> ?type .\n  {values_block('type', [sparql_iri(t) for t in domain.dbpedia_types])}"
     date = f"OPTIONAL {{ ?entity {sparql_iri(domain.year_property)} ?date }}" if domain.year_property else ""
     return (
-        "SELECT DISTINCT ?key ?label ?entity ?date WHERE {\n"
-        f"  VALUES (?key ?label) {{ {pairs} }}\n"
+        "SELECT DISTINCT ?label ?entity ?date WHERE {\n"
+        f"  VALUES ?label {{ {terms} }}\n"
         f"  ?entity <{RDFS_LABEL}> ?label .\n"
         f"  {type_filter}\n"
         f"  {date}\n"
         "}\n"
-        "ORDER BY ?key ?label ?entity ?date"
+        "ORDER BY ?label ?entity ?date"
     )
 
 
@@ -421,15 +426,16 @@ def lookup_labels(items: pd.DataFrame, client: SparqlClient, domain: DomainSetti
     batches = [rows[start : start + settings.batch_size] for start in range(0, len(rows), settings.batch_size)]
     for batch in tqdm(batches, desc="lookup_dbpedia labels", unit="batch", mininterval=10, disable=not batches):
         candidates = [label_candidates(str(row.name), _item_year(row), domain.label_qualifiers) for row in batch]
-        requests = [(key, label) for key, labels in enumerate(candidates) for label in labels]
-        bindings = client.select_pages(label_query(requests, domain, settings.language), settings.page_size)
-        by_key: dict[int, list[Binding]] = {}
+        labels = list(dict.fromkeys(label for item_labels in candidates for label in item_labels))
+        bindings = client.select_pages(label_query(labels, domain, settings.language), settings.page_size)
+        by_label: dict[str, list[Binding]] = {}
         for binding in bindings:
-            if "key" in binding and "label" in binding:
-                by_key.setdefault(int(binding["key"]["value"]), []).append(binding)
+            if "label" in binding:
+                by_label.setdefault(binding["label"]["value"], []).append(binding)
         for key, row in enumerate(batch):
             year = _item_year(row) or split_title_year(str(row.name))[1]
-            entity = choose_entity(candidates[key], by_key.get(key, []), year, settings.year_tolerance)
+            rows = [binding for label in candidates[key] for binding in by_label.get(label, [])]
+            entity = choose_entity(candidates[key], rows, year, settings.year_tolerance)
             if entity is not None:
                 found[str(row.item)] = entity
     return found

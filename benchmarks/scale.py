@@ -1,0 +1,193 @@
+"""BoardGameGeek at its real size, through the workflow: wall time and peak RSS per stage.
+
+BGG after the original's filters has 6.3 M ratings by 168,733 users (each with 11-99
+reviews) on 21,772 games. The Kaggle dump needs a login, so this script writes a
+BGG-shaped stand-in in the ``bgg_kaggle`` format (``bgg-19m-reviews.csv`` +
+``games_detailed_info.csv``), seeded: user activity is a truncated power law on 11..99
+with the real mean (37.3 reviews), game popularity a Zipf law (exponent 1, so the most
+popular game has ~5 % of users and every game is rated), ratings on BGG's 1-10 scale
+around a per-game quality, likes = rating > 7 (the config's rule).
+
+It then runs ``snakemake`` once per stage (prepare -> split -> mine_rules -> lookup
+(attributes) -> lexicalize -> prepare_model (tokenizer) -> build_sets -> baselines),
+each in its own process, and prints the stage's wall time and the peak RSS of its
+largest process (``getrusage(RUSAGE_CHILDREN)``):
+
+    nice -n 10 .venv/bin/python benchmarks/scale.py [--out DIR] [--users N] [--cores 2]
+
+``--users`` scales the generated data down (ratings and games in proportion) for a quick
+look; the figures in the README come from the default full size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "benchmarks" / "out" / "scale"
+
+USERS = 168_733
+ITEMS = 21_772
+RATINGS = 6_300_000
+MIN_REVIEWS, MAX_REVIEWS = 11, 99  # the original kept users with 10 < reviews < 100
+MECHANICS = ["Dice Rolling", "Hand Management", "Set Collection", "Worker Placement", "Area Majority / Influence", "Deck Building", "Tile Placement", "Cooperative Game", "Auction/Bidding", "Trading"]
+CATEGORIES = ["Strategy", "Card Game", "Fantasy", "Economic", "Wargame", "Party Game", "Abstract Strategy", "Science Fiction", "Adventure", "Medieval"]
+
+
+def review_counts(rng: np.random.Generator, users: int, total: int) -> np.ndarray:
+    """Reviews per user on 11..99, long-tailed (P(n) ~ n^-a), summing exactly to ``total``."""
+    support = np.arange(MIN_REVIEWS, MAX_REVIEWS + 1)
+    target_mean = total / users
+    low, high = 0.0, 5.0  # bisect the exponent so the distribution's mean is the target
+    for _ in range(60):
+        exponent = (low + high) / 2
+        weights = support.astype(float) ** -exponent
+        mean = float((support * weights).sum() / weights.sum())
+        low, high = (exponent, high) if mean > target_mean else (low, exponent)
+    counts = rng.choice(support, size=users, p=weights / weights.sum())
+    # Nudge single users by one review until the total is exact (stays within 11..99).
+    gap = total - int(counts.sum())
+    while gap:
+        step = 1 if gap > 0 else -1
+        movable = np.flatnonzero((counts + step >= MIN_REVIEWS) & (counts + step <= MAX_REVIEWS))
+        chosen = rng.choice(movable, size=min(abs(gap), len(movable)), replace=False)
+        counts[chosen] += step
+        gap = total - int(counts.sum())
+    return counts
+
+
+def sample_items(rng: np.random.Generator, counts: np.ndarray, items: int, chunk: int = 2000) -> np.ndarray:
+    """Each user's games, without repeats, by popularity (Zipf): Gumbel top-k per user."""
+    log_popularity = -np.log(np.arange(1, items + 1, dtype=np.float64))
+    picked = []
+    top = int(counts.max())
+    for start in range(0, len(counts), chunk):
+        block = counts[start : start + chunk]
+        keys = log_popularity + rng.gumbel(size=(len(block), items))
+        best = np.argpartition(-keys, top - 1, axis=1)[:, :top]
+        order = np.argsort(-np.take_along_axis(keys, best, axis=1), axis=1)
+        best = np.take_along_axis(best, order, axis=1)
+        picked.extend(row[:n] for row, n in zip(best, block))
+    return np.concatenate(picked)
+
+
+def write_dataset(out: Path, users: int, seed: int = 22) -> dict[str, object]:
+    """bgg-19m-reviews.csv and games_detailed_info.csv in the Kaggle layout."""
+    rng = np.random.default_rng(seed)
+    items = max(50, round(ITEMS * users / USERS))
+    total = round(RATINGS * users / USERS)
+    counts = review_counts(rng, users, total)
+    game_index = sample_items(rng, counts, items)
+    # Game ids are shuffled so that popularity is not the id order.
+    game_ids = rng.permutation(np.arange(1, items + 1) * 7 + 1000)
+    quality = rng.normal(0.0, 1.0, size=items)
+    taste = rng.normal(0.0, 0.8, size=users)
+    user_of_row = np.repeat(np.arange(users), counts)
+    rating = np.clip(np.round(2 * (6.8 + 0.9 * quality[game_index] + taste[user_of_row] + rng.normal(0, 1.1, size=len(game_index)))) / 2, 1, 10)
+    reviews = pd.DataFrame({"user": np.char.add("user", user_of_row.astype(str)), "rating": rating, "ID": game_ids[game_index]})
+    reviews = reviews.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # the dump is not grouped by user
+    out.mkdir(parents=True, exist_ok=True)
+    reviews.insert(0, "", np.arange(len(reviews)))
+    reviews["comment"] = ""
+    reviews["name"] = "Game " + reviews["ID"].astype(str)
+    reviews[["", "user", "rating", "comment", "ID", "name"]].to_csv(out / "bgg-19m-reviews.csv", index=False)
+
+    def literal_lists(pool: list[str]) -> list[str]:
+        picks = rng.integers(1, 4, size=items)
+        return [str([pool[j] for j in rng.choice(len(pool), size=n, replace=False)]) for n in picks]
+
+    games = pd.DataFrame(
+        {
+            "id": game_ids,
+            "primary": [f"Game {g}" for g in game_ids],
+            "yearpublished": rng.integers(1960, 2022, size=items),
+            "boardgamecategory": literal_lists(CATEGORIES),
+            "boardgamemechanic": literal_lists(MECHANICS),
+            "minplayers": rng.integers(1, 5, size=items),
+            "playingtime": rng.choice([15, 30, 45, 60, 90, 120, 180], size=items),
+        }
+    )
+    games.to_csv(out / "games_detailed_info.csv", index=False)
+    return {"ratings": int(len(reviews)), "users": int(users), "items": int(len(np.unique(game_index))), "liked_share": round(float((rating > 7).mean()), 3)}
+
+
+def stage_targets(names: list[str]) -> list[tuple[str, list[str]]]:
+    results = "results/bgg"
+    return [
+        ("download + prepare", [f"{results}/prepare/items.parquet"]),
+        ("split", [f"{results}/split/split.parquet"]),
+        ("mine_rules", [f"{results}/mine_rules/rules.parquet"]),
+        ("lookup (attributes)", [f"{results}/lookup_dbpedia/triples.parquet"]),
+        ("lexicalize collab + graph", [f"{results}/lexicalize/collab.jsonl", f"{results}/lexicalize/graph.jsonl"]),
+        ("prepare_model (tokenizer)", ["results/models/smollm2_135m/base"]),
+        ("build_sets collab_graph", [f"{results}/build_sets/collab_graph/stats.json"]),
+        *[(f"baselines {name}", [f"{results}/baselines/{name}/predictions.parquet"]) for name in names],
+    ]
+
+
+# Runs one command and prints the peak RSS of its largest descendant, in kilobytes.
+_MEASURE = "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)"
+
+
+def run_stage(workdir: Path, override: Path, targets: list[str], cores: int) -> tuple[float, float]:
+    """(wall seconds, peak RSS in GB) of one snakemake invocation building ``targets``."""
+    snakemake = Path(sys.executable).parent / "snakemake"
+    configs = [str(REPO / "config" / "config.yaml"), str(REPO / "config" / "domains.yaml"), str(override)]
+    command = [sys.executable, "-c", _MEASURE, str(snakemake), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", str(cores), "--quiet", "all", "--configfile", *configs, "--", *targets]
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    elapsed = time.monotonic() - started
+    if result.returncode != 0:
+        raise SystemExit(f"stage failed ({' '.join(targets)}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    peak_kb = int(result.stderr.strip().splitlines()[-1])
+    return elapsed, peak_kb / 1024**2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--users", type=int, default=USERS)
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--baselines", nargs="*", default=["popularity", "random", "itemknn", "bpr", "ease"])
+    args = parser.parse_args()
+    data = args.out / "data"
+    started = time.monotonic()
+    shape = write_dataset(data, args.users)
+    print(f"generated {shape} in {time.monotonic() - started:.0f} s -> {data}", flush=True)
+    override = args.out / "scale.yaml"
+    override.write_text(
+        yaml.safe_dump(
+            {
+                "run": {"datasets": ["bgg"], "ablations": [], "zero_shot": []},
+                "datasets": {
+                    "bgg": {
+                        "files": {"ratings": {"path": str(data / "bgg-19m-reviews.csv")}, "items": {"path": str(data / "games_detailed_info.csv")}},
+                        "model": "smollm2_135m",
+                    }
+                },
+            }
+        )
+    )
+    rows = []
+    print(f"{'stage':<28} {'wall s':>8} {'peak RSS GB':>12}", flush=True)
+    for stage, targets in stage_targets(args.baselines):
+        elapsed, peak = run_stage(args.out, override, targets, args.cores)
+        rows.append({"stage": stage, "wall_s": round(elapsed, 1), "peak_rss_gb": round(peak, 2)})
+        print(f"{stage:<28} {elapsed:>8.1f} {peak:>12.2f}", flush=True)
+    prepared = json.loads((args.out / "results/bgg/prepare/stats.json").read_text())
+    print(f"prepared: {prepared}")
+    (args.out / "scale.json").write_text(json.dumps({"generated": shape, "prepared": prepared, "stages": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
