@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +30,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from workflow_stages import run_stages  # noqa: E402 (benchmarks/ is not a package)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "out" / "scale"
@@ -135,24 +136,6 @@ def stage_targets(names: list[str]) -> list[tuple[str, list[str]]]:
     ]
 
 
-# Runs one command and prints the peak RSS of its largest descendant, in kilobytes.
-_MEASURE = "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)"
-
-
-def run_stage(workdir: Path, override: Path, targets: list[str], cores: int) -> tuple[float, float]:
-    """(wall seconds, peak RSS in GB) of one snakemake invocation building ``targets``."""
-    snakemake = Path(sys.executable).parent / "snakemake"
-    configs = [str(REPO / "config" / "config.yaml"), str(REPO / "config" / "domains.yaml"), str(override)]
-    command = [sys.executable, "-c", _MEASURE, str(snakemake), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", str(cores), "--quiet", "all", "--configfile", *configs, "--", *targets]
-    started = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    elapsed = time.monotonic() - started
-    if result.returncode != 0:
-        raise SystemExit(f"stage failed ({' '.join(targets)}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    peak_kb = int(result.stderr.strip().splitlines()[-1])
-    return elapsed, peak_kb / 1024**2
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -178,12 +161,7 @@ def main() -> None:
             }
         )
     )
-    rows = []
-    print(f"{'stage':<28} {'wall s':>8} {'peak RSS GB':>12}", flush=True)
-    for stage, targets in stage_targets(args.baselines):
-        elapsed, peak = run_stage(args.out, override, targets, args.cores)
-        rows.append({"stage": stage, "wall_s": round(elapsed, 1), "peak_rss_gb": round(peak, 2)})
-        print(f"{stage:<28} {elapsed:>8.1f} {peak:>12.2f}", flush=True)
+    rows = run_stages(args.out, [override], stage_targets(args.baselines), args.cores)
     prepared = json.loads((args.out / "results/bgg/prepare/stats.json").read_text())
     print(f"prepared: {prepared}")
     (args.out / "scale.json").write_text(json.dumps({"generated": shape, "prepared": prepared, "stages": rows}, indent=2) + "\n")
