@@ -15,6 +15,14 @@ SNAKEFILE = REPO / "Snakefile"
 CONFIG_FILES = [REPO / "config" / "config.yaml", REPO / "config" / "domains.yaml"]
 
 
+def load_config() -> dict[str, Any]:
+    """config.yaml + domains.yaml as the workflow loads them (before schema defaults)."""
+    config: dict[str, Any] = {}
+    for path in CONFIG_FILES:
+        config.update(yaml.safe_load(path.read_text()) or {})
+    return config
+
+
 def write_override(workdir: Path, override: dict[str, Any], name: str = "override.yaml") -> Path:
     path = workdir / name
     path.write_text(yaml.safe_dump(override))

@@ -11,18 +11,12 @@ from pathlib import Path
 
 import pytest
 from snakemake_helpers import CONFIG_FILES, api_run, local_original_files, planned_jobs, write_override
+from snakemake_helpers import load_config as shipped_config
 
-from rekalm.config import ConfigError, check_config, load_yaml, resolve_local_copies
+from rekalm.config import ConfigError, check_config, resolve_local_copies
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config" / "schema.yaml"
-
-
-def shipped_config() -> dict:
-    config: dict = {}
-    for path in CONFIG_FILES:
-        config.update(load_yaml(path))
-    return config
 
 
 def test_path_wins_over_url_and_keeps_the_checksum(tmp_path):
