@@ -29,7 +29,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +46,7 @@ from rekalm.sparql import (
     ClientSettings,
     QueryCache,
     RequestCounters,
+    ResultCapExceeded,
     SparqlClient,
     dump_fingerprint,
     local_sparql_endpoint,
@@ -518,6 +519,19 @@ def _batches(values: Sequence[str], size: int) -> list[list[str]]:
     return [list(values[start : start + size]) for start in range(0, len(values), size)]
 
 
+def select_batch(client: SparqlClient, batch: Sequence[str], make_query: Callable[[Sequence[str]], str], page_size: int) -> list[Binding]:
+    """All rows of ``make_query(batch)``; a batch whose answer exceeds the endpoint's row cap
+    (public DBpedia: 10,000, no paging past it) is split in halves until each fits."""
+    try:
+        return client.select_pages(make_query(batch), page_size)
+    except ResultCapExceeded:
+        if len(batch) == 1:
+            raise
+        middle = len(batch) // 2
+        log.info("a batch of %d URIs exceeds the endpoint's row cap; asking in halves", len(batch))
+        return select_batch(client, batch[:middle], make_query, page_size) + select_batch(client, batch[middle:], make_query, page_size)
+
+
 def fetch_facts(uris: Sequence[str], relations: Sequence[Relation], client: SparqlClient, settings: DbpediaSettings) -> pd.DataFrame:
     """(uri, relation, value) for every relation of the domain; one query per URI batch."""
     relation_of = {}
@@ -529,7 +543,7 @@ def fetch_facts(uris: Sequence[str], relations: Sequence[Relation], client: Spar
     if not relations:
         return pd.DataFrame(rows, columns=["uri", "relation", "value"], dtype="str")
     for batch in tqdm(_batches(uris, settings.batch_size), desc="lookup_dbpedia facts", unit="batch", mininterval=10, disable=not uris):
-        for binding in client.select_pages(facts_query(batch, relations, settings.language), settings.page_size):
+        for binding in select_batch(client, batch, lambda uris: facts_query(uris, relations, settings.language), settings.page_size):
             predicate = binding.get("p", {}).get("value")
             relation = relation_of.get(predicate)  # named by the returned predicate itself
             value = fact_value(binding)
@@ -543,7 +557,7 @@ def fetch_abstracts(uris: Sequence[str], client: SparqlClient, settings: Dbpedia
     """uri -> English abstract (the first in order when a page has several)."""
     abstracts: dict[str, str] = {}
     for batch in tqdm(_batches(uris, settings.batch_size), desc="lookup_dbpedia abstracts", unit="batch", mininterval=10, disable=not uris):
-        for binding in client.select_pages(abstracts_query(batch, settings.language), settings.page_size):
+        for binding in select_batch(client, batch, lambda uris: abstracts_query(uris, settings.language), settings.page_size):
             text = binding.get("abstract", {}).get("value", "").strip()
             if text and "uri" in binding:
                 abstracts.setdefault(binding["uri"]["value"], text)

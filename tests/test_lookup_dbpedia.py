@@ -51,6 +51,7 @@ from rekalm.sparql import (
     QueryCache,
     QueryRejected,
     RequestBudgetExhausted,
+    ResultCapExceeded,
     SparqlClient,
     SparqlError,
     load_rdf_store,
@@ -104,6 +105,10 @@ TRICKY_TITLES = [
 ]
 
 
+BIG_FILMS, BIG_FILM_SUBJECTS = 4, 3000
+DCT_SUBJECT = URIRef("http://purl.org/dc/terms/subject")
+
+
 def film_uri(number: int) -> URIRef:
     return DBR[f"Film_{number:03d}"]
 
@@ -152,6 +157,10 @@ def synthetic_graph() -> Graph:
         graph.add((DBR[uri], RDFS.label, Literal(label, lang="en")))
         if year:
             graph.add((DBR[uri], DBO.releaseDate, Literal(f"{year}-01-01", datatype=XSD.date)))
+    # Films with more facts between them than public DBpedia's row cap (ResultSetMaxRows).
+    for film in range(BIG_FILMS):
+        for category in range(BIG_FILM_SUBJECTS):
+            graph.add((DBR[f"Big_Film_{film}"], DCT_SUBJECT, DBR[f"Category:Big_{film}_{category}"]))
     return graph
 
 
@@ -396,6 +405,25 @@ def test_request_budget_stops_with_one_line_and_a_rerun_resumes(synthetic_endpoi
     resumed = lookup_knowledge(items, BOTH, MOVIE, resumed_settings, client_for(synthetic_endpoint, resumed_settings))
     assert resumed.stats["cache_hits"] == 2
     assert resumed.stats["requests_made"] == 2 * math.ceil(N_FILMS / 20) - 2
+
+
+def test_an_answer_over_the_row_cap_is_asked_for_in_smaller_batches(synthetic_endpoint, tmp_path):
+    """Virtuoso caps answers at ResultSetMaxRows (10,000) and refuses to sort or page past
+    it; a batch whose facts exceed the cap is split, and nothing is cut silently."""
+    uris = [str(DBR[f"Big_Film_{film}"]) for film in range(BIG_FILMS)]
+    items = pd.DataFrame({"item": [f"big{n}" for n in range(BIG_FILMS)], "name": [f"Big {n}" for n in range(BIG_FILMS)], "dbpedia_uri": uris})
+    settings = fast_settings(tmp_path)  # page_size 10,000: public DBpedia's cap
+    result = lookup_knowledge(items, KnowledgeRoute("dbpedia", "none"), MOVIE, settings, client_for(synthetic_endpoint, settings))
+    assert len(result.triples) == BIG_FILMS * BIG_FILM_SUBJECTS
+    for film in range(BIG_FILMS):
+        values = set(result.triples.loc[result.triples["item"] == f"big{film}", "value"])
+        assert values == {f"Big {film} {category}" for category in range(BIG_FILM_SUBJECTS)}
+    client = client_for(synthetic_endpoint, fast_settings(tmp_path / "plain", cache_dir=None))
+    try:
+        rows = client.select(f"SELECT ?s ?o WHERE {{ ?s <{DCT_SUBJECT}> ?o }}")
+    except ResultCapExceeded:
+        return  # Virtuoso: flagged, not cut
+    assert len(rows) == BIG_FILMS * BIG_FILM_SUBJECTS
 
 
 KILLED_RUN = """
