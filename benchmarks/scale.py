@@ -4,8 +4,8 @@ BGG after the original's filters has 6.3 M ratings by 168,733 users (each with 1
 reviews) on 21,772 games. The Kaggle dump needs a login, so this script writes a
 BGG-shaped stand-in in the ``bgg_kaggle`` format (``bgg-19m-reviews.csv`` +
 ``games_detailed_info.csv``), seeded: user activity is a truncated power law on 11..99
-with the real mean (37.3 reviews), game popularity a Zipf law (exponent 1, so the most
-popular game has ~5 % of users and every game is rated), ratings on BGG's 1-10 scale
+with the real mean (37.3 reviews), game popularity a Zipf-Mandelbrot law (the top game
+rated by ~18 % of users, every game by some), ratings on BGG's 1-10 scale
 around a per-game quality, likes = rating > 7 (the config's rule).
 
 It then runs ``snakemake`` once per stage (prepare -> split -> mine_rules -> lookup
@@ -41,6 +41,10 @@ USERS = 168_733
 ITEMS = 21_772
 RATINGS = 6_300_000
 MIN_REVIEWS, MAX_REVIEWS = 11, 99  # the original kept users with 10 < reviews < 100
+# Game popularity p(rank) ~ 1 / (rank + 30) at 21,772 games (Zipf-Mandelbrot; the offset
+# scales with the number of games): at full size the top game is rated by ~18 % of users,
+# the median game by ~90, the least popular by ~40.
+POPULARITY_OFFSET_SHARE = 30 / ITEMS
 MECHANICS = ["Dice Rolling", "Hand Management", "Set Collection", "Worker Placement", "Area Majority / Influence", "Deck Building", "Tile Placement", "Cooperative Game", "Auction/Bidding", "Trading"]
 CATEGORIES = ["Strategy", "Card Game", "Fantasy", "Economic", "Wargame", "Party Game", "Abstract Strategy", "Science Fiction", "Adventure", "Medieval"]
 
@@ -68,8 +72,9 @@ def review_counts(rng: np.random.Generator, users: int, total: int) -> np.ndarra
 
 
 def sample_items(rng: np.random.Generator, counts: np.ndarray, items: int, chunk: int = 2000) -> np.ndarray:
-    """Each user's games, without repeats, by popularity (Zipf): Gumbel top-k per user."""
-    log_popularity = -np.log(np.arange(1, items + 1, dtype=np.float64))
+    """Each user's games, without repeats, by popularity: Gumbel top-k per user (keys
+    log p + Gumbel noise; the k largest are a draw without replacement proportional to p)."""
+    log_popularity = -np.log(np.arange(1, items + 1, dtype=np.float64) + POPULARITY_OFFSET_SHARE * items)
     picked = []
     top = int(counts.max())
     for start in range(0, len(counts), chunk):
