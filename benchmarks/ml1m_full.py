@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from workflow_stages import run_stages  # noqa: E402 (benchmarks/ is not a package)
+from workflow_stages import cpu_stages, run_stages  # noqa: E402 (benchmarks/ is not a package)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "rekalm-original"
@@ -40,22 +40,6 @@ def override(data: Path) -> dict[str, object]:
     }
 
 
-def stages() -> list[tuple[str, list[str]]]:
-    results = "results/ml1m"
-    return [
-        ("download + prepare", [f"{results}/prepare/items.parquet"]),
-        ("split", [f"{results}/split/split.parquet"]),
-        ("mine_rules", [f"{results}/mine_rules/rules.parquet"]),
-        ("lookup (original)", [f"{results}/lookup_dbpedia/triples.parquet"]),
-        ("lexicalize collab + graph", [f"{results}/lexicalize/collab.jsonl", f"{results}/lexicalize/graph.jsonl"]),
-        ("prepare_model (tokenizer)", ["results/models/smollm2_135m/base"]),
-        ("build_sets collab_graph", [f"{results}/build_sets/collab_graph/stats.json"]),
-        *[(f"baselines {name}", [f"{results}/baselines/{name}/predictions.parquet"]) for name in BASELINES],
-        ("evaluate (5 baselines)", [f"{results}/metrics/{name}.json" for name in BASELINES]),
-        ("compare", [f"{results}/compare/table.md"]),
-    ]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -67,7 +51,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     config = args.out / "ml1m_full.yaml"
     config.write_text(yaml.safe_dump(override(args.data)))
-    rows = run_stages(args.out, [config], stages(), args.cores)
+    rows = run_stages(args.out, [config], cpu_stages("ml1m", "original", BASELINES, evaluate=True), args.cores)
     results = args.out / "results/ml1m"
     summary = {
         "prepared": json.loads((results / "prepare/stats.json").read_text()),

@@ -32,7 +32,7 @@ import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from workflow_stages import run_stages  # noqa: E402 (benchmarks/ is not a package)
+from workflow_stages import cpu_stages, run_stages  # noqa: E402 (benchmarks/ is not a package)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "out" / "scale"
@@ -127,20 +127,6 @@ def write_dataset(out: Path, users: int, seed: int = 22) -> dict[str, object]:
     return {"ratings": int(len(reviews)), "users": int(users), "items": int(len(np.unique(game_index))), "liked_share": round(float((rating > 7).mean()), 3)}
 
 
-def stage_targets(names: list[str]) -> list[tuple[str, list[str]]]:
-    results = "results/bgg"
-    return [
-        ("download + prepare", [f"{results}/prepare/items.parquet"]),
-        ("split", [f"{results}/split/split.parquet"]),
-        ("mine_rules", [f"{results}/mine_rules/rules.parquet"]),
-        ("lookup (attributes)", [f"{results}/lookup_dbpedia/triples.parquet"]),
-        ("lexicalize collab + graph", [f"{results}/lexicalize/collab.jsonl", f"{results}/lexicalize/graph.jsonl"]),
-        ("prepare_model (tokenizer)", ["results/models/smollm2_135m/base"]),
-        ("build_sets collab_graph", [f"{results}/build_sets/collab_graph/stats.json"]),
-        *[(f"baselines {name}", [f"{results}/baselines/{name}/predictions.parquet"]) for name in names],
-    ]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -166,7 +152,7 @@ def main() -> None:
             }
         )
     )
-    rows = run_stages(args.out, [override], stage_targets(args.baselines), args.cores)
+    rows = run_stages(args.out, [override], cpu_stages("bgg", "attributes", args.baselines, evaluate=False), args.cores)
     prepared = json.loads((args.out / "results/bgg/prepare/stats.json").read_text())
     print(f"prepared: {prepared}")
     (args.out / "scale.json").write_text(json.dumps({"generated": shape, "prepared": prepared, "stages": rows}, indent=2) + "\n")

@@ -22,6 +22,25 @@ CONFIG_FILES = [REPO / "config" / "config.yaml", REPO / "config" / "domains.yaml
 _MEASURE = "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)"
 
 
+def cpu_stages(dataset: str, lookup: str, baselines: Sequence[str], evaluate: bool) -> list[tuple[str, list[str]]]:
+    """(stage name, targets) from prepare to the baselines (and evaluate + compare): the
+    `collab_graph` training set, with SmolLM2's tokenizer for the token counts."""
+    results = f"results/{dataset}"
+    stages = [
+        ("download + prepare", [f"{results}/prepare/items.parquet"]),
+        ("split", [f"{results}/split/split.parquet"]),
+        ("mine_rules", [f"{results}/mine_rules/rules.parquet"]),
+        (f"lookup ({lookup})", [f"{results}/lookup_dbpedia/triples.parquet"]),
+        ("lexicalize collab + graph", [f"{results}/lexicalize/collab.jsonl", f"{results}/lexicalize/graph.jsonl"]),
+        ("prepare_model (tokenizer)", ["results/models/smollm2_135m/base"]),
+        ("build_sets collab_graph", [f"{results}/build_sets/collab_graph/stats.json"]),
+        *[(f"baselines {name}", [f"{results}/baselines/{name}/predictions.parquet"]) for name in baselines],
+    ]
+    if evaluate:
+        stages += [(f"evaluate ({len(baselines)} baselines)", [f"{results}/metrics/{name}.json" for name in baselines]), ("compare", [f"{results}/compare/table.md"])]
+    return stages
+
+
 def run_stage(workdir: Path, overrides: Sequence[Path], targets: Sequence[str], cores: int) -> tuple[float, float]:
     """(wall seconds, peak RSS in GB) of one snakemake invocation building ``targets``."""
     snakemake = Path(sys.executable).parent / "snakemake"
