@@ -14,6 +14,7 @@ each in its own process, and prints the stage's wall time and the peak RSS of it
 largest process (``getrusage(RUSAGE_CHILDREN)``):
 
     nice -n 10 .venv/bin/python benchmarks/scale.py [--out DIR] [--users N] [--cores 2]
+        [--baselines-first] [--one-grid-point]
 
 ``--users`` scales the generated data down (ratings and games in proportion) for a quick
 look; the figures in the README come from the default full size.
@@ -135,26 +136,37 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=USERS)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--baselines", nargs="*", default=["popularity", "random", "itemknn", "bpr", "ease"])
+    parser.add_argument("--baselines-first", action="store_true", help="run the baselines before prepare_model and build_sets")
+    parser.add_argument("--one-grid-point", action="store_true", help="tune each baseline on its grid's first point only")
     args = parser.parse_args()
     data = args.out / "data"
-    started = time.monotonic()
-    shape = write_dataset(data, args.users)
-    print(f"generated {shape} in {time.monotonic() - started:.0f} s -> {data}", flush=True)
-    override = args.out / "scale.yaml"
-    override.write_text(
-        yaml.safe_dump(
-            {
-                "run": {"datasets": ["bgg"], "ablations": [], "zero_shot": []},
-                "datasets": {
-                    "bgg": {
-                        "files": {"ratings": {"path": str(data / "bgg-19m-reviews.csv")}, "items": {"path": str(data / "games_detailed_info.csv")}},
-                        "model": "smollm2_135m",
-                    }
-                },
+    shape_file = data / "shape.json"
+    if shape_file.is_file():  # same seed, same data: rewriting it would re-run every stage
+        shape = json.loads(shape_file.read_text())
+        print(f"reusing {shape} in {data}", flush=True)
+    else:
+        started = time.monotonic()
+        shape = write_dataset(data, args.users)
+        shape_file.write_text(json.dumps(shape))
+        print(f"generated {shape} in {time.monotonic() - started:.0f} s -> {data}", flush=True)
+    settings: dict[str, object] = {
+        "run": {"datasets": ["bgg"], "ablations": [], "zero_shot": []},
+        "datasets": {
+            "bgg": {
+                "files": {"ratings": {"path": str(data / "bgg-19m-reviews.csv")}, "items": {"path": str(data / "games_detailed_info.csv")}},
+                "model": "smollm2_135m",
             }
-        )
-    )
-    rows = run_stages(args.out, [override], cpu_stages("bgg", "attributes", args.baselines, evaluate=False), args.cores)
+        },
+    }
+    if args.one_grid_point:
+        grids = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["baselines"]["grids"]
+        settings["baselines"] = {"grids": {name: {key: values[:1] for key, values in grid.items()} for name, grid in grids.items()}}
+    override = args.out / "scale.yaml"
+    override.write_text(yaml.safe_dump(settings))
+    stages = cpu_stages("bgg", "attributes", args.baselines, evaluate=False)
+    if args.baselines_first:
+        stages.sort(key=lambda stage: stage[0].split()[0] in ("prepare_model", "build_sets"))  # stable
+    rows = run_stages(args.out, [override], stages, args.cores)
     prepared = json.loads((args.out / "results/bgg/prepare/stats.json").read_text())
     print(f"prepared: {prepared}")
     (args.out / "scale.json").write_text(json.dumps({"generated": shape, "prepared": prepared, "stages": rows}, indent=2) + "\n")
