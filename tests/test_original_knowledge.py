@@ -137,3 +137,18 @@ def test_movielens_relation_ids_are_resolved_from_their_values(original_data):
     by_relation = triples.groupby("relation")["value"].apply(set)
     assert "English language" in by_relation["language"] and "United States" in by_relation["country"]
     assert "Stephen King" in by_relation["basedOn"] and "Dean Cundey" not in by_relation["basedOn"]
+
+
+def test_the_original_source_needs_its_file_roles_at_start():
+    from snakemake_helpers import load_config
+
+    from rekalm.config import ConfigError, check_config
+
+    config = load_config()
+    config["datasets"]["bgg"]["knowledge"]["graph"] = {"source": "original"}
+    with pytest.raises(ConfigError, match=r"datasets\.bgg\.knowledge\.graph\.source: 'original' needs the file role\(s\) \['item_props', 'relations', 'entities', 'names'\]"):
+        check_config(config, REPO / "config" / "schema.yaml")
+    config = load_config()
+    config["datasets"]["dbbook"]["knowledge"]["graph"] = {"source": "original", "value_names": "labels"}
+    with pytest.raises(ConfigError, match=r"datasets\.dbbook\.knowledge\.graph\.value_names: 'labels' is not one of \['uri', 'original'\]"):
+        check_config(config, REPO / "config" / "schema.yaml")
