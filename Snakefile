@@ -4,13 +4,14 @@
 import sys
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 sys.path.insert(0, workflow.basedir)  # the `rekalm` package, installed or not
 
-from rekalm.config import check_config, check_config_files
+from rekalm.config import check_config, check_config_files, resolve_local_copies
 from rekalm.replicates import SUFFIX_PATTERN
 
 # Syntax errors and duplicate keys with file and line, before Snakemake reads the files.
@@ -23,6 +24,8 @@ configfile: "config/config.yaml"
 configfile: "config/domains.yaml"
 
 
+for change in resolve_local_copies(config):  # a local `path` wins over a `url`
+    logger.info(change)
 check_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
 validate(config, "config/schema.yaml")  # fills schema defaults
 

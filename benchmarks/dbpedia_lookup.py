@@ -42,27 +42,22 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "rekalm-original"
 DEFAULT_OUT = REPO / "benchmarks" / "out" / "dbpedia_lookup"
 
 DBO = "http://dbpedia.org/ontology/"
-DCT_SUBJECT = "http://purl.org/dc/terms/subject"
 
-# What the relation ids in movielens/item-prop/train.tsv actually hold, read from their
-# objects (id 2: Category:* pages, 5: Robert De Niro, Bruce Willis, ..., 8: Dean Cundey,
-# Roger Deakins, ..., 10: English_language, 11: United_States, ...). The shipped
-# mapping_relations.tsv pairs the same ids with other relations (8 = basedOn, 6 = country):
-# that mismatch is how the original wrote cinematographers as "based on" and editors as
-# "set in" (protocol.md defect 1).
-MOVIELENS_RELATION_OF_ID = {
-    "2": DCT_SUBJECT,
-    "3": DBO + "writer",
-    "4": DBO + "producer",
-    "5": DBO + "starring",
-    "6": DBO + "editing",
-    "7": DBO + "director",
-    "8": DBO + "cinematography",
-    "9": DBO + "musicComposer",
-    "10": DBO + "language",
-    "11": DBO + "country",
-    "12": DBO + "basedOn",
-}
+
+def movielens_relation_of_id() -> dict[str, str]:
+    """What the relation ids in movielens/item-prop/train.tsv actually hold: the table of
+    config.yaml (datasets.ml1m.knowledge.graph.relation_ids, read off the values; the
+    shipped mapping_relations.tsv pairs the same ids with other relations: the original's
+    MovieLens defect), each name turned into its relation IRI from config/domains.yaml."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    movie = yaml.safe_load((REPO / "config" / "domains.yaml").read_text())["domains"]["movie"]["relations"]
+    names = config["datasets"]["ml1m"]["knowledge"]["graph"]["relation_ids"]
+    return {str(number): movie[name]["uri"] for number, name in names.items()}
+
+
+MOVIELENS_RELATION_OF_ID = movielens_relation_of_id()
 
 
 @dataclass

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from scipy.linalg import cho_factor, cho_solve
+from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
@@ -157,6 +157,52 @@ def fit_bpr(data: Interactions, seed: int, threads: int, factors: int = 64, lr: 
     return lambda user_index, item_index: np.einsum("ij,ij->i", user_factors[user_index], item_factors[item_index])
 
 
+# SciPy's OpenBLAS (0.3.30, 32-bit indices) segfaults in dpotrf on large float64 matrices:
+# seen at 16,000 and 21,772 items (BoardGameGeek's size), while 12,000 works. Beyond 12,000
+# items EASE runs in float32 (spotrf/spotri checked at 21,772); a float32 matrix must stay
+# under 2^31 bytes (23,170 items).
+_FLOAT64_MAX_ITEMS = 12_000
+_LAPACK_MAX_BYTES = 2**31 - 1
+
+
+def lapack_dtype(size: int) -> type[np.floating]:
+    """float64 for a size x size matrix SciPy's LAPACK can take, else float32."""
+    if size <= _FLOAT64_MAX_ITEMS:
+        return np.float64
+    if size * size * 4 > _LAPACK_MAX_BYTES:
+        raise ValueError(f"EASE: {size} items exceed what SciPy's LAPACK (32-bit indices) can invert (at most 23,170); drop rare items first")
+    return np.float32
+
+
+def _spd_inverse(matrix: np.ndarray, block: int = 2048) -> np.ndarray:
+    """The inverse of a symmetric positive definite matrix, computed in its own memory.
+
+    LAPACK potrf + potri (Cholesky, then the inverse from it): n^3 flops and a single n^2
+    array, where a Cholesky solve against the identity costs 2.3 n^3 and holds two (EASE's
+    whole cost). potri fills one triangle; the other is copied over in row blocks so no
+    n^2 temporary is made. float64 up to 12,000 items, float32 beyond (1.9 GB at 21,772),
+    and a one-line error past float32's limit.
+    """
+    if matrix.dtype != lapack_dtype(matrix.shape[0]):
+        matrix = matrix.astype(lapack_dtype(matrix.shape[0]))
+    potrf, potri = (lapack.spotrf, lapack.spotri) if matrix.dtype == np.float32 else (lapack.dpotrf, lapack.dpotri)
+    # Symmetric: the transpose of a C-ordered array is the same matrix in LAPACK's Fortran
+    # order, as a view (np.asfortranarray would copy it).
+    matrix = matrix.T if matrix.flags.c_contiguous else np.asfortranarray(matrix)
+    factor, info = potrf(matrix, lower=False, overwrite_a=True, clean=False)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE: X'X + l2 I is not positive definite (potrf info {info})")
+    inverse, info = potri(factor, lower=False, overwrite_c=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE: inverse failed (potri info {info})")
+    for start in range(0, inverse.shape[0], block):
+        stop = min(start + block, inverse.shape[0])
+        inverse[start:stop, :start] = inverse[:start, start:stop].T  # upper triangle -> lower
+        rows = inverse[start:stop, start:stop]
+        rows[:] = np.triu(rows) + np.triu(rows, 1).T
+    return inverse
+
+
 def fit_ease(data: Interactions, seed: int, threads: int, l2: float = 500.0) -> PairScorer:
     """EASE (Steck 2019): B = I - P diagMat(1/diag(P)), P = (X'X + l2 I)^-1; score = X_u B.
 
@@ -167,14 +213,13 @@ def fit_ease(data: Interactions, seed: int, threads: int, l2: float = 500.0) -> 
     solve to save memory and time; their score is 0.
     """
     active = np.flatnonzero(data.matrix.getnnz(axis=0) > 0)
-    active_matrix = data.matrix[:, active].astype(np.float64)
-    gram = (active_matrix.T @ active_matrix).toarray()
-    gram[np.diag_indices_from(gram)] += float(l2)
-    # X'X + l2 I is symmetric positive definite, so a Cholesky solve does (it costs fewer
-    # flops than a general inverse; this dense items^2 solve is EASE's whole cost). The
-    # in-place steps keep at most two items^2 arrays alive (EASE's memory peak).
-    weights = cho_solve(cho_factor(gram, overwrite_a=True), np.eye(len(active)), overwrite_b=True)
-    del gram
+    dtype = lapack_dtype(len(active))
+    if dtype != np.float64:
+        log.info("EASE: %d items: computed in float32 (SciPy's LAPACK crashes on float64 matrices this large)", len(active))
+    active_matrix = data.matrix[:, active].astype(dtype)
+    weights = (active_matrix.T @ active_matrix).toarray()
+    weights[np.diag_indices_from(weights)] += float(l2)
+    weights = _spd_inverse(weights)
     weights /= -np.diag(weights).copy()
     weights[np.diag_indices_from(weights)] = 0.0
 

@@ -24,6 +24,8 @@ import yaml
 log = logging.getLogger(__name__)
 
 Config = Mapping[str, Any]
+# The files `knowledge.graph.source: original` reads (rekalm.original_knowledge.FILE_ROLES).
+ORIGINAL_KNOWLEDGE_ROLES = ("item_props", "relations", "entities", "names")
 
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -115,6 +117,11 @@ def reference_errors(config: Config) -> list[str]:
         for key, block in (("model", "models"), ("training", "training"), ("inference", "inference")):
             if key in spec and block in config and spec[key] not in config[block]:
                 messages.append(f"datasets.{dataset}.{key}: {spec[key]!r} is not defined under {block} (known: {sorted(config[block])})")
+        graph = (spec.get("knowledge") or {}).get("graph") or {}
+        if graph.get("source") == "original":
+            missing = [role for role in ORIGINAL_KNOWLEDGE_ROLES if role not in spec["files"]]
+            if missing:
+                messages.append(f"datasets.{dataset}.knowledge.graph.source: 'original' needs the file role(s) {missing} under datasets.{dataset}.files")
         if "domains" in config and spec["domain"] not in config["domains"]:
             messages.append(f"datasets.{dataset}.domain: {spec['domain']!r} is not defined under domains (known: {sorted(config['domains'])})")
     return messages
@@ -135,19 +142,67 @@ def revision_errors(config: Config) -> list[str]:
     return messages
 
 
+FILE_ORIGINS = ("url", "path", "package")
+
+
+def resolve_local_copies(config: dict[str, Any]) -> list[str]:
+    """Apply the local-copy rule to every file spec, in place; return one line per change.
+
+    A user who holds a file points at it with ``path`` from an extra config file or
+    ``--config``, on top of the shipped spec that has a ``url``. Rule: a ``path`` wins over
+    ``url`` (and ``package``): the URL keys are dropped and the ``sha256`` is still checked
+    when given. A ``member`` spec's ``sha256`` pins the *archive*, not the extracted file
+    the path names, so it is dropped with the URL. Keys set to null count as absent.
+    """
+    changes = []
+    for dataset, spec in (config.get("datasets") or {}).items():
+        for role, file_spec in ((spec or {}).get("files") or {}).items():
+            if not isinstance(file_spec, dict):
+                continue
+            for key in [key for key, value in file_spec.items() if value is None and key != "path"]:
+                del file_spec[key]
+            if not file_spec.get("path"):
+                continue
+            dropped = [key for key in ("url", "package", "resource", "filename") if key in file_spec]
+            if "member" in file_spec:
+                dropped += ["member"] + (["sha256"] if "sha256" in file_spec else [])
+            for key in dropped:
+                del file_spec[key]
+            if dropped:
+                changes.append(f"datasets.{dataset}.files.{role}: local path {file_spec['path']} replaces {', '.join(dropped)}")
+    return changes
+
+
+def origin_errors(config: Config) -> list[str]:
+    """No file spec has two origins; the local paths of the datasets to run exist."""
+    messages = []
+    running = set(config["run"]["datasets"])
+    for dataset, spec in config["datasets"].items():
+        for role, file_spec in spec["files"].items():
+            where = f"datasets.{dataset}.files.{role}"
+            origins = [key for key in FILE_ORIGINS if file_spec.get(key)]
+            # No origin at all (BoardGameGeek's `path: null`) is left to the download job,
+            # so that the full grid can still be planned without the Kaggle files.
+            if len(origins) > 1:
+                messages.append(f"{where}: give one of url, path, package; got {origins}")
+            elif dataset in running and origins == ["path"] and not Path(str(file_spec["path"])).expanduser().is_file():
+                messages.append(f"{where}.path: {file_spec['path']} is not a file")
+    return messages
+
+
 def check_config(config: Config, schema_path: str | Path) -> None:
     """Raise ConfigError with the first problem, naming its key."""
     problems = schema_errors(config, load_yaml(schema_path))
     if not problems:
-        problems = reference_errors(config) + revision_errors(config)
+        problems = reference_errors(config) + revision_errors(config) + origin_errors(config)
     if problems:
         extra = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ConfigError(f"config: {problems[0]}{extra}")
 
 
 def dataset_sources(config: Config, dataset: str) -> list[str]:
-    """The knowledge sources a dataset provides."""
-    return sorted(config["datasets"][dataset]["knowledge"])
+    """The knowledge sources a dataset provides (a source set to null is switched off)."""
+    return sorted(source for source, block in config["datasets"][dataset]["knowledge"].items() if block is not None)
 
 
 def ablations_for(config: Config, dataset: str, requested: list[str] | None = None) -> list[str]:

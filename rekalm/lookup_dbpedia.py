@@ -29,7 +29,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +46,7 @@ from rekalm.sparql import (
     ClientSettings,
     QueryCache,
     RequestCounters,
+    ResultCapExceeded,
     SparqlClient,
     dump_fingerprint,
     local_sparql_endpoint,
@@ -66,7 +67,7 @@ RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
 DBO_ABSTRACT = "http://dbpedia.org/ontology/abstract"
 DBO_REDIRECTS = "http://dbpedia.org/ontology/wikiPageRedirects"
 
-GraphSource = Literal["dbpedia", "attributes", "none"]
+GraphSource = Literal["dbpedia", "attributes", "original", "none"]
 TextSource = Literal["dbpedia", "none"]
 
 
@@ -148,8 +149,8 @@ class KnowledgeRoute:
         knowledge = knowledge or {}
         graph = (knowledge.get("graph") or {}).get("source", "none")
         text = (knowledge.get("text") or {}).get("source", "none")
-        if graph not in ("dbpedia", "attributes", "none"):
-            raise ValueError(f"knowledge.graph.source: expected 'dbpedia' or 'attributes', got {graph!r}")
+        if graph not in ("dbpedia", "attributes", "original", "none"):
+            raise ValueError(f"knowledge.graph.source: expected 'dbpedia', 'attributes' or 'original', got {graph!r}")
         if text not in ("dbpedia", "none"):
             raise ValueError(f"knowledge.text.source: expected 'dbpedia', got {text!r}")
         return cls(graph, text)
@@ -360,21 +361,26 @@ def label_candidates(name: str, year: int | None, qualifiers: Sequence[str]) -> 
     return list(dict.fromkeys(labels))
 
 
-def label_query(requests: Sequence[tuple[int, str]], domain: DomainSettings, language: str) -> str:
-    """Entities whose English label is one of the candidate labels, with type and date."""
-    pairs = " ".join(f"({key} {sparql_string(label, language)})" for key, label in requests)
+def label_query(labels: Sequence[str], domain: DomainSettings, language: str) -> str:
+    """Entities whose English label is one of the candidate labels, with type and date.
+
+    One variable per VALUES block: Virtuoso 7.2 (DBpedia's engine) answers a leading
+    two-variable block such as ``VALUES (?key ?label) {(0 "a") (0 "b")}`` with no rows at
+    all, so the caller maps labels back to its items itself.
+    """
+    terms = " ".join(sparql_string(label, language) for label in labels)
     type_filter = ""
     if domain.dbpedia_types:
         type_filter = f"?entity <{RDF_TYPE}> ?type .\n  {values_block('type', [sparql_iri(t) for t in domain.dbpedia_types])}"
     date = f"OPTIONAL {{ ?entity {sparql_iri(domain.year_property)} ?date }}" if domain.year_property else ""
     return (
-        "SELECT DISTINCT ?key ?label ?entity ?date WHERE {\n"
-        f"  VALUES (?key ?label) {{ {pairs} }}\n"
+        "SELECT DISTINCT ?label ?entity ?date WHERE {\n"
+        f"  VALUES ?label {{ {terms} }}\n"
         f"  ?entity <{RDFS_LABEL}> ?label .\n"
         f"  {type_filter}\n"
         f"  {date}\n"
         "}\n"
-        "ORDER BY ?key ?label ?entity ?date"
+        "ORDER BY ?label ?entity ?date"
     )
 
 
@@ -421,15 +427,16 @@ def lookup_labels(items: pd.DataFrame, client: SparqlClient, domain: DomainSetti
     batches = [rows[start : start + settings.batch_size] for start in range(0, len(rows), settings.batch_size)]
     for batch in tqdm(batches, desc="lookup_dbpedia labels", unit="batch", mininterval=10, disable=not batches):
         candidates = [label_candidates(str(row.name), _item_year(row), domain.label_qualifiers) for row in batch]
-        requests = [(key, label) for key, labels in enumerate(candidates) for label in labels]
-        bindings = client.select_pages(label_query(requests, domain, settings.language), settings.page_size)
-        by_key: dict[int, list[Binding]] = {}
+        labels = list(dict.fromkeys(label for item_labels in candidates for label in item_labels))
+        bindings = client.select_pages(label_query(labels, domain, settings.language), settings.page_size)
+        by_label: dict[str, list[Binding]] = {}
         for binding in bindings:
-            if "key" in binding and "label" in binding:
-                by_key.setdefault(int(binding["key"]["value"]), []).append(binding)
+            if "label" in binding:
+                by_label.setdefault(binding["label"]["value"], []).append(binding)
         for key, row in enumerate(batch):
             year = _item_year(row) or split_title_year(str(row.name))[1]
-            entity = choose_entity(candidates[key], by_key.get(key, []), year, settings.year_tolerance)
+            rows = [binding for label in candidates[key] for binding in by_label.get(label, [])]
+            entity = choose_entity(candidates[key], rows, year, settings.year_tolerance)
             if entity is not None:
                 found[str(row.item)] = entity
     return found
@@ -512,6 +519,19 @@ def _batches(values: Sequence[str], size: int) -> list[list[str]]:
     return [list(values[start : start + size]) for start in range(0, len(values), size)]
 
 
+def select_batch(client: SparqlClient, batch: Sequence[str], make_query: Callable[[Sequence[str]], str], page_size: int) -> list[Binding]:
+    """All rows of ``make_query(batch)``; a batch whose answer exceeds the endpoint's row cap
+    (public DBpedia: 10,000, no paging past it) is split in halves until each fits."""
+    try:
+        return client.select_pages(make_query(batch), page_size)
+    except ResultCapExceeded:
+        if len(batch) == 1:
+            raise
+        middle = len(batch) // 2
+        log.info("a batch of %d URIs exceeds the endpoint's row cap; asking in halves", len(batch))
+        return select_batch(client, batch[:middle], make_query, page_size) + select_batch(client, batch[middle:], make_query, page_size)
+
+
 def fetch_facts(uris: Sequence[str], relations: Sequence[Relation], client: SparqlClient, settings: DbpediaSettings) -> pd.DataFrame:
     """(uri, relation, value) for every relation of the domain; one query per URI batch."""
     relation_of = {}
@@ -523,7 +543,7 @@ def fetch_facts(uris: Sequence[str], relations: Sequence[Relation], client: Spar
     if not relations:
         return pd.DataFrame(rows, columns=["uri", "relation", "value"], dtype="str")
     for batch in tqdm(_batches(uris, settings.batch_size), desc="lookup_dbpedia facts", unit="batch", mininterval=10, disable=not uris):
-        for binding in client.select_pages(facts_query(batch, relations, settings.language), settings.page_size):
+        for binding in select_batch(client, batch, lambda uris: facts_query(uris, relations, settings.language), settings.page_size):
             predicate = binding.get("p", {}).get("value")
             relation = relation_of.get(predicate)  # named by the returned predicate itself
             value = fact_value(binding)
@@ -537,7 +557,7 @@ def fetch_abstracts(uris: Sequence[str], client: SparqlClient, settings: Dbpedia
     """uri -> English abstract (the first in order when a page has several)."""
     abstracts: dict[str, str] = {}
     for batch in tqdm(_batches(uris, settings.batch_size), desc="lookup_dbpedia abstracts", unit="batch", mininterval=10, disable=not uris):
-        for binding in client.select_pages(abstracts_query(batch, settings.language), settings.page_size):
+        for binding in select_batch(client, batch, lambda uris: abstracts_query(uris, settings.language), settings.page_size):
             text = binding.get("abstract", {}).get("value", "").strip()
             if text and "uri" in binding:
                 abstracts.setdefault(binding["uri"]["value"], text)
@@ -665,9 +685,7 @@ def _assemble(
         "queries": queries,
         "cache_hits": counters.cache_hits,
         "cache_hit_rate": round(counters.cache_hits / queries, 4) if queries else None,
-        "triples": len(triples),
-        "triples_by_relation": {str(k): int(v) for k, v in triples["relation"].value_counts(sort=False).items()},
-        "items_with_triples": int(triples["item"].nunique()),
+        **triple_stats(triples),
         "abstracts": len(abstract_table),
     }
     log.info(
@@ -679,6 +697,14 @@ def _assemble(
         stats["cache_hits"],
     )
     return LookupResult(triples=triples, abstracts=abstract_table, mapping=mapping, stats=stats)
+
+
+def triple_stats(triples: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "triples": len(triples),
+        "triples_by_relation": {str(k): int(v) for k, v in triples["relation"].value_counts(sort=False).items()},
+        "items_with_triples": int(triples["item"].nunique()),
+    }
 
 
 def write_lookup(
@@ -704,14 +730,19 @@ def lookup_dbpedia_files(
     domain_name: str,
     domain: Mapping[str, Any],
     dbpedia: Mapping[str, Any] | None,
+    original_files: Mapping[str, Path] | None = None,
 ) -> LookupResult:
-    """The stage on files: read items.parquet, look up, write the four outputs atomically."""
+    """The stage on files: read items.parquet, look up, write the four outputs atomically.
+    ``original_files`` (role -> path) feed ``graph: {source: original}``."""
     items = read_parquet(items_path, required=["item", "name"])
-    result = lookup_knowledge(
-        items,
-        KnowledgeRoute.from_config(knowledge),
-        DomainSettings.from_config(domain_name, domain),
-        DbpediaSettings.from_config(dbpedia),
-    )
+    route = KnowledgeRoute.from_config(knowledge)
+    domain_settings = DomainSettings.from_config(domain_name, domain)
+    result = lookup_knowledge(items, route, domain_settings, DbpediaSettings.from_config(dbpedia))
+    if route.graph == "original":
+        from rekalm.original_knowledge import OriginalGraphSettings, original_triples  # imports this module
+
+        graph = original_triples(items, original_files or {}, domain_settings, OriginalGraphSettings.from_config((knowledge or {})["graph"]))
+        result.triples = graph.triples
+        result.stats.update(graph_source="original", **graph.stats, **triple_stats(graph.triples))
     write_lookup(result, triples_path, abstracts_path, mapping_path, stats_path)
     return result

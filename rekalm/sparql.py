@@ -68,6 +68,13 @@ class QueryRejected(SparqlError):
     """The endpoint answered HTTP 400: retrying the same text cannot help."""
 
 
+class ResultCapExceeded(SparqlError):
+    """The answer is larger than the endpoint's row cap (Virtuoso's ResultSetMaxRows, 10,000
+    on public DBpedia): Virtuoso refuses to sort past it (error SR353) and cuts unsorted
+    answers at it, flagged only by ``X-SPARQL-MaxRows``. Asking for fewer rows (a smaller
+    batch) helps; retrying the same text cannot."""
+
+
 def one_line(text: object, limit: int = 300) -> str:
     """Collapse whitespace so an error stays on one log line, and keep it short."""
     flat = " ".join(str(text).split())
@@ -415,12 +422,16 @@ class SparqlClient:
                         # its "anytime" timeout fires and flags it only in this header; caching
                         # it would silently lose facts for good.
                         partial = response.response.headers.get("X-SQL-State")
+                        row_cap = response.response.headers.get("X-SPARQL-MaxRows")
                         payload = response.convert()
                     finally:
                         response.response.close()
             except urllib.error.HTTPError as error:
+                body = _body(error)
                 if error.code == 400:
-                    raise QueryRejected(one_line(f"SPARQL endpoint {self.endpoint} rejected the query (HTTP 400): {_body(error)}")) from None
+                    raise QueryRejected(one_line(f"SPARQL endpoint {self.endpoint} rejected the query (HTTP 400): {body}")) from None
+                if error.code == 500 and "SR353" in body:  # Virtuoso: "Sorted TOP clause specifies more then N rows"
+                    raise ResultCapExceeded(one_line(f"SPARQL endpoint {self.endpoint} will not sort more rows than its cap: {body}")) from None
                 if error.code in (401, 403, 404, 414):
                     raise SparqlError(one_line(f"SPARQL endpoint {self.endpoint} refused the request: HTTP {error.code} {error.reason}")) from None
                 if error.code in (408, 429) or error.code >= 500:
@@ -444,6 +455,8 @@ class SparqlClient:
             raise _Retryable(f"incomplete result (X-SQL-State {one_line(partial, 40)})")
         if not _is_select_result(payload):
             raise _Retryable("malformed response (not SPARQL JSON results)")
+        if row_cap and _cut_at_cap(query, len(payload["results"]["bindings"]), row_cap):
+            raise ResultCapExceeded(f"SPARQL endpoint {self.endpoint} cut the answer at its cap of {row_cap} rows")
         return {"head": payload.get("head", {}), "results": {"bindings": payload["results"]["bindings"]}}
 
 
@@ -467,6 +480,20 @@ def _retry_after_s(headers: Any) -> float | None:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
+
+
+_LIMIT = re.compile(r"\bLIMIT\s+(\d+)\s*(?:OFFSET\s+\d+\s*)?$", re.IGNORECASE)
+
+
+def _cut_at_cap(query: str, rows: int, row_cap: str) -> bool:
+    """Whether an answer of ``rows`` rows was cut at the server's cap: it reached the cap and
+    the query did not itself ask for at most that many rows."""
+    try:
+        cap = int(row_cap)
+    except ValueError:
+        return False
+    limit = _LIMIT.search(query.strip())
+    return rows >= cap and (limit is None or int(limit.group(1)) > cap)
 
 
 def _is_select_result(payload: object) -> bool:

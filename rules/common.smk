@@ -172,7 +172,9 @@ def knowledge_routes(wildcards):
     """The dataset's graph/text source settings, e.g. {"graph": {"source": "dbpedia"}}."""
     knowledge = dataset_config(wildcards).get("knowledge", {})
     return {
-        source: knowledge[source] for source in ("graph", "text") if source in knowledge
+        source: knowledge[source]
+        for source in ("graph", "text")
+        if knowledge.get(source) is not None
     }
 
 
@@ -202,6 +204,15 @@ def _uses_dbpedia(wildcards):
         block.get("source") == "dbpedia"
         for block in knowledge_routes(wildcards).values()
     )
+
+
+def original_knowledge_manifest(wildcards):
+    """The download manifest naming the original study's knowledge files, for datasets
+    whose graph source is `original` (none otherwise)."""
+    graph = knowledge_routes(wildcards).get("graph", {})
+    if graph.get("source") != "original":
+        return []
+    return f"results/{wildcards.dataset}/download/manifest.json"
 
 
 def dbpedia_settings(wildcards):

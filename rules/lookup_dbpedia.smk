@@ -1,5 +1,6 @@
 # Factual knowledge for the graph/text sources: DBpedia over SPARQL (remote endpoint or a
-# local dump served by oxigraph), or the items' own attributes (offline route).
+# local dump served by oxigraph), the items' own attributes (offline route), or the
+# original study's knowledge files (graph: {source: original}, fetched by download).
 # Queries are cached in dbpedia.cache_dir, outside the declared outputs, so a re-run or a
 # resumed run makes no repeated requests.
 
@@ -8,6 +9,7 @@ rule lookup_dbpedia:
     input:
         item_table="results/{dataset}/prepare/items.parquet",
         dumps=dbpedia_dump_files,
+        downloads=original_knowledge_manifest,
     output:
         triples="results/{dataset}/lookup_dbpedia/triples.parquet",
         abstracts="results/{dataset}/lookup_dbpedia/abstracts.parquet",

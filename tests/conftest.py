@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data" / "rekalm-original"
+# ../shared beside the checkout (CI); REKALM_ORIGINAL_DATA points elsewhere (a worktree).
+SHARED_DATA = Path(os.environ.get("REKALM_ORIGINAL_DATA") or REPO.parent / "shared" / "data" / "rekalm-original")
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -16,7 +18,7 @@ SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 def original_data() -> Path:
     """The original study's files (../shared/data/rekalm-original); skip when absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"original study data not found at {SHARED_DATA} (shared/ is not beside the checkout)")
+        pytest.skip(f"original study data not found at {SHARED_DATA} (put shared/ beside the checkout or set REKALM_ORIGINAL_DATA)")
     return SHARED_DATA
 
 

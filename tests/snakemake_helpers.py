@@ -15,6 +15,14 @@ SNAKEFILE = REPO / "Snakefile"
 CONFIG_FILES = [REPO / "config" / "config.yaml", REPO / "config" / "domains.yaml"]
 
 
+def load_config() -> dict[str, Any]:
+    """config.yaml + domains.yaml as the workflow loads them (before schema defaults)."""
+    config: dict[str, Any] = {}
+    for path in CONFIG_FILES:
+        config.update(yaml.safe_load(path.read_text()) or {})
+    return config
+
+
 def write_override(workdir: Path, override: dict[str, Any], name: str = "override.yaml") -> Path:
     path = workdir / name
     path.write_text(yaml.safe_dump(override))
@@ -61,3 +69,19 @@ def planned_jobs(workdir: Path, targets: list[str] | None = None, overrides: lis
 
 def run_workflow(workdir: Path, targets: list[str] | None = None, overrides: list[Path] = (), cores: int = 2) -> None:
     api_run(workdir, list(targets or []), "local", [*CONFIG_FILES, *overrides], cores=cores)
+
+
+# Where each file role of the shipped dbbook/lastfm/ml1m specs lies in the original study's
+# folder (../shared/data/rekalm-original/<folder>/), for extra config files that point the
+# workflow at local copies instead of the URLs.
+ORIGINAL_FILES = {
+    "dbbook": ("dbbook", {"train": "user-item/train.tsv", "test": "user-item/test.tsv", "names": "entities_names.json", "mapping": "mapping_entities.tsv", "item_props": "item-prop/train.tsv", "relations": "mapping_relations.tsv", "entities": "mapping_entities.tsv"}),
+    "lastfm": ("lastfm", {"train": "user-item/train.tsv", "test": "user-item/test.tsv", "names": "entities_names.json", "item_names": "mapping_items.tsv", "item_props": "item-prop/train.tsv", "relations": "mapping_relations.tsv", "entities": "mapping_props.tsv"}),
+    "ml1m": ("movielens", {"dbpedia_mapping": "MappingMovielens2DBpedia-1.2.tsv", "item_props": "item-prop/train.tsv", "relations": "mapping_relations.tsv", "entities": "mapping_entities.tsv", "names": "entities_names.json"}),
+}
+
+
+def local_original_files(data_dir: Path, dataset: str) -> dict[str, dict[str, str]]:
+    """role -> {path: local copy}: the override a user who downloaded the files writes."""
+    folder, roles = ORIGINAL_FILES[dataset]
+    return {role: {"path": str(data_dir / folder / relative)} for role, relative in roles.items()}

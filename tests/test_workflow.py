@@ -9,20 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from snakemake_helpers import CONFIG_FILES, REPO, planned_jobs, run_workflow, write_override
+from snakemake_helpers import CONFIG_FILES, REPO, load_config, planned_jobs, run_workflow, write_override
 
-from rekalm.config import ablations_for, load_yaml
+from rekalm.config import ablations_for
 from rekalm.replicates import replicate_names
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 SNAKEFMT = Path(sys.executable).parent / "snakefmt"
-
-
-def load_config() -> dict:
-    config: dict = {}
-    for path in CONFIG_FILES:
-        config.update(load_yaml(path))
-    return config
 
 
 def test_full_grid_dry_run_lists_every_dataset_and_ablation(tmp_path):

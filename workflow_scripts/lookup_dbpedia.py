@@ -2,11 +2,15 @@ from _common import start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)
 
+import json
 import sys
+from pathlib import Path
 
 from rekalm.lookup_dbpedia import lookup_dbpedia_files
 from rekalm.sparql import SparqlError
 
+downloads = snakemake.input.downloads
+manifest = json.loads(Path(downloads).read_text()) if downloads else {}
 try:
     result = lookup_dbpedia_files(
         items_path=snakemake.input.item_table,
@@ -18,10 +22,11 @@ try:
         domain_name=snakemake.params.domain_name,
         domain=snakemake.params.domain,
         dbpedia=snakemake.params.dbpedia,
+        original_files={role: Path(entry["path"]) for role, entry in manifest.items()},
     )
-except SparqlError as error:
-    # Unreachable endpoint, exhausted budget, rejected query: one line in the log, no
-    # traceback (everything fetched so far is in the query cache for the next run).
+except (SparqlError, ValueError) as error:
+    # Unreachable endpoint, exhausted budget, rejected query, a malformed knowledge file:
+    # one line in the log, no traceback (answers fetched so far stay in the query cache).
     log.error("%s: %s", snakemake.wildcards.dataset, error)
     sys.exit(1)
 log.info("lookup_dbpedia %s: %s", snakemake.wildcards.dataset, result.stats)
