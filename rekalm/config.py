@@ -107,12 +107,17 @@ def reference_errors(config: Config) -> list[str]:
         if name.startswith("zero_shot_") or name in baseline_names:
             messages.append(f"ablations.{name}: the name is taken by a zero-shot system or a baseline; choose another")
     known = all(name in config["ablations"] for name in config["run"]["ablations"])
+    # run.ablations: [] is a deliberate baselines/zero-shot-only run; a list of which a
+    # dataset can run nothing trains nothing there without a word.
     for dataset in config["run"]["datasets"]:
-        if known and dataset in config["datasets"] and not ablations_for(config, dataset):
+        if known and config["run"]["ablations"] and dataset in config["datasets"] and not ablations_for(config, dataset):
             messages.append(
                 f"run.ablations: none of {list(config['run']['ablations'])} can run on {dataset!r}, which provides "
                 f"{dataset_sources(config, dataset)}; add one it can (no_kn needs no source) or run {dataset!r} separately"
             )
+    run = config["run"]
+    if not run["ablations"] and run.get("zero_shot") == [] and run.get("baselines") is False:
+        messages.append("run: nothing to compare: run.ablations is [], run.zero_shot is [] and run.baselines is false")
     for dataset, spec in config["datasets"].items():
         for key, block in (("model", "models"), ("training", "training"), ("inference", "inference")):
             if key in spec and block in config and spec[key] not in config[block]:

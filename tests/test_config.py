@@ -154,3 +154,11 @@ def test_a_dataset_that_can_run_none_of_the_ablations_is_named(shipped_config):
     with pytest.raises(ConfigError, match=r"can run on 'ml1m_mini'"):
         check_config(changed, SCHEMA)
     check_config(with_change(changed, "run.ablations", ["text", "no_kn"]), SCHEMA)  # no_kn runs anywhere
+
+
+def test_no_ablation_is_a_baselines_only_run_but_no_system_at_all_is_an_error(shipped_config):
+    baselines_only = with_change(shipped_config, "run.ablations", [])
+    check_config(baselines_only, SCHEMA)  # the real-data test compares baselines alone
+    nothing = with_change(with_change(baselines_only, "run.zero_shot", []), "run.baselines", False)
+    with pytest.raises(ConfigError, match=r"run: nothing to compare"):
+        check_config(nothing, SCHEMA)
