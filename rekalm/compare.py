@@ -85,8 +85,11 @@ def _numbers(values: Sequence[Any]) -> list[float] | None:
 
 def mean_over_seeds(per_seed: Sequence[Any]) -> Any:
     """The mean of every number in a nest of metrics dicts, key by key (None when a seed
-    lacks the value or it is not finite); other leaves are taken from the first seed."""
+    lacks the value or it is not finite); other leaves are taken from the first seed. A
+    single replicate is returned as it is (counts stay integers)."""
     first = per_seed[0]
+    if len(per_seed) == 1:
+        return first
     if isinstance(first, Mapping):
         return {key: mean_over_seeds([values.get(key) if isinstance(values, Mapping) else None for values in per_seed]) for key in first}
     numbers = _numbers(per_seed)

@@ -206,6 +206,8 @@ def test_replicates_are_averaged_tested_per_user_and_judged(tmp_path: Path) -> N
         for seed, values_of_seed in by_seed.items():
             assert summary["replicates"][name][str(seed)]["standard"] == pytest.approx(values_of_seed["standard"])
     assert summary["metrics"]["graph"]["parsing"]["appended_per_user"] == pytest.approx(1.5)  # (0 + 3) / 2
+    assert summary["metrics"]["popularity"] == json.loads(json.dumps(metrics["popularity"][None]))  # one replicate: as it is
+    assert isinstance(summary["metrics"]["popularity"]["users"]["evaluated"], int)
 
     # the paired test: per-user metric averaged over seeds, then a paired t-test
     def per_user(name: str) -> np.ndarray:
