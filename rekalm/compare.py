@@ -353,12 +353,19 @@ def _sections(metrics: Mapping[str, Mapping[str, Any]], settings: MetricSettings
     return sections
 
 
+def _count(value: Any) -> str:
+    """A user count; averaged over seeds (several splits) it may be fractional."""
+    if not isinstance(value, (int, float)):
+        return "?"
+    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+
+
 def _preamble(dataset: str, metrics: Mapping[str, Mapping[str, Any]], settings: MetricSettings) -> list[str]:
     first = next(iter(metrics.values()))
     users = first.get("users", {})
     return [
-        f"Relevant items: the liked held-out items of the test users; {users.get('evaluated', '?')} users evaluated "
-        f"({users.get('without_relevant', '?')} without a liked held-out item left out).",
+        f"Relevant items: the liked held-out items of the test users; {_count(users.get('evaluated'))} users evaluated "
+        f"({_count(users.get('without_relevant'))} without a liked held-out item left out).",
         "Standard: ranx (trec_eval) definitions over the complete list (appended candidates included). "
         f"Superscript letters: the row is significantly better than those systems ({STAT_TEST_NAMES[settings.stat_test]}, "
         f"p <= {settings.max_p}). Best value per column in bold.",

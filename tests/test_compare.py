@@ -238,6 +238,7 @@ def test_replicates_are_averaged_tested_per_user_and_judged(tmp_path: Path) -> N
     assert " ± " in graph_row
     popularity_row = next(line for line in table.splitlines() if line.startswith("| c | popularity |"))
     assert " ± " not in popularity_row  # one replicate: no spread
+    assert f"; {N_USERS} users evaluated (0 without" in table  # counts averaged over seeds stay counts
     assert r"$\pm$" in outputs["latex"].read_text() and "tab:mini-verdict" in outputs["latex"].read_text()
     assert outputs["plot"].read_bytes()[:4] == b"\x89PNG"
 
