@@ -83,31 +83,39 @@ def _numbers(values: Sequence[Any]) -> list[float] | None:
     return None
 
 
+def _key_by_key(per_seed: Sequence[Any], leaf: Any) -> Any:
+    """Walk a nest of metrics dicts (one per seed) key by key, applying ``leaf`` to each
+    leaf's per-seed values (None where a seed lacks the key)."""
+    if isinstance(per_seed[0], Mapping):
+        return {key: _key_by_key([values.get(key) if isinstance(values, Mapping) else None for values in per_seed], leaf) for key in per_seed[0]}
+    return leaf(per_seed)
+
+
+def _mean_leaf(values: Sequence[Any]) -> Any:
+    numbers = _numbers(values)
+    if numbers is None:
+        return None if any(isinstance(v, (int, float)) for v in values) else values[0]
+    return float(np.mean(numbers)) if all(math.isfinite(v) for v in numbers) else None
+
+
+def _sd_leaf(values: Sequence[Any]) -> float | None:
+    numbers = _numbers(values)
+    if numbers is None or len(numbers) < 2 or not all(math.isfinite(v) for v in numbers):
+        return None
+    return float(np.std(numbers, ddof=1))
+
+
 def mean_over_seeds(per_seed: Sequence[Any]) -> Any:
     """The mean of every number in a nest of metrics dicts, key by key (None when a seed
     lacks the value or it is not finite); other leaves are taken from the first seed. A
     single replicate is returned as it is (counts stay integers)."""
-    first = per_seed[0]
-    if len(per_seed) == 1:
-        return first
-    if isinstance(first, Mapping):
-        return {key: mean_over_seeds([values.get(key) if isinstance(values, Mapping) else None for values in per_seed]) for key in first}
-    numbers = _numbers(per_seed)
-    if numbers is None:
-        return None if any(isinstance(v, (int, float)) for v in per_seed) else first
-    return float(np.mean(numbers)) if all(math.isfinite(v) for v in numbers) else None
+    return per_seed[0] if len(per_seed) == 1 else _key_by_key(per_seed, _mean_leaf)
 
 
 def sd_over_seeds(per_seed: Sequence[Any]) -> Any:
     """The sample standard deviation (n - 1) over seeds of every number, like mean_over_seeds;
     None with a single seed (a spread needs two replicates)."""
-    first = per_seed[0]
-    if isinstance(first, Mapping):
-        return {key: sd_over_seeds([values.get(key) if isinstance(values, Mapping) else None for values in per_seed]) for key in first}
-    numbers = _numbers(per_seed)
-    if numbers is None or len(numbers) < 2 or not all(math.isfinite(v) for v in numbers):
-        return None
-    return float(np.std(numbers, ddof=1))
+    return _key_by_key(per_seed, _sd_leaf)
 
 
 #: What one sample of the paired test is, with one split for all seeds / one split per seed.
