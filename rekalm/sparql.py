@@ -643,7 +643,7 @@ def serve_rdf_store(store: str | os.PathLike[str], query_timeout_s: float | None
                 errors.seek(0)
                 reason = one_line(errors.read().decode(errors="replace")[-400:]) or f"exit status {process.returncode}"
             finally:
-                _stop(process)
+                stop_process(process)
         if "in use" not in reason.lower():
             break
     raise SparqlError(f"oxigraph server did not start on 127.0.0.1: {reason}")
@@ -662,11 +662,12 @@ def _wait_for_port(process: subprocess.Popen[bytes], port: int, timeout_s: float
     return False
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
+    """Terminate a server process, and kill it if it has not exited after ``timeout_s``."""
     if process.poll() is None:
         process.terminate()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

@@ -23,6 +23,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from rekalm.sparql import stop_process
+
 PACKAGE = "virtuoso-opensource-7-bin"
 # As the public endpoint: at most 10,000 rows per answer (DBpedia's ResultSetMaxRows).
 RESULT_SET_MAX_ROWS = 10000
@@ -130,9 +132,4 @@ def virtuoso_endpoint(turtle_files: Sequence[Path], root: Path, startup_timeout_
         _isql(sql_port, "checkpoint;")
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout_s=30)
