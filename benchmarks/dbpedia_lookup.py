@@ -84,7 +84,9 @@ def _read_tsv(path: Path) -> list[list[str]]:
         return [row for row in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE) if row]
 
 
-def build_movielens_rdf(data_dir: Path, out_path: Path, limit: int | None = None, extra_items: list[str] = ()) -> MovieLensRdf:
+def build_movielens_rdf(
+    data_dir: Path, out_path: Path, limit: int | None = None, extra_items: list[str] = ()
+) -> MovieLensRdf:
     """Write N-Triples (valid Turtle) for the mapped ML-1M movies and their item-prop facts.
 
     ``limit`` keeps the first N mapped movies (plus the URIs in ``extra_items``). Items get
@@ -115,13 +117,21 @@ def build_movielens_rdf(data_dir: Path, out_path: Path, limit: int | None = None
     lines = []
     for movie_id, title, uri in chosen:
         year = title.rstrip()[-5:-1] if title.rstrip().endswith(")") and title.rstrip()[-5:-1].isdigit() else None
-        items.append({"item": movie_id, "name": title, "year": int(year) if year else None, "genres": [], "dbpedia_uri": uri})
+        items.append(
+            {"item": movie_id, "name": title, "year": int(year) if year else None, "genres": [], "dbpedia_uri": uri}
+        )
         subject = URIRef(uri).n3()
         lines.append(f"{subject} {RDF.type.n3()} {URIRef(DBO + 'Film').n3()} .")
         if year:
-            lines.append(f"{subject} {URIRef(DBO + 'releaseDate').n3()} {Literal(f'{year}-01-01', datatype=XSD.date).n3()} .")
-        lines.append(f"{subject} {URIRef(DBO + 'abstract').n3()} {Literal(f'{labels[uri]} is a film.', lang='en').n3()} .")
-        lines.append(f"{subject} {URIRef(DBO + 'abstract').n3()} {Literal(f'{labels[uri]} ist ein Film.', lang='de').n3()} .")
+            lines.append(
+                f"{subject} {URIRef(DBO + 'releaseDate').n3()} {Literal(f'{year}-01-01', datatype=XSD.date).n3()} ."
+            )
+        lines.append(
+            f"{subject} {URIRef(DBO + 'abstract').n3()} {Literal(f'{labels[uri]} is a film.', lang='en').n3()} ."
+        )
+        lines.append(
+            f"{subject} {URIRef(DBO + 'abstract').n3()} {Literal(f'{labels[uri]} ist ein Film.', lang='de').n3()} ."
+        )
     for uri, label in labels.items():
         lines.append(f"{URIRef(uri).n3()} {RDFS.label.n3()} {Literal(label, lang='en').n3()} .")
     for uri, relation_uri, obj_uri, _ in facts:
@@ -129,7 +139,10 @@ def build_movielens_rdf(data_dir: Path, out_path: Path, limit: int | None = None
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    expected = pd.DataFrame([(uri, relation_uri, labels[obj_uri]) for uri, relation_uri, obj_uri, _ in facts], columns=["uri", "relation_uri", "value"])
+    expected = pd.DataFrame(
+        [(uri, relation_uri, labels[obj_uri]) for uri, relation_uri, obj_uri, _ in facts],
+        columns=["uri", "relation_uri", "value"],
+    )
     frame = pd.DataFrame(items)
     frame["year"] = frame["year"].astype("Int64")
     return MovieLensRdf(out_path, frame, expected.drop_duplicates(ignore_index=True), labels)
@@ -178,13 +191,19 @@ def _worker(arguments: dict[str, Any]) -> dict[str, Any]:
         }
     )
     started = time.perf_counter()
-    result = lookup_knowledge(items, KnowledgeRoute("dbpedia", "dbpedia"), DomainSettings.from_config("movie", domains["movie"]), settings)
+    result = lookup_knowledge(
+        items, KnowledgeRoute("dbpedia", "dbpedia"), DomainSettings.from_config("movie", domains["movie"]), settings
+    )
     elapsed = time.perf_counter() - started
     result.mapping.to_parquet(arguments["mapping_out"], index=False)
     # ru_maxrss is in KiB on Linux; the oxigraph server is a reaped child by now.
     worker_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     server_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {**result.stats, "wall_s": round(elapsed, 3), "peak_rss_mb": {"lookup": round(worker_mb), "oxigraph": round(server_mb)}}
+    return {
+        **result.stats,
+        "wall_s": round(elapsed, 3),
+        "peak_rss_mb": {"lookup": round(worker_mb), "oxigraph": round(server_mb)},
+    }
 
 
 def run_measured(arguments: dict[str, Any], memory_mb: int, timeout_s: int) -> dict[str, Any]:
@@ -224,7 +243,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--limit", type=int, default=None, help="first N items only")
-    parser.add_argument("--hide-mapping", type=float, default=0.0, help="share of mapped URIs to hide (found again by label)")
+    parser.add_argument(
+        "--hide-mapping", type=float, default=0.0, help="share of mapped URIs to hide (found again by label)"
+    )
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--memory-mb", type=int, default=4096)
     parser.add_argument("--timeout-s", type=int, default=900)

@@ -51,10 +51,26 @@ import train_throughput  # noqa: E402  (benchmarks/train_throughput.py)
 
 OUT = HERE / "out"
 LLAMA3_8B = dict(
-    hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-    max_position_embeddings=8192, rope_theta=500000.0, rms_norm_eps=1e-5, vocab_size=128256, tie_word_embeddings=False,
-)  # fmt: skip
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192, tie_word_embeddings=False)
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    max_position_embeddings=8192,
+    rope_theta=500000.0,
+    rms_norm_eps=1e-5,
+    vocab_size=128256,
+    tie_word_embeddings=False,
+)
+TINY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=8192,
+    tie_word_embeddings=False,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +95,23 @@ class Plan:
 
 
 GPU_PLAN = Plan(LLAMA3_8B, "cuda", "bfloat16", {}, 64, 4, 1, 8, 20, 600, 120, 48, (700, 600, 400, 348), 0.1, None)
-SMOKE_PLAN = Plan(TINY, "cpu", "float32", {"seq_len": 128, "per_device_batch_size": 2}, 4, 1, 1, 2, 6, 24, 10, 4, (40, 30, 20), 1e-4, 16)
+SMOKE_PLAN = Plan(
+    TINY,
+    "cpu",
+    "float32",
+    {"seq_len": 128, "per_device_batch_size": 2},
+    4,
+    1,
+    1,
+    2,
+    6,
+    24,
+    10,
+    4,
+    (40, 30, 20),
+    1e-4,
+    16,
+)
 TRAIN_VARIANTS = [("plain", False), ("plain", True), ("rekalm", True), ("rekalm", False)]  # (variant, checkpointing)
 
 
@@ -110,7 +142,9 @@ def model_folder(plan: Plan, tokenizer_dir: Path, target: Path) -> Path:
 
     tokenizer = load_tokenizer(tokenizer_dir, pad_with_eos=False)
     shape = {**plan.shape, "vocab_size": plan.shape.get("vocab_size") or len(tokenizer)}
-    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    ids = dict(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
     LlamaConfig(**shape, **ids, dtype=plan.dtype).save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
@@ -128,7 +162,9 @@ def facts(plan: Plan, model_dir: Path) -> dict[str, Any]:
     device = torch.device(plan.device if cuda or plan.device == "cpu" else "cpu")
     driver = "n/a"
     if shutil.which("nvidia-smi"):
-        query = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True)
+        query = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True
+        )
         driver = query.stdout.strip().splitlines()[0] if query.returncode == 0 and query.stdout.strip() else "n/a"
     try:
         flash = importlib.metadata.version("flash-attn")
@@ -152,16 +188,30 @@ def facts(plan: Plan, model_dir: Path) -> dict[str, Any]:
 def train_part(plan: Plan, model_dir: Path, rows_path: Path, variant: str, checkpointing: bool) -> dict[str, Any]:
     settings = {**plan.train_settings, "gradient_checkpointing": checkpointing}
     args = argparse.Namespace(
-        variant=variant, base=str(model_dir), train_jsonl=str(rows_path), preset="full", settings=json.dumps(settings),
-        steps=plan.train_steps, warmup=plan.train_warmup, threads=2, random_init=True,
-    )  # fmt: skip
+        variant=variant,
+        base=str(model_dir),
+        train_jsonl=str(rows_path),
+        preset="full",
+        settings=json.dumps(settings),
+        steps=plan.train_steps,
+        warmup=plan.train_warmup,
+        threads=2,
+        random_init=True,
+    )
     return train_throughput.run_variant(args)
 
 
 def rank_part(plan: Plan, model_dir: Path, prompts_path: Path, engine: str) -> dict[str, Any]:
     train_throughput.patch_random_init()  # rekalm.infer.load_model then builds random weights
     args = argparse.Namespace(
-        engine=engine, prompts=prompts_path, model=str(model_dir), threads=2, device=plan.device, dtype=plan.dtype, score_batch=32, generate_batch=8,
+        engine=engine,
+        prompts=prompts_path,
+        model=str(model_dir),
+        threads=2,
+        device=plan.device,
+        dtype=plan.dtype,
+        score_batch=32,
+        generate_batch=8,
         max_new_tokens=plan.max_new_tokens,
     )
     return inference.run_engine(args)
@@ -188,18 +238,34 @@ def packed_part(plan: Plan, model_dir: Path) -> dict[str, Any]:
     batch = collator([{"segments": segments}])
     worst, agree, total = 0.0, 0, 0
     with torch.no_grad():
-        packed = model(input_ids=batch["input_ids"].to(device), position_ids=batch["position_ids"].to(device), use_cache=False).logits[0].float()
+        packed = (
+            model(
+                input_ids=batch["input_ids"].to(device), position_ids=batch["position_ids"].to(device), use_cache=False
+            )
+            .logits[0]
+            .float()
+        )
         start = 0
         for segment in segments:
             length = len(segment["input_ids"])
-            alone = model(input_ids=torch.tensor([segment["input_ids"]], device=device), use_cache=False).logits[0].float()
+            alone = (
+                model(input_ids=torch.tensor([segment["input_ids"]], device=device), use_cache=False).logits[0].float()
+            )
             part = packed[start : start + length]
             worst = max(worst, float((part - alone).abs().max()))
             agree += int((part.argmax(-1) == alone.argmax(-1)).sum())
             total += length
             start += length
-    return {"check": "packed rows = single examples", "attention": attention, "dtype": plan.dtype, "tokens": total,
-            "max_abs_diff": worst, "top1_agreement": agree / total, "tolerance": plan.tolerance, "passed": worst <= plan.tolerance}  # fmt: skip
+    return {
+        "check": "packed rows = single examples",
+        "attention": attention,
+        "dtype": plan.dtype,
+        "tokens": total,
+        "max_abs_diff": worst,
+        "top1_agreement": agree / total,
+        "tolerance": plan.tolerance,
+        "passed": worst <= plan.tolerance,
+    }
 
 
 def long_prompt_part(plan: Plan, model_dir: Path) -> dict[str, Any]:
@@ -223,7 +289,12 @@ def long_prompt_part(plan: Plan, model_dir: Path) -> dict[str, Any]:
     titles = rng.sample(titles, needed)
     history, names = titles[: plan.long_prompt_history], titles[plan.long_prompt_history :]
     tokenizer = load_tokenizer(model_dir)
-    prompt = render_ranking_prompt(tokenizer, RankingRequest("movie", history[: plan.long_prompt_history // 2], history[plan.long_prompt_history // 2 :], names))
+    prompt = render_ranking_prompt(
+        tokenizer,
+        RankingRequest(
+            "movie", history[: plan.long_prompt_history // 2], history[plan.long_prompt_history // 2 :], names
+        ),
+    )
     context = prompt + ANSWER_PREFIX
     model, tokenizer, device = load_model(model_dir, dtype=plan.dtype, device=plan.device)
     if device.type == "cuda":
@@ -243,9 +314,17 @@ def long_prompt_part(plan: Plan, model_dir: Path) -> dict[str, Any]:
             targets = ids[0, len(prefix) :]
             reference.append(float(logprobs[len(prefix) - 1 : -1].gather(-1, targets[:, None]).mean()))
     worst = float(np.abs(scores[sample] - np.array(reference)).max())
-    return {"check": "cached prompt = full re-encoding", "dtype": plan.dtype, "prompt_tokens": len(prefix), "candidates": len(names),
-            "reencoded": len(sample), "candidates_per_s": len(names) / seconds, "max_abs_diff": worst,
-            "tolerance": plan.tolerance, "passed": worst <= plan.tolerance}  # fmt: skip
+    return {
+        "check": "cached prompt = full re-encoding",
+        "dtype": plan.dtype,
+        "prompt_tokens": len(prefix),
+        "candidates": len(names),
+        "reencoded": len(sample),
+        "candidates_per_s": len(names) / seconds,
+        "max_abs_diff": worst,
+        "tolerance": plan.tolerance,
+        "passed": worst <= plan.tolerance,
+    }
 
 
 # --------------------------------------------------------------------------- driver
@@ -254,7 +333,9 @@ def long_prompt_part(plan: Plan, model_dir: Path) -> dict[str, Any]:
 def run_part(name: str, plan: Plan, paths: dict[str, Path], isolate: bool) -> dict[str, Any]:
     """One measurement, in a child process on a GPU (``--part``), else in this process."""
     if isolate:
-        command = [sys.executable, __file__, "--part", name, "--workdir", str(paths["work"])] + (["--smoke"] if plan is SMOKE_PLAN else [])
+        command = [sys.executable, __file__, "--part", name, "--workdir", str(paths["work"])] + (
+            ["--smoke"] if plan is SMOKE_PLAN else []
+        )
         done = subprocess.run(command, capture_output=True, text=True, timeout=900)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         if done.returncode != 0 or not lines:
@@ -298,20 +379,66 @@ def part_names() -> list[str]:
 def report(fact_table: dict[str, Any], results: list[dict[str, Any]]) -> str:
     from tabulate import tabulate
 
-    lines = ["## facts", tabulate(list(fact_table.items()), tablefmt="github"), "", "## training (full preset; plain = HF baseline)"]
+    lines = [
+        "## facts",
+        tabulate(list(fact_table.items()), tablefmt="github"),
+        "",
+        "## training (full preset; plain = HF baseline)",
+    ]
     train = [r for r in results if r["part"].startswith("train:")]
-    lines.append(tabulate(
-        [[r["part"].split(":")[1], r["part"].split(":")[2], r.get("attention", ""), r.get("tokens_per_second", r.get("error")),
-          r.get("seconds_per_step", ""), r.get("peak_memory_mb", "")] for r in train],
-        headers=["variant", "checkpointing", "attention", "tokens/s", "s/step", "peak MB"], tablefmt="github", floatfmt=".1f"))  # fmt: skip
+    lines.append(
+        tabulate(
+            [
+                [
+                    r["part"].split(":")[1],
+                    r["part"].split(":")[2],
+                    r.get("attention", ""),
+                    r.get("tokens_per_second", r.get("error")),
+                    r.get("seconds_per_step", ""),
+                    r.get("peak_memory_mb", ""),
+                ]
+                for r in train
+            ],
+            headers=["variant", "checkpointing", "attention", "tokens/s", "s/step", "peak MB"],
+            tablefmt="github",
+            floatfmt=".1f",
+        )
+    )
     lines += ["", "## ranking"]
     rank = [r for r in results if r["part"].startswith("rank:")]
-    lines.append(tabulate([[r["part"].split(":")[1], r.get("candidates_per_s", r.get("error")), r.get("candidates", ""), r.get("seconds", "")] for r in rank],
-                          headers=["engine", "candidates/s", "candidates", "seconds"], tablefmt="github", floatfmt=".2f"))  # fmt: skip
+    lines.append(
+        tabulate(
+            [
+                [
+                    r["part"].split(":")[1],
+                    r.get("candidates_per_s", r.get("error")),
+                    r.get("candidates", ""),
+                    r.get("seconds", ""),
+                ]
+                for r in rank
+            ],
+            headers=["engine", "candidates/s", "candidates", "seconds"],
+            tablefmt="github",
+            floatfmt=".2f",
+        )
+    )
     lines += ["", "## correctness"]
     checks = [r for r in results if r["part"] in ("packed", "long_prompt")]
-    lines.append(tabulate([[r.get("check", r["part"]), r.get("max_abs_diff", r.get("error")), r.get("tolerance", ""), r.get("passed", False)] for r in checks],
-                          headers=["check", "max |diff|", "tolerance", "passed"], tablefmt="github"))  # fmt: skip
+    lines.append(
+        tabulate(
+            [
+                [
+                    r.get("check", r["part"]),
+                    r.get("max_abs_diff", r.get("error")),
+                    r.get("tolerance", ""),
+                    r.get("passed", False),
+                ]
+                for r in checks
+            ],
+            headers=["check", "max |diff|", "tolerance", "passed"],
+            tablefmt="github",
+        )
+    )
     return "\n".join(lines)
 
 
@@ -329,7 +456,9 @@ def failed(results: list[dict[str, Any]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny shape on the CPU, in this process (seconds)")
-    parser.add_argument("--isolate", action="store_true", help="with --smoke: each part in its own process, as on a GPU")
+    parser.add_argument(
+        "--isolate", action="store_true", help="with --smoke: each part in its own process, as on a GPU"
+    )
     parser.add_argument("--tokenizer", type=Path, help="a tokenizer folder instead of the embedded SmolLM2 one")
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=OUT / "gpu_check.json")
@@ -338,7 +467,12 @@ def main(argv: list[str] | None = None) -> int:
     plan = SMOKE_PLAN if args.smoke else GPU_PLAN
 
     if args.part:
-        paths = {"work": args.workdir, "model": args.workdir / "model", "rows": args.workdir / "train.jsonl", "prompts": args.workdir / "prompts.jsonl"}
+        paths = {
+            "work": args.workdir,
+            "model": args.workdir / "model",
+            "rows": args.workdir / "train.jsonl",
+            "prompts": args.workdir / "prompts.jsonl",
+        }
         print(json.dumps(run_part(args.part, plan, paths, isolate=False)))
         return 0
 
@@ -360,7 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     from rekalm.io import write_json
 
-    write_json({"command": sys.argv, "smoke": args.smoke, "facts": fact_table, "results": results, "table": text}, args.out)
+    write_json(
+        {"command": sys.argv, "smoke": args.smoke, "facts": fact_table, "results": results, "table": text}, args.out
+    )
     bad = failed(results)
     if bad:
         print(f"\nFAILED: {', '.join(bad)}", file=sys.stderr)

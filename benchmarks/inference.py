@@ -69,9 +69,16 @@ def lastfm_prompts(tokenizer, users: int) -> list[dict]:
     from rekalm.split import SplitConfig, split_interactions
 
     folder = ORIGINAL_DATA / "lastfm"
-    frames = [pd.read_csv(folder / "user-item" / name, sep="\t", names=["user", "item", "liked"], dtype=str) for name in ("train.tsv", "test.tsv")]
+    frames = [
+        pd.read_csv(folder / "user-item" / name, sep="\t", names=["user", "item", "liked"], dtype=str)
+        for name in ("train.tsv", "test.tsv")
+    ]
     interactions = pd.concat(frames, ignore_index=True).assign(liked=lambda f: f["liked"].astype("int8"))
-    names = pd.read_csv(folder / "mapping_items.tsv", sep="\t", names=["item", "name"], dtype=str, quoting=3).set_index("item")["name"].to_dict()
+    names = (
+        pd.read_csv(folder / "mapping_items.tsv", sep="\t", names=["item", "name"], dtype=str, quoting=3)
+        .set_index("item")["name"]
+        .to_dict()
+    )
     split, candidates = split_interactions(interactions, SplitConfig(method="original"))
     test = candidates[candidates["user_set"] == "test"]
     rows = []
@@ -82,7 +89,14 @@ def lastfm_prompts(tokenizer, users: int) -> list[dict]:
         disliked = [names.get(i, i) for i in history.loc[history["liked"] == 0, "item"]]
         cands = [{"item": i, "name": names.get(i, i)} for i in mine["item"]]
         request = RankingRequest("music", liked, disliked, [c["name"] for c in cands])
-        rows.append({"user": user, "prompt": render_ranking_prompt(tokenizer, request), "answer_prefix": ANSWER_PREFIX, "candidates": cands})
+        rows.append(
+            {
+                "user": user,
+                "prompt": render_ranking_prompt(tokenizer, request),
+                "answer_prefix": ANSWER_PREFIX,
+                "candidates": cands,
+            }
+        )
     return rows
 
 
@@ -92,8 +106,20 @@ def synthetic_prompts(tokenizer, users: int, candidates: int = 20) -> list[dict]
     rows = []
     for user in range(users):
         cands = [{"item": f"i{user}_{c}", "name": f"Artist number {user * candidates + c}"} for c in range(candidates)]
-        request = RankingRequest("music", [f"Liked band {user}-{k}" for k in range(10)], [f"Disliked band {user}"], [c["name"] for c in cands])
-        rows.append({"user": str(user), "prompt": render_ranking_prompt(tokenizer, request), "answer_prefix": ANSWER_PREFIX, "candidates": cands})
+        request = RankingRequest(
+            "music",
+            [f"Liked band {user}-{k}" for k in range(10)],
+            [f"Disliked band {user}"],
+            [c["name"] for c in cands],
+        )
+        rows.append(
+            {
+                "user": str(user),
+                "prompt": render_ranking_prompt(tokenizer, request),
+                "answer_prefix": ANSWER_PREFIX,
+                "candidates": cands,
+            }
+        )
     return rows
 
 
@@ -103,7 +129,14 @@ def synthetic_prompts(tokenizer, users: int, candidates: int = 20) -> list[dict]
 def run_engine(args: argparse.Namespace) -> dict:
     import torch
 
-    from rekalm.infer import InferenceSettings, generate_chunk, load_model, predictions_from_generations, read_test_prompts, score_chunk
+    from rekalm.infer import (
+        InferenceSettings,
+        generate_chunk,
+        load_model,
+        predictions_from_generations,
+        read_test_prompts,
+        score_chunk,
+    )
 
     torch.set_num_threads(args.threads)
     prompts = read_test_prompts(args.prompts)
@@ -113,7 +146,14 @@ def run_engine(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     extra: dict = {}
     if args.engine == "score":
-        score_chunk(model, tokenizer, device, prompts, InferenceSettings(mode="score", batch_size=args.score_batch), lambda n: None)
+        score_chunk(
+            model,
+            tokenizer,
+            device,
+            prompts,
+            InferenceSettings(mode="score", batch_size=args.score_batch),
+            lambda n: None,
+        )
     else:
         cap = getattr(args, "max_new_tokens", None)  # None: generate sizes its budget, the pipeline takes 512
         if args.engine == "generate":
@@ -146,7 +186,9 @@ def original_pipeline(model, tokenizer, prompts, max_new_tokens: int = 512):
 
     tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    pipe = pipeline(task="text-generation", model=model, tokenizer=tokenizer, return_full_text=False, max_new_tokens=max_new_tokens)
+    pipe = pipeline(
+        task="text-generation", model=model, tokenizer=tokenizer, return_full_text=False, max_new_tokens=max_new_tokens
+    )
     texts = [p.prompt for p in prompts]
     outputs = pipe(texts, batch_size=8)
     return pd.DataFrame({"user": [p.user for p in prompts], "text": [out[0]["generated_text"] for out in outputs]})
@@ -162,14 +204,36 @@ def limit_memory(max_gb: float) -> None:
 
 def launch(engine: str, args: argparse.Namespace, prompts: Path, model: Path, on_gpu: bool) -> dict:
     command = [
-        sys.executable, __file__, "--engine", engine, "--prompts", str(prompts), "--model", str(model),
-        "--threads", str(args.threads), "--device", args.device, "--dtype", args.dtype,
-        "--score-batch", str(args.score_batch), "--generate-batch", str(args.generate_batch),
-    ]  # fmt: skip
+        sys.executable,
+        __file__,
+        "--engine",
+        engine,
+        "--prompts",
+        str(prompts),
+        "--model",
+        str(model),
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+        "--score-batch",
+        str(args.score_batch),
+        "--generate-batch",
+        str(args.generate_batch),
+    ]
     # RLIMIT_AS breaks CUDA (it reserves a large virtual address space): cap CPU runs only.
     preexec = None if on_gpu else (lambda: limit_memory(args.max_memory_gb))
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, preexec_fn=preexec, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=args.timeout,
+            preexec_fn=preexec,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+        )
     except subprocess.TimeoutExpired:
         return {"engine": engine, "error": f"timed out after {args.timeout} s"}
     result_lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -180,7 +244,10 @@ def launch(engine: str, args: argparse.Namespace, prompts: Path, model: Path, on
 
 def markdown(results: list[dict]) -> str:
     pipeline = next((r for r in results if r.get("engine") == "pipeline" and "error" not in r), None)
-    lines = ["| engine | device | users | candidates | seconds | candidates/s | vs pipeline | appended/user |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| engine | device | users | candidates | seconds | candidates/s | vs pipeline | appended/user |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
         if "error" in r:
             lines.append(f"| {r['engine']} | error: {r['error'][:80]} | | | | | | |")
@@ -188,8 +255,8 @@ def markdown(results: list[dict]) -> str:
         ratio = f"{r['candidates_per_s'] / pipeline['candidates_per_s']:.1f}x" if pipeline else "–"
         appended = r["per_user_means"].get("n_appended")
         lines.append(
-            f"| {r['engine']} | {r['device']} | {r['users']} | {r['candidates']} | {r['seconds']:.1f} | {r['candidates_per_s']:.2f} | {ratio} | "
-            + (f"{appended:.1f}" if appended is not None else "–") + " |"
+            f"| {r['engine']} | {r['device']} | {r['users']} | {r['candidates']} | {r['seconds']:.1f} | "
+            f"{r['candidates_per_s']:.2f} | {ratio} | " + (f"{appended:.1f}" if appended is not None else "–") + " |"
         )
     return "\n".join(lines)
 
@@ -197,7 +264,9 @@ def markdown(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2", help="a HF model folder, or 'smollm2' (the embedded default)")
-    parser.add_argument("--test-jsonl", type=Path, help="test prompts from build_sets (default: Last.FM prompts built here)")
+    parser.add_argument(
+        "--test-jsonl", type=Path, help="test prompts from build_sets (default: Last.FM prompts built here)"
+    )
     parser.add_argument("--users", type=int, default=16, help="test users to rank")
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--device", default="auto")
@@ -235,8 +304,11 @@ def main() -> None:
     write_jsonl(rows, prompts)
     on_gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
     prompt_tokens = [len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) for r in rows]
-    print(f"model {model}; prompts: {source}; {len(rows)} users, {sum(len(r['candidates']) for r in rows)} candidates, "
-          f"{sum(prompt_tokens) / len(rows):.0f} prompt tokens on average; gpu: {on_gpu}", flush=True)  # fmt: skip
+    print(
+        f"model {model}; prompts: {source}; {len(rows)} users, {sum(len(r['candidates']) for r in rows)} candidates, "
+        f"{sum(prompt_tokens) / len(rows):.0f} prompt tokens on average; gpu: {on_gpu}",
+        flush=True,
+    )
 
     results = []
     for engine in args.engines.split(","):
@@ -244,7 +316,17 @@ def main() -> None:
         results.append(launch(engine, args, prompts, model, on_gpu))
         print(f"{engine}: {json.dumps(results[-1])} (wall {time.perf_counter() - started:.0f} s)", flush=True)
     table = markdown(results)
-    write_json({"model": str(model), "prompts": source, "users": len(rows), "threads": args.threads, "results": results, "table": table}, args.out)
+    write_json(
+        {
+            "model": str(model),
+            "prompts": source,
+            "users": len(rows),
+            "threads": args.threads,
+            "results": results,
+            "table": table,
+        },
+        args.out,
+    )
     print(table)
 
 

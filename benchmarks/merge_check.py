@@ -71,7 +71,9 @@ def build_adapter(root: Path, base_dir: Path, update: float, rank: int) -> Path:
     torch.manual_seed(1)
     model = get_peft_model(
         AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32),
-        LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM"),
+        LoraConfig(
+            r=rank, lora_alpha=2 * rank, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM"
+        ),
     )
     with torch.no_grad():
         for module in model.modules():
@@ -103,8 +105,12 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--update", type=float, default=0.01, help="relative size of each module's LoRA update")
     parser.add_argument("--base-dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "float16", "bfloat16"], help="saved dtypes of the merged model")
-    parser.add_argument("--drop", default="self_attn.o_proj", help="projection of the middle layer whose update is dropped")
+    parser.add_argument(
+        "--dtypes", nargs="+", default=["float32", "float16", "bfloat16"], help="saved dtypes of the merged model"
+    )
+    parser.add_argument(
+        "--drop", default="self_attn.o_proj", help="projection of the middle layer whose update is dropped"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -125,20 +131,30 @@ def main() -> None:
         for dtype in args.dtypes:
             merged = root / f"merged-{dtype}"
             started = time.perf_counter()
-            check = merge_adapter(base, adapter, merged, dtype=dtype, tolerance=float("inf"), device=args.device, threads=args.threads)
+            check = merge_adapter(
+                base, adapter, merged, dtype=dtype, tolerance=float("inf"), device=args.device, threads=args.threads
+            )
             seconds = time.perf_counter() - started
             dropped = root / f"dropped-{dtype}"
             drop_one_module(merged, base, dropped, f"model.layers.{args.layers // 2}.{args.drop}.weight")
             bad = check_merged_model(dropped, base, adapter, dtype=dtype, tolerance=float("inf"), device=args.device)
             rows.append((dtype, check, bad, seconds))
-    print(f"Llama-shaped random model: hidden {args.hidden}, {args.layers} layers, base {args.base_dtype}, LoRA r{args.rank}, update {args.update:g}, device {args.device}, {args.threads} threads")
+    print(
+        f"Llama-shaped random model: hidden {args.hidden}, {args.layers} layers, base {args.base_dtype}, LoRA "
+        f"r{args.rank}, update {args.update:g}, device {args.device}, {args.threads} threads"
+    )
     print()
-    print("| saved dtype | correct: logits rel. error | max abs | top-1 | worst module update error | one module dropped: logits rel. error | max abs | top-1 | worst module update error | merge + check s |")
+    print(
+        "| saved dtype | correct: logits rel. error | max abs | top-1 | worst module update error | one module "
+        "dropped: logits rel. error | max abs | top-1 | worst module update error | merge + check s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for dtype, good, bad, seconds in rows:
         print(
-            f"| {dtype} | {good.relative_error:.2e} | {good.max_abs_error:.2e} | {good.top1_agreement:.1%} | {good.worst_update_error:.3f} "
-            f"| {bad.relative_error:.2e} | {bad.max_abs_error:.2e} | {bad.top1_agreement:.1%} | {bad.worst_update_error:.3f} | {seconds:.1f} |"
+            f"| {dtype} | {good.relative_error:.2e} | {good.max_abs_error:.2e} | {good.top1_agreement:.1%} | "
+            f"{good.worst_update_error:.3f} "
+            f"| {bad.relative_error:.2e} | {bad.max_abs_error:.2e} | {bad.top1_agreement:.1%} | "
+            f"{bad.worst_update_error:.3f} | {seconds:.1f} |"
         )
 
 

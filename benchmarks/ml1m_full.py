@@ -24,7 +24,13 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "rekalm-original"
 DEFAULT_OUT = REPO / "benchmarks" / "out" / "ml1m_full"
 BASELINES = ["popularity", "random", "itemknn", "bpr", "ease"]
-ORIGINAL_FILES = {"dbpedia_mapping": "MappingMovielens2DBpedia-1.2.tsv", "item_props": "item-prop/train.tsv", "relations": "mapping_relations.tsv", "entities": "mapping_entities.tsv", "names": "entities_names.json"}
+ORIGINAL_FILES = {
+    "dbpedia_mapping": "MappingMovielens2DBpedia-1.2.tsv",
+    "item_props": "item-prop/train.tsv",
+    "relations": "mapping_relations.tsv",
+    "entities": "mapping_entities.tsv",
+    "names": "entities_names.json",
+}
 
 
 def override(data: Path) -> dict[str, object]:
@@ -36,7 +42,14 @@ def override(data: Path) -> dict[str, object]:
     }
     return {
         "run": {"datasets": ["ml1m"], "ablations": [], "zero_shot": []},
-        "datasets": {"ml1m": {"format": "ml1m_recbole", "files": files, "knowledge": {"graph": {"source": "original"}, "text": None}, "model": "smollm2_135m"}},
+        "datasets": {
+            "ml1m": {
+                "format": "ml1m_recbole",
+                "files": files,
+                "knowledge": {"graph": {"source": "original"}, "text": None},
+                "model": "smollm2_135m",
+            }
+        },
     }
 
 
@@ -55,8 +68,13 @@ def main() -> None:
     results = args.out / "results/ml1m"
     summary = {
         "prepared": json.loads((results / "prepare/stats.json").read_text()),
-        "split": {side: json.loads((results / "split/stats.json").read_text())[side]["users"] for side in ("train", "test")},
-        "lookup": {key: json.loads((results / "lookup_dbpedia/stats.json").read_text())[key] for key in ("triples", "items_with_triples")},
+        "split": {
+            side: json.loads((results / "split/stats.json").read_text())[side]["users"] for side in ("train", "test")
+        },
+        "lookup": {
+            key: json.loads((results / "lookup_dbpedia/stats.json").read_text())[key]
+            for key in ("triples", "items_with_triples")
+        },
         "stages": rows,
     }
     print(json.dumps({key: value for key, value in summary.items() if key != "stages"}))

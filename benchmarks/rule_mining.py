@@ -38,7 +38,9 @@ sys.path.insert(0, str(REPO))
 OUT = REPO / "benchmarks" / "out"
 DEFAULT_ENGINES = ["bitset", "mlxtend_apriori", "mlxtend_apriori_low_memory", "mlxtend_fpgrowth", "efficient_apriori"]
 REPEATS, REPEAT_BUDGET_S = 5, 5.0
-SINGLE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
+SINGLE_THREAD = {
+    name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+}
 
 
 def ml1m_inter_path() -> Path:
@@ -99,7 +101,18 @@ def run_child(engine: str, transactions_path: Path, rules_path: Path, support: f
         cpus.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
     write_rules(rules, rules_path)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rules": len(rules), "wall_s": min(walls), "cpu_s": min(cpus), "first_wall_s": walls[0], "runs": len(walls), "peak_rss_mb": peak}))
+    print(
+        json.dumps(
+            {
+                "rules": len(rules),
+                "wall_s": min(walls),
+                "cpu_s": min(cpus),
+                "first_wall_s": walls[0],
+                "runs": len(walls),
+                "peak_rss_mb": peak,
+            }
+        )
+    )
 
 
 def limit_memory(gigabytes: float) -> None:
@@ -109,17 +122,37 @@ def limit_memory(gigabytes: float) -> None:
 
 def run_engine(engine: str, transactions_path: Path, workdir: Path, args: argparse.Namespace) -> dict:
     rules_path = workdir / f"{engine}.parquet"
-    command = [sys.executable, __file__, "--child", engine, "--transactions", str(transactions_path), "--rules", str(rules_path)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        engine,
+        "--transactions",
+        str(transactions_path),
+        "--rules",
+        str(rules_path),
+    ]
     command += ["--support", str(args.support), "--confidence", str(args.confidence)]
     env = {**os.environ, **SINGLE_THREAD, "TQDM_DISABLE": "1"}
     started = time.perf_counter()
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=args.time_limit, env=env, preexec_fn=lambda: limit_memory(args.mem_limit_gb))
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=args.time_limit,
+            env=env,
+            preexec_fn=lambda: limit_memory(args.mem_limit_gb),
+        )
     except subprocess.TimeoutExpired:
         return {"engine": engine, "status": f"killed after {args.time_limit:.0f} s time limit"}
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["?"])[-1]
-        why = f"out of memory under the {args.mem_limit_gb:g} GB cap" if "MemoryError" in done.stderr or "Unable to allocate" in done.stderr else last
+        why = (
+            f"out of memory under the {args.mem_limit_gb:g} GB cap"
+            if "MemoryError" in done.stderr or "Unable to allocate" in done.stderr
+            else last
+        )
         return {"engine": engine, "status": f"failed after {time.perf_counter() - started:.0f} s: {why}"[:160]}
     result = json.loads(done.stdout.strip().splitlines()[-1])
     return {"engine": engine, "status": "ok", **result, "rules_path": str(rules_path)}
@@ -129,7 +162,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--support", type=float, default=0.01)
     parser.add_argument("--confidence", type=float, default=0.05)
-    parser.add_argument("--engines", default=",".join(DEFAULT_ENGINES), help="comma-separated; the first is the one compared")
+    parser.add_argument(
+        "--engines", default=",".join(DEFAULT_ENGINES), help="comma-separated; the first is the one compared"
+    )
     parser.add_argument("--time-limit", type=float, default=300.0, help="seconds per engine")
     parser.add_argument("--mem-limit-gb", type=float, default=6.0, help="address-space cap per engine")
     parser.add_argument("--cache", type=Path, default=OUT / "ml1m_train_transactions.parquet")
@@ -179,9 +214,25 @@ def main() -> None:
         ]
         for r in results
     ]
-    headers = ["engine", "rules", "wall s", "CPU s", "1st run wall s", "runs", "peak RSS MB", f"identical to {engines[0]}", "status"]
+    headers = [
+        "engine",
+        "rules",
+        "wall s",
+        "CPU s",
+        "1st run wall s",
+        "runs",
+        "peak RSS MB",
+        f"identical to {engines[0]}",
+        "status",
+    ]
     print(tabulate(rows, headers=headers))
-    summary = {"transactions": len(transactions), "empty_transactions": empty, "support": args.support, "confidence": args.confidence, "results": results}
+    summary = {
+        "transactions": len(transactions),
+        "empty_transactions": empty,
+        "support": args.support,
+        "confidence": args.confidence,
+        "results": results,
+    }
     chosen = results[0]
     mlxtend = [r for r in results if r["engine"].startswith("mlxtend") and r["status"] == "ok"]
     if chosen["status"] == "ok" and mlxtend:

@@ -46,8 +46,30 @@ MIN_REVIEWS, MAX_REVIEWS = 11, 99  # the original kept users with 10 < reviews <
 # scales with the number of games): at full size the top game is rated by ~17 % of users,
 # the median game by ~90, the least popular by ~30.
 POPULARITY_OFFSET_SHARE = 30 / ITEMS
-MECHANICS = ["Dice Rolling", "Hand Management", "Set Collection", "Worker Placement", "Area Majority / Influence", "Deck Building", "Tile Placement", "Cooperative Game", "Auction/Bidding", "Trading"]
-CATEGORIES = ["Strategy", "Card Game", "Fantasy", "Economic", "Wargame", "Party Game", "Abstract Strategy", "Science Fiction", "Adventure", "Medieval"]
+MECHANICS = [
+    "Dice Rolling",
+    "Hand Management",
+    "Set Collection",
+    "Worker Placement",
+    "Area Majority / Influence",
+    "Deck Building",
+    "Tile Placement",
+    "Cooperative Game",
+    "Auction/Bidding",
+    "Trading",
+]
+CATEGORIES = [
+    "Strategy",
+    "Card Game",
+    "Fantasy",
+    "Economic",
+    "Wargame",
+    "Party Game",
+    "Abstract Strategy",
+    "Science Fiction",
+    "Adventure",
+    "Medieval",
+]
 
 
 def review_counts(rng: np.random.Generator, users: int, total: int) -> np.ndarray:
@@ -83,8 +105,12 @@ def sample_items(rng: np.random.Generator, counts: np.ndarray, items: int) -> np
     while missing.any():
         users = np.flatnonzero(missing)
         draws = np.ceil(missing[users] * 1.5).astype(np.int64) + 4
-        batch = pd.DataFrame({"user": np.repeat(users, draws), "item": rng.choice(items, size=int(draws.sum()), p=popularity)})
-        chosen = pd.concat([chosen, batch], ignore_index=True).drop_duplicates(["user", "item"])  # keeps the first draw
+        batch = pd.DataFrame(
+            {"user": np.repeat(users, draws), "item": rng.choice(items, size=int(draws.sum()), p=popularity)}
+        )
+        chosen = pd.concat([chosen, batch], ignore_index=True).drop_duplicates(
+            ["user", "item"]
+        )  # keeps the first draw
         chosen = chosen[chosen.groupby("user").cumcount() < counts[chosen["user"].to_numpy()]]
         missing = counts - np.bincount(chosen["user"].to_numpy(), minlength=len(counts))
     return chosen.sort_values("user", kind="stable")["item"].to_numpy()
@@ -102,8 +128,15 @@ def write_dataset(out: Path, users: int, seed: int = 22) -> dict[str, object]:
     quality = rng.normal(0.0, 1.0, size=items)
     taste = rng.normal(0.0, 0.8, size=users)
     user_of_row = np.repeat(np.arange(users), counts)
-    rating = np.clip(np.round(2 * (6.8 + 0.9 * quality[game_index] + taste[user_of_row] + rng.normal(0, 1.1, size=len(game_index)))) / 2, 1, 10)
-    reviews = pd.DataFrame({"user": np.char.add("user", user_of_row.astype(str)), "rating": rating, "ID": game_ids[game_index]})
+    rating = np.clip(
+        np.round(2 * (6.8 + 0.9 * quality[game_index] + taste[user_of_row] + rng.normal(0, 1.1, size=len(game_index))))
+        / 2,
+        1,
+        10,
+    )
+    reviews = pd.DataFrame(
+        {"user": np.char.add("user", user_of_row.astype(str)), "rating": rating, "ID": game_ids[game_index]}
+    )
     reviews = reviews.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # the dump is not grouped by user
     out.mkdir(parents=True, exist_ok=True)
     reviews.insert(0, "", np.arange(len(reviews)))
@@ -127,7 +160,12 @@ def write_dataset(out: Path, users: int, seed: int = 22) -> dict[str, object]:
         }
     )
     games.to_csv(out / "games_detailed_info.csv", index=False)
-    return {"ratings": int(len(reviews)), "users": int(users), "items": int(len(np.unique(game_index))), "liked_share": round(float((rating > 7).mean()), 3)}
+    return {
+        "ratings": int(len(reviews)),
+        "users": int(users),
+        "items": int(len(np.unique(game_index))),
+        "liked_share": round(float((rating > 7).mean()), 3),
+    }
 
 
 def main() -> None:
@@ -136,8 +174,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=USERS)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--baselines", nargs="*", default=["popularity", "random", "itemknn", "bpr", "ease"])
-    parser.add_argument("--baselines-first", action="store_true", help="run the baselines before prepare_model and build_sets")
-    parser.add_argument("--one-grid-point", action="store_true", help="tune each baseline on its grid's first point only")
+    parser.add_argument(
+        "--baselines-first", action="store_true", help="run the baselines before prepare_model and build_sets"
+    )
+    parser.add_argument(
+        "--one-grid-point", action="store_true", help="tune each baseline on its grid's first point only"
+    )
     args = parser.parse_args()
     data = args.out / "data"
     shape_file = data / "shape.json"
@@ -153,14 +195,19 @@ def main() -> None:
         "run": {"datasets": ["bgg"], "ablations": [], "zero_shot": []},
         "datasets": {
             "bgg": {
-                "files": {"ratings": {"path": str(data / "bgg-19m-reviews.csv")}, "items": {"path": str(data / "games_detailed_info.csv")}},
+                "files": {
+                    "ratings": {"path": str(data / "bgg-19m-reviews.csv")},
+                    "items": {"path": str(data / "games_detailed_info.csv")},
+                },
                 "model": "smollm2_135m",
             }
         },
     }
     if args.one_grid_point:
         grids = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["baselines"]["grids"]
-        settings["baselines"] = {"grids": {name: {key: values[:1] for key, values in grid.items()} for name, grid in grids.items()}}
+        settings["baselines"] = {
+            "grids": {name: {key: values[:1] for key, values in grid.items()} for name, grid in grids.items()}
+        }
     override = args.out / "scale.yaml"
     override.write_text(yaml.safe_dump(settings))
     stages = cpu_stages("bgg", "attributes", args.baselines, evaluate=False)
@@ -169,7 +216,9 @@ def main() -> None:
     rows = run_stages(args.out, [override], stages, args.cores)
     prepared = json.loads((args.out / "results/bgg/prepare/stats.json").read_text())
     print(f"prepared: {prepared}")
-    (args.out / "scale.json").write_text(json.dumps({"generated": shape, "prepared": prepared, "stages": rows}, indent=2) + "\n")
+    (args.out / "scale.json").write_text(
+        json.dumps({"generated": shape, "prepared": prepared, "stages": rows}, indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":

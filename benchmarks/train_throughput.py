@@ -53,11 +53,24 @@ sys.path.insert(0, str(REPO))
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {},  # TrainingSettings defaults are the paper's values
     "cpu_small": {
-        "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "seq_len": 384, "learning_rate": 2e-4,
-        "epochs": 1, "max_steps": 6, "per_device_batch_size": 2, "gradient_checkpointing": False,
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.05,
+        "seq_len": 384,
+        "learning_rate": 2e-4,
+        "epochs": 1,
+        "max_steps": 6,
+        "per_device_batch_size": 2,
+        "gradient_checkpointing": False,
     },
-}  # fmt: skip
-PLAIN_OVERRIDES = {"packing": False, "bf16": False, "tf32": False, "gradient_checkpointing": False, "attn_implementation": "sdpa"}
+}
+PLAIN_OVERRIDES = {
+    "packing": False,
+    "bf16": False,
+    "tf32": False,
+    "gradient_checkpointing": False,
+    "attn_implementation": "sdpa",
+}
 
 
 # --------------------------------------------------------------------------- synthetic data
@@ -78,15 +91,24 @@ def synthetic_rows(tokenizer: Any, users: int, seed: int = 22) -> list[dict[str,
     for _ in range(users):
         picked = rng.sample(titles, 24)
         liked, disliked, candidates = picked[:12], picked[12:16], picked[16:24]
-        user = f"Liked: {'; '.join(liked)}.\nDisliked: {'; '.join(disliked)}.\nRank these candidates: {'; '.join(candidates)}."
-        prompt = render_chat(tokenizer, system, user)  # the workflow's own rendering: a plain template without a chat template
+        user = (
+            f"Liked: {'; '.join(liked)}.\nDisliked: {'; '.join(disliked)}.\n"
+            f"Rank these candidates: {'; '.join(candidates)}."
+        )
+        prompt = render_chat(
+            tokenizer, system, user
+        )  # the workflow's own rendering: a plain template without a chat template
         answer = "Here a list:\n" + "\n".join(f"{rank}. {name}" for rank, name in enumerate(candidates, start=1))
         rows += [{"kind": "ranking", "prompt": prompt, "completion": answer}] * 3
         rule = f"People who like {picked[0]}, {picked[1]} also tend to like {picked[2]}."
         facts = (
-            f"{picked[3]} is a movie. Guiding the vision of this movie is the director, {rng.choice(DIRECTORS)}. It belongs to the {rng.choice(GENRES)} genre."
+            f"{picked[3]} is a movie. Guiding the vision of this movie is the director, {rng.choice(DIRECTORS)}. "
+            f"It belongs to the {rng.choice(GENRES)} genre."
         )
-        rows += [{"kind": "collab", "prompt": "", "completion": rule}, {"kind": "graph", "prompt": "", "completion": facts}]
+        rows += [
+            {"kind": "collab", "prompt": "", "completion": rule},
+            {"kind": "graph", "prompt": "", "completion": facts},
+        ]
     rng.shuffle(rows)
     return rows
 
@@ -116,18 +138,39 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from rekalm.hf import load_tokenizer
-    from rekalm.train import TrainingJob, TrainingSettings, build_trainer, load_training_rows, peak_memory_mb, plan_device, tokenize_rows
+    from rekalm.train import (
+        TrainingJob,
+        TrainingSettings,
+        build_trainer,
+        load_training_rows,
+        peak_memory_mb,
+        plan_device,
+        tokenize_rows,
+    )
 
     torch.set_num_threads(args.threads)
     # --settings last: they may change either variant (e.g. the baseline with checkpointing on)
-    settings_dict = {**PRESETS[args.preset], **(PLAIN_OVERRIDES if args.variant == "plain" else {}), **json.loads(args.settings)}
+    settings_dict = {
+        **PRESETS[args.preset],
+        **(PLAIN_OVERRIDES if args.variant == "plain" else {}),
+        **json.loads(args.settings),
+    }
     settings_dict.update(max_steps=args.warmup + args.steps, epochs=1000, save_steps=10**9, keep_checkpoints=True)
     settings = TrainingSettings(**settings_dict)
     plan = plan_device(settings, args.base)
     tokenizer = load_tokenizer(args.base)
     tokenized = tokenize_rows(load_training_rows(args.train_jsonl), tokenizer, settings.seq_len, settings.loss)
     with tempfile.TemporaryDirectory() as scratch:
-        job = TrainingJob(args.train_jsonl, args.base, f"{scratch}/a", f"{scratch}/l.tsv", f"{scratch}/l.png", f"{scratch}/ckpt", settings, args.threads)
+        job = TrainingJob(
+            args.train_jsonl,
+            args.base,
+            f"{scratch}/a",
+            f"{scratch}/l.tsv",
+            f"{scratch}/l.png",
+            f"{scratch}/ckpt",
+            settings,
+            args.threads,
+        )
         if args.random_init:
             patch_random_init()
         trainer = build_trainer(job, tokenized, tokenizer, plan)
@@ -138,7 +181,11 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
         trainer.add_callback(timer)
         trainer.train()
     measured = slice(args.warmup, args.warmup + args.steps)
-    seconds = timer.times[args.warmup + args.steps - 1] - timer.times[args.warmup - 1] if args.warmup else timer.times[-1] - timer.start
+    seconds = (
+        timer.times[args.warmup + args.steps - 1] - timer.times[args.warmup - 1]
+        if args.warmup
+        else timer.times[-1] - timer.start
+    )
     tokens = sum(counter.per_step[measured])
     return {
         "variant": args.variant,
@@ -208,7 +255,9 @@ def patch_random_init() -> None:
     def from_config(folder, dtype=None, attn_implementation=None, trust_remote_code=False, device_map=None, **kwargs):
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
         with torch.device((device_map or {}).get("", "cpu")):
-            return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
+            return AutoModelForCausalLM.from_config(
+                config, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code
+            )
 
     AutoModelForCausalLM.from_pretrained = from_config  # type: ignore[method-assign]
 
@@ -246,7 +295,12 @@ def launch(args: argparse.Namespace, variant: str) -> dict[str, Any]:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=args.timeout, preexec_fn=cap_memory, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        command,
+        capture_output=True,
+        text=True,
+        timeout=args.timeout,
+        preexec_fn=cap_memory,
+        env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},
     )
     if done.returncode != 0:
         raise RuntimeError(f"{variant} worker failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -255,10 +309,14 @@ def launch(args: argparse.Namespace, variant: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", required=True, help="prepared model folder (config + tokenizer; weights unless --random-init)")
+    parser.add_argument(
+        "--base", required=True, help="prepared model folder (config + tokenizer; weights unless --random-init)"
+    )
     data = parser.add_mutually_exclusive_group(required=True)
     data.add_argument("--train-jsonl", help="a build_sets train.jsonl")
-    data.add_argument("--synthetic", type=int, metavar="USERS", help="generate a collab_graph-like set for this many users")
+    data.add_argument(
+        "--synthetic", type=int, metavar="USERS", help="generate a collab_graph-like set for this many users"
+    )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu_small")
     parser.add_argument("--settings", default="{}", help="JSON overrides of the preset, e.g. '{\"seq_len\": 2048}'")
     parser.add_argument("--steps", type=int, default=4, help="measured optimizer steps per variant")

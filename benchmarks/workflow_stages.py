@@ -19,7 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILES = [REPO / "config" / "config.yaml", REPO / "config" / "domains.yaml"]
 
 # Runs one command, then prints the peak RSS of its largest descendant (kilobytes).
-_MEASURE = "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)"
+_MEASURE = (
+    "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)"
+)
 
 
 def cpu_stages(dataset: str, lookup: str, baselines: Sequence[str], evaluate: bool) -> list[tuple[str, list[str]]]:
@@ -37,7 +40,10 @@ def cpu_stages(dataset: str, lookup: str, baselines: Sequence[str], evaluate: bo
         *[(f"baselines {name}", [f"{results}/baselines/{name}/predictions.parquet"]) for name in baselines],
     ]
     if evaluate:
-        stages += [(f"evaluate ({len(baselines)} baselines)", [f"{results}/metrics/{name}.json" for name in baselines]), ("compare", [f"{results}/compare/table.md"])]
+        stages += [
+            (f"evaluate ({len(baselines)} baselines)", [f"{results}/metrics/{name}.json" for name in baselines]),
+            ("compare", [f"{results}/compare/table.md"]),
+        ]
     return stages
 
 
@@ -45,7 +51,24 @@ def run_stage(workdir: Path, overrides: Sequence[Path], targets: Sequence[str], 
     """(wall seconds, peak RSS in GB) of one snakemake invocation building ``targets``."""
     snakemake = Path(sys.executable).parent / "snakemake"
     configs = [str(path) for path in (*CONFIG_FILES, *overrides)]
-    command = [sys.executable, "-c", _MEASURE, str(snakemake), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", str(cores), "--quiet", "all", "--configfile", *configs, "--", *targets]
+    command = [
+        sys.executable,
+        "-c",
+        _MEASURE,
+        str(snakemake),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        str(cores),
+        "--quiet",
+        "all",
+        "--configfile",
+        *configs,
+        "--",
+        *targets,
+    ]
     started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     elapsed = time.monotonic() - started
@@ -54,7 +77,9 @@ def run_stage(workdir: Path, overrides: Sequence[Path], targets: Sequence[str], 
     return elapsed, int(result.stderr.strip().splitlines()[-1]) / 1024**2
 
 
-def run_stages(workdir: Path, overrides: Sequence[Path], stages: Sequence[tuple[str, Sequence[str]]], cores: int) -> list[dict[str, object]]:
+def run_stages(
+    workdir: Path, overrides: Sequence[Path], stages: Sequence[tuple[str, Sequence[str]]], cores: int
+) -> list[dict[str, object]]:
     """Run ``stages`` (name, targets) in order, printing a table row after each."""
     rows = []
     print(f"{'stage':<30} {'wall s':>8} {'peak RSS GB':>12}", flush=True)

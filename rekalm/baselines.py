@@ -77,7 +77,9 @@ class BaselineSettings:
 
     def __post_init__(self) -> None:
         if not 0 < self.validation_fraction < 1:
-            raise ValueError(f"baselines.validation_fraction: expected a number in (0, 1), got {self.validation_fraction!r}")
+            raise ValueError(
+                f"baselines.validation_fraction: expected a number in (0, 1), got {self.validation_fraction!r}"
+            )
         if self.validation_cutoff < 1:
             raise ValueError(f"baselines.validation_cutoff: expected an integer >= 1, got {self.validation_cutoff!r}")
 
@@ -116,7 +118,9 @@ def fit_random(data: Interactions, seed: int, threads: int) -> PairScorer:
 
     def score_pairs(user_index: np.ndarray, item_index: np.ndarray) -> np.ndarray:
         keys = (f"{seed}\x1f{data.users[u]}\x1f{data.items[i]}".encode() for u, i in zip(user_index, item_index))
-        return np.array([int.from_bytes(hashlib.sha256(key).digest()[:8], "little") / 2.0**64 for key in keys], dtype=np.float64)
+        return np.array(
+            [int.from_bytes(hashlib.sha256(key).digest()[:8], "little") / 2.0**64 for key in keys], dtype=np.float64
+        )
 
     return score_pairs
 
@@ -140,7 +144,15 @@ def fit_itemknn(data: Interactions, seed: int, threads: int, k: int = 50) -> Pai
     return _rows_scorer(lambda users: (data.matrix[users] @ similarity).toarray())
 
 
-def fit_bpr(data: Interactions, seed: int, threads: int, factors: int = 64, lr: float = 0.01, reg: float = 0.01, iterations: int = 100) -> PairScorer:
+def fit_bpr(
+    data: Interactions,
+    seed: int,
+    threads: int,
+    factors: int = 64,
+    lr: float = 0.01,
+    reg: float = 0.01,
+    iterations: int = 100,
+) -> PairScorer:
     """BPR-MF (implicit's CPU BayesianPersonalizedRanking); score = user . item factors.
 
     One thread always: implicit's multi-threaded SGD updates factors without locks
@@ -149,7 +161,12 @@ def fit_bpr(data: Interactions, seed: int, threads: int, factors: int = 64, lr: 
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
     model = BayesianPersonalizedRanking(
-        factors=int(factors), learning_rate=float(lr), regularization=float(reg), iterations=int(iterations), num_threads=1, random_state=seed
+        factors=int(factors),
+        learning_rate=float(lr),
+        regularization=float(reg),
+        iterations=int(iterations),
+        num_threads=1,
+        random_state=seed,
     )
     model.fit(data.matrix.astype(np.float32), show_progress=False)
     user_factors = np.asarray(model.user_factors, dtype=np.float64)
@@ -170,7 +187,10 @@ def lapack_dtype(size: int) -> type[np.floating]:
     if size <= _FLOAT64_MAX_ITEMS:
         return np.float64
     if size * size * 4 > _LAPACK_MAX_BYTES:
-        raise ValueError(f"EASE: {size} items exceed what SciPy's LAPACK (32-bit indices) can invert (at most 23,170); drop rare items first")
+        raise ValueError(
+            f"EASE: {size} items exceed what SciPy's LAPACK (32-bit indices) can invert (at most 23,170); drop rare "
+            "items first"
+        )
     return np.float32
 
 
@@ -215,7 +235,9 @@ def fit_ease(data: Interactions, seed: int, threads: int, l2: float = 500.0) -> 
     active = np.flatnonzero(data.matrix.getnnz(axis=0) > 0)
     dtype = lapack_dtype(len(active))
     if dtype != np.float64:
-        log.info("EASE: %d items: computed in float32 (SciPy's LAPACK crashes on float64 matrices this large)", len(active))
+        log.info(
+            "EASE: %d items: computed in float32 (SciPy's LAPACK crashes on float64 matrices this large)", len(active)
+        )
     active_matrix = data.matrix[:, active].astype(dtype)
     weights = (active_matrix.T @ active_matrix).toarray()
     weights[np.diag_indices_from(weights)] += float(l2)
@@ -258,7 +280,9 @@ def expand_grid(name: str, grid: Mapping[str, Sequence[Any]]) -> list[dict[str, 
     defaults = tunable_parameters(name)
     unknown = sorted(set(grid) - set(defaults))
     if unknown:
-        raise ValueError(f"baselines.grids.{name}: unknown parameter(s) {unknown}; expected some of {sorted(defaults)}")
+        raise ValueError(
+            f"baselines.grids.{name}: unknown parameter(s) {unknown}; expected some of {sorted(defaults)}"
+        )
     values: dict[str, list[Any]] = {}
     for key, default in defaults.items():
         given = grid.get(key, [default])
@@ -300,7 +324,9 @@ def build_interactions(rows: pd.DataFrame, users: np.ndarray, items: np.ndarray)
     liked = rows[rows["liked"].astype(int) == 1]
     user_index = pd.Index(users).get_indexer(liked["user"].astype(str))
     item_index = pd.Index(items).get_indexer(liked["item"].astype(str))
-    matrix = sparse.csr_matrix((np.ones(len(liked), dtype=np.float32), (user_index, item_index)), shape=(len(users), len(items)))
+    matrix = sparse.csr_matrix(
+        (np.ones(len(liked), dtype=np.float32), (user_index, item_index)), shape=(len(users), len(items))
+    )
     matrix.data[:] = 1.0  # duplicates were summed by the constructor
     return Interactions(matrix=matrix, users=users, items=items)
 
@@ -346,19 +372,30 @@ def mean_ndcg(ranked: pd.DataFrame, cutoff: int) -> float:
     return float(np.mean(per_user["dcg"].to_numpy() / ideal))
 
 
-def validation_score(name: str, params: Mapping[str, Any], data: Interactions, candidates: pd.DataFrame, settings: BaselineSettings) -> float:
+def validation_score(
+    name: str, params: Mapping[str, Any], data: Interactions, candidates: pd.DataFrame, settings: BaselineSettings
+) -> float:
     scorer = get_baseline(name)(data, settings.seed, settings.threads, **params)
     ranked = rank_candidates(candidates, score_candidates(scorer, data, candidates))
     return mean_ndcg(ranked, settings.validation_cutoff)
 
 
-def tune(name: str, split: pd.DataFrame, candidates: pd.DataFrame, users: np.ndarray, items: np.ndarray, settings: BaselineSettings) -> dict[str, Any]:
+def tune(
+    name: str,
+    split: pd.DataFrame,
+    candidates: pd.DataFrame,
+    users: np.ndarray,
+    items: np.ndarray,
+    settings: BaselineSettings,
+) -> dict[str, Any]:
     """Fit every grid point on the tuning data and score it on the validation candidates."""
     validation_users = choose_validation_users(split, settings.validation_fraction, settings.validation_seed)
     rows = training_rows(split)
     held_out_of_validation = rows["user"].astype(str).isin(validation_users) & (rows["side"] == "held_out")
     tuning_data = build_interactions(rows[~held_out_of_validation], users, items)
-    validation = candidates[(candidates["user_set"] == "train") & candidates["user"].astype(str).isin(validation_users)]
+    validation = candidates[
+        (candidates["user_set"] == "train") & candidates["user"].astype(str).isin(validation_users)
+    ]
     metric = f"ndcg@{settings.validation_cutoff}"
     results = []
     for params in tqdm(expand_grid(name, settings.grid), desc=f"tune {name}", unit="fit"):
@@ -405,7 +442,9 @@ def _json_number(value: float) -> float | None:
     return value if math.isfinite(value) else None  # JSON has no NaN
 
 
-def run_baseline(name: str, split: pd.DataFrame, candidates: pd.DataFrame, settings: BaselineSettings) -> tuple[pd.DataFrame, dict[str, dict[str, float]], dict[str, Any]]:
+def run_baseline(
+    name: str, split: pd.DataFrame, candidates: pd.DataFrame, settings: BaselineSettings
+) -> tuple[pd.DataFrame, dict[str, dict[str, float]], dict[str, Any]]:
     """Tune ``name`` on train users, refit on all training rows, rank each test user's
     candidates: (predictions, ranx run dict, tuning report)."""
     fit = get_baseline(name)
@@ -418,7 +457,10 @@ def run_baseline(name: str, split: pd.DataFrame, candidates: pd.DataFrame, setti
         test = candidates[candidates["user_set"] == "test"]
         scores = score_candidates(fit(data, settings.seed, settings.threads, **tuning["chosen"]), data, test)
     if not np.isfinite(scores).all():
-        raise ValueError(f"baseline {name}: non-finite scores with parameters {tuning['chosen']} (diverged?); narrow baselines.grids.{name}")
+        raise ValueError(
+            f"baseline {name}: non-finite scores with parameters {tuning['chosen']} (diverged?); narrow "
+            f"baselines.grids.{name}"
+        )
     predictions = rank_candidates(test, scores).assign(source="model")[PREDICTION_COLUMNS]
     tuning["chosen_score"] = _json_number(tuning["chosen_score"])
     tuning["grid"] = [{**row, tuning["metric"]: _json_number(row[tuning["metric"]])} for row in tuning["grid"]]

@@ -117,7 +117,9 @@ class BuildSettings:
             raise ValueError(f"lexicalize.placement: expected one of {list(PLACEMENTS)}, got {placement!r}")
         document_items = lexicalize.get("document_items", "interacted")
         if document_items not in DOCUMENT_ITEMS:
-            raise ValueError(f"lexicalize.document_items: expected one of {list(DOCUMENT_ITEMS)}, got {document_items!r}")
+            raise ValueError(
+                f"lexicalize.document_items: expected one of {list(DOCUMENT_ITEMS)}, got {document_items!r}"
+            )
         weights = lexicalize.get("weights", {})
         in_prompt = lexicalize.get("in_prompt", {})
         defaults = cls()
@@ -158,7 +160,9 @@ def _weights(weights: Mapping[str, Any], name: str, default: MixWeights) -> MixW
     documents = spec.get("documents", default.documents)
     for key, value in (("ranking", ranking), ("documents", documents)):
         if not isinstance(value, int) or value < 0:
-            raise ValueError(f"lexicalize.weights.{name}.{key}: expected a non-negative integer (copies), got {value!r}")
+            raise ValueError(
+                f"lexicalize.weights.{name}.{key}: expected a non-negative integer (copies), got {value!r}"
+            )
     return MixWeights(ranking=ranking, documents=documents)
 
 
@@ -260,7 +264,9 @@ class Counts:
         return dict(sorted(self.values.items()))
 
 
-def load_user_lists(split: pd.DataFrame, candidates: pd.DataFrame, names: Mapping[str, str], settings: BuildSettings, counts: Counts) -> list[UserLists]:
+def load_user_lists(
+    split: pd.DataFrame, candidates: pd.DataFrame, names: Mapping[str, str], settings: BuildSettings, counts: Counts
+) -> list[UserLists]:
     """Per-user history (interaction row order) and candidates (shuffled position order),
     users in candidates.parquet order."""
     history = split[split["side"] == "history"].sort_values(["user", "row"], kind="stable")
@@ -280,7 +286,14 @@ def _keep_name(item: str, names: Mapping[str, str], settings: BuildSettings) -> 
     return len(names[item].strip()) >= settings.min_name_length
 
 
-def _user_lists(user: str, held_out: pd.DataFrame, history: pd.DataFrame | None, names: Mapping[str, str], settings: BuildSettings, counts: Counts) -> UserLists:
+def _user_lists(
+    user: str,
+    held_out: pd.DataFrame,
+    history: pd.DataFrame | None,
+    names: Mapping[str, str],
+    settings: BuildSettings,
+    counts: Counts,
+) -> UserLists:
     candidate_items = held_out["item"].tolist()
     held_set = set(candidate_items)
     liked, disliked = [], []
@@ -329,7 +342,9 @@ class SourceRows:
                 for item in row["consequent"]:
                     source.rules_by_consequent.setdefault(str(item), []).append(row)
             else:
-                raise ValueError(f"lexicalize/{name}.jsonl: row {number} needs an 'item' or 'antecedent'+'consequent' fields")
+                raise ValueError(
+                    f"lexicalize/{name}.jsonl: row {number} needs an 'item' or 'antecedent'+'consequent' fields"
+                )
         for rules in source.rules_by_consequent.values():
             rules.sort(key=lambda r: (-float(r.get("confidence", 0.0)), str(r.get("rule", ""))))
         return source
@@ -397,7 +412,15 @@ class FittedPrompt:
 class PromptBuilder:
     """Builds one user's request, renders it with THE renderer and applies the length rule."""
 
-    def __init__(self, tokenizer: Any, counter: TokenCounter, names: Mapping[str, str], domain_label: str, settings: BuildSettings, knowledge: KnowledgeSelector | None) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        counter: TokenCounter,
+        names: Mapping[str, str],
+        domain_label: str,
+        settings: BuildSettings,
+        knowledge: KnowledgeSelector | None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.counter = counter
         self.names = names
@@ -405,7 +428,13 @@ class PromptBuilder:
         self.settings = settings
         self.knowledge = knowledge
 
-    def request(self, user: UserLists, keep_history: int | None = None, keep_knowledge: int | None = None, knowledge: Sequence[str] = ()) -> RankingRequest:
+    def request(
+        self,
+        user: UserLists,
+        keep_history: int | None = None,
+        keep_knowledge: int | None = None,
+        knowledge: Sequence[str] = (),
+    ) -> RankingRequest:
         liked, disliked = _proportional_tail(user.liked_history, user.disliked_history, keep_history)
         facts = list(knowledge) if keep_knowledge is None else list(knowledge)[:keep_knowledge]
         return RankingRequest(
@@ -429,7 +458,10 @@ class PromptBuilder:
         rendered: dict[tuple[int, int], tuple[str, int]] = {}
 
         def render(keep_history: int | None, keep_knowledge: int | None) -> tuple[str, int]:
-            key = (history if keep_history is None else keep_history, len(knowledge) if keep_knowledge is None else keep_knowledge)
+            key = (
+                history if keep_history is None else keep_history,
+                len(knowledge) if keep_knowledge is None else keep_knowledge,
+            )
             if key not in rendered:  # the searches revisit prompts already encoded
                 prompt = render_ranking_prompt(self.tokenizer, self.request(user, *key, knowledge))
                 rendered[key] = (prompt, self.counter.count(prompt))
@@ -445,9 +477,19 @@ class PromptBuilder:
                 kept_history = self._history_that_fits(user, plain_tokens, limit, lambda k: render(k, 0)[1] <= limit)
                 plain_tokens = render(kept_history, 0)[1] if knowledge else plain_tokens
             if knowledge:
-                kept_knowledge = self._knowledge_that_fits(knowledge, plain_tokens, limit, lambda k: render(kept_history, k)[1] <= limit)
+                kept_knowledge = self._knowledge_that_fits(
+                    knowledge, plain_tokens, limit, lambda k: render(kept_history, k)[1] <= limit
+                )
             prompt, tokens = render(kept_history, kept_knowledge)
-        return FittedPrompt(prompt, tokens, answer, answer_tokens, history - kept_history, len(knowledge) - kept_knowledge, tokens > limit)
+        return FittedPrompt(
+            prompt,
+            tokens,
+            answer,
+            answer_tokens,
+            history - kept_history,
+            len(knowledge) - kept_knowledge,
+            tokens > limit,
+        )
 
     # Encoding a long prompt is the slow part (ML-1M: 1-2k tokens, ~10 ms), so both searches
     # start from an estimate built from per-line token counts (short lines, cached) and
@@ -465,7 +507,9 @@ class PromptBuilder:
 
         return _largest_fitting_from_estimate(n_liked + n_disliked - 1, lambda k: estimate(k) <= limit, fits)
 
-    def _knowledge_that_fits(self, knowledge: Sequence[str], plain_tokens: int, limit: int, fits: Callable[[int], bool]) -> int:
+    def _knowledge_that_fits(
+        self, knowledge: Sequence[str], plain_tokens: int, limit: int, fits: Callable[[int], bool]
+    ) -> int:
         """The largest number of leading knowledge lines that fits after the plain prompt."""
         header = self.counter.count("\n\n" + KNOWLEDGE_HEADER)
         costs = np.cumsum([0] + [self.counter.count(line) + 2 for line in knowledge])
@@ -476,7 +520,9 @@ class PromptBuilder:
         return _largest_fitting_from_estimate(len(knowledge), lambda k: estimate(k) <= limit, fits)
 
 
-def _largest_fitting_from_estimate(upper: int, estimated_fits: Callable[[int], bool], fits: Callable[[int], bool]) -> int:
+def _largest_fitting_from_estimate(
+    upper: int, estimated_fits: Callable[[int], bool], fits: Callable[[int], bool]
+) -> int:
     """Largest k in [0, upper] with fits(k) (0 when none does), searching from the largest k
     the cheap ``estimated_fits`` accepts; exact for any estimate, fast for a close one."""
     guess = _largest_fitting(0, upper, estimated_fits)
@@ -549,7 +595,10 @@ def build_sets(
         # No association rule at the thresholds is a documented outcome (mine_rules warns);
         # an empty fact or text source would make the ablation no_kn under another name.
         if not rows and name not in SOURCES_THAT_MAY_BE_EMPTY:
-            raise ValueError(f"lexicalize/{name}.jsonl is empty, so ablation {ablation!r} would train without its {name!r} knowledge; check lookup_dbpedia's stats.json")
+            raise ValueError(
+                f"lexicalize/{name}.jsonl is empty, so ablation {ablation!r} would train without its {name!r} "
+                "knowledge; check lookup_dbpedia's stats.json"
+            )
     counter = TokenCounter(tokenizer)
     counts = Counts()
     sources = [SourceRows.from_rows(name, rows) for name, rows in knowledge.items()]
@@ -560,7 +609,9 @@ def build_sets(
     ranking, test, length_stats = _ranking_and_test_rows(users, builder, counts)
     _require_examples(ranking, test, length_stats, counts, settings)
     interacted = set(split["item"]) | set(candidates["item"])
-    documents, document_stats = _documents(sources, counter, settings, interacted) if settings.placement == "documents" else ({}, {})
+    documents, document_stats = (
+        _documents(sources, counter, settings, interacted) if settings.placement == "documents" else ({}, {})
+    )
     mix = settings.mix_for(list(knowledge))
     train = _mix(ranking, documents, mix, settings.seed)
 
@@ -581,28 +632,36 @@ def build_sets(
             **document_stats,
         },
         "test": length_stats["test"],
-        "items": {"catalog": len(names), "short_names": sum(len(n.strip()) < settings.min_name_length for n in names.values())},
+        "items": {
+            "catalog": len(names),
+            "short_names": sum(len(n.strip()) < settings.min_name_length for n in names.values()),
+        },
         "counts": counts.as_dict(),
     }
     _warn_about(stats)
     return BuiltSets(train, test, stats)
 
 
-def _require_examples(ranking: list[Row], test: list[Row], stats: Mapping[str, Any], counts: Counts, settings: BuildSettings) -> None:
+def _require_examples(
+    ranking: list[Row], test: list[Row], stats: Mapping[str, Any], counts: Counts, settings: BuildSettings
+) -> None:
     """An ablation without ranking examples (or test prompts) trains or scores nothing."""
     for name, rows in (("train", ranking), ("test", test)):
         if not rows:
             dropped = counts.as_dict().get(f"{name}_users_without_candidates", 0)
             raise ValueError(
-                f"no {name} user has a ranking prompt ({dropped} {name} user(s) lost every candidate, e.g. to names shorter than "
+                f"no {name} user has a ranking prompt ({dropped} {name} user(s) lost every candidate, e.g. to names "
+                "shorter than "
                 f"min_name_length={settings.min_name_length}); check the split and lexicalize.min_name_length"
             )
     unusable = stats["train"]["ranking_cuts"]["prompt_fills_seq_len"]
     if unusable == len(ranking):
         shortest = stats["train"]["shortest_prompt_tokens"]
         raise ValueError(
-            f"seq_len {settings.seq_len} is too small for any ranking prompt (the shortest train prompt, history cut, has "
-            f"{shortest} tokens), so training would see knowledge documents only; raise the training preset's seq_len above {shortest}"
+            f"seq_len {settings.seq_len} is too small for any ranking prompt (the shortest train prompt, history "
+            "cut, has "
+            f"{shortest} tokens), so training would see knowledge documents only; raise the training preset's "
+            f"seq_len above {shortest}"
         )
 
 
@@ -612,14 +671,21 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], where: str) -> None:
         raise ValueError(f"{where}: missing column(s) {missing}; expected {list(columns)}")
 
 
-def _ranking_and_test_rows(users: list[UserLists], builder: PromptBuilder, counts: Counts) -> tuple[list[Row], list[Row], dict[str, dict[str, Any]]]:
+def _ranking_and_test_rows(
+    users: list[UserLists], builder: PromptBuilder, counts: Counts
+) -> tuple[list[Row], list[Row], dict[str, dict[str, Any]]]:
     ranking: list[Row] = []
     test: list[Row] = []
-    lengths: dict[str, dict[str, list[int]]] = {"train": {"total": [], "prompt": []}, "test": {"prompt": [], "answer": []}}
+    lengths: dict[str, dict[str, list[int]]] = {
+        "train": {"total": [], "prompt": []},
+        "test": {"prompt": [], "answer": []},
+    }
     cut: dict[str, Counter[str]] = {"train": Counter(), "test": Counter()}
     for user in tqdm(users, desc="prompts", mininterval=5):
         if user.user_set not in ("train", "test"):
-            raise ValueError(f"candidates.parquet: user {user.user!r} has user_set {user.user_set!r}; expected 'train' or 'test'")
+            raise ValueError(
+                f"candidates.parquet: user {user.user!r} has user_set {user.user_set!r}; expected 'train' or 'test'"
+            )
         if not user.candidates:
             counts.add(f"{user.user_set}_users_without_candidates")
             continue
@@ -649,7 +715,16 @@ def _ranking_and_test_rows(users: list[UserLists], builder: PromptBuilder, count
         "train": {
             "ranking_users": len(ranking),
             "ranking_tokens": describe_lengths(lengths["train"]["total"]),
-            "ranking_cuts": {k: int(cut["train"][k]) for k in ("history_cut", "history_items_dropped", "knowledge_cut", "exceeds_seq_len", "prompt_fills_seq_len")},
+            "ranking_cuts": {
+                k: int(cut["train"][k])
+                for k in (
+                    "history_cut",
+                    "history_items_dropped",
+                    "knowledge_cut",
+                    "exceeds_seq_len",
+                    "prompt_fills_seq_len",
+                )
+            },
             "shortest_prompt_tokens": min(lengths["train"]["prompt"], default=0),
         },
         "test": {
@@ -657,13 +732,18 @@ def _ranking_and_test_rows(users: list[UserLists], builder: PromptBuilder, count
             "prompt_tokens": describe_lengths(lengths["test"]["prompt"]),
             "answer_tokens": describe_lengths(lengths["test"]["answer"]),
             "answers_over_512_tokens": int(sum(a > 512 for a in lengths["test"]["answer"])),
-            "cuts": {k: int(cut["test"][k]) for k in ("history_cut", "history_items_dropped", "knowledge_cut", "exceeds_seq_len")},
+            "cuts": {
+                k: int(cut["test"][k])
+                for k in ("history_cut", "history_items_dropped", "knowledge_cut", "exceeds_seq_len")
+            },
         },
     }
     return ranking, test, stats
 
 
-def _documents(sources: Sequence[SourceRows], counter: TokenCounter, settings: BuildSettings, interacted: set[str]) -> tuple[dict[str, list[Row]], dict[str, Any]]:
+def _documents(
+    sources: Sequence[SourceRows], counter: TokenCounter, settings: BuildSettings, interacted: set[str]
+) -> tuple[dict[str, list[Row]], dict[str, Any]]:
     """Knowledge documents per source; ``text`` documents trimmed to ``text_max_tokens``.
     With ``document_items: interacted`` item documents are kept only for items someone
     rated in this dataset (the same as ``all`` on a full dataset; on a slice such as
@@ -681,14 +761,22 @@ def _documents(sources: Sequence[SourceRows], counter: TokenCounter, settings: B
             skipped[source.name] = len(source.rows) - len(rows)
         texts = [row["text"] for row in rows]
         if source.name in budgets:
-            results = [counter.trim(text, budgets[source.name]) for text in tqdm(texts, desc=f"trim {source.name}", mininterval=5)]
+            results = [
+                counter.trim(text, budgets[source.name])
+                for text in tqdm(texts, desc=f"trim {source.name}", mininterval=5)
+            ]
             texts = [text for text, _ in results if text]
             trimmed[source.name] = sum(flag for _, flag in results)
         documents[source.name] = [{"kind": source.name, "prompt": "", "completion": text} for text in texts]
         lengths = [n + 1 for n in counter.count_many(texts)]
         tokens[source.name] = describe_lengths(lengths)
         over[source.name] = sum(n > settings.seq_len for n in lengths)
-    stats = {"document_tokens": tokens, "documents_trimmed": trimmed, "documents_exceeding_seq_len": over, "documents_of_items_nobody_rated": skipped}
+    stats = {
+        "document_tokens": tokens,
+        "documents_trimmed": trimmed,
+        "documents_exceeding_seq_len": over,
+        "documents_of_items_nobody_rated": skipped,
+    }
     return documents, stats
 
 
@@ -706,9 +794,16 @@ def _warn_about(stats: Mapping[str, Any]) -> None:
     test_cuts = stats["test"]["cuts"]
     for name, cuts in (("train", train_cuts), ("test", test_cuts)):
         if cuts["history_cut"]:
-            log.warning("%s: history shortened for %d prompt(s) to fit seq_len %d", name, cuts["history_cut"], stats["seq_len"])
+            log.warning(
+                "%s: history shortened for %d prompt(s) to fit seq_len %d", name, cuts["history_cut"], stats["seq_len"]
+            )
         if cuts["exceeds_seq_len"]:
-            log.warning("%s: %d prompt(s) + full answer still exceed seq_len %d", name, cuts["exceeds_seq_len"], stats["seq_len"])
+            log.warning(
+                "%s: %d prompt(s) + full answer still exceed seq_len %d",
+                name,
+                cuts["exceeds_seq_len"],
+                stats["seq_len"],
+            )
 
 
 # ---------------------------------------------------------------- files
@@ -751,4 +846,3 @@ def build_sets_files(
     write_json(built.stats, stats_path)
     log.info("%s: %d train rows, %d test users", ablation, len(built.train), len(built.test))
     return built.stats
-

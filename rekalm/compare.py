@@ -35,7 +35,11 @@ from rekalm.io import atomic_path, write_json
 from rekalm.verdict import Verdict, verdict_rows, verdicts
 
 FAMILY_TITLES = {"ndcg": "nDCG", "precision": "Precision", "recall": "Recall", "f1": "F1"}  # also the table order
-STAT_TEST_NAMES = {"student": "paired Student's t-test", "fisher": "Fisher's randomization test", "tukey": "Tukey's HSD test"}
+STAT_TEST_NAMES = {
+    "student": "paired Student's t-test",
+    "fisher": "Fisher's randomization test",
+    "tukey": "Tukey's HSD test",
+}
 PARSING_COLUMNS = (
     ("hallucinated_per_user", "hallucinated/user"),
     ("duplicates_per_user", "duplicates/user"),
@@ -87,7 +91,10 @@ def _key_by_key(per_seed: Sequence[Any], leaf: Any) -> Any:
     """Walk a nest of metrics dicts (one per seed) key by key, applying ``leaf`` to each
     leaf's per-seed values (None where a seed lacks the key)."""
     if isinstance(per_seed[0], Mapping):
-        return {key: _key_by_key([values.get(key) if isinstance(values, Mapping) else None for values in per_seed], leaf) for key in per_seed[0]}
+        return {
+            key: _key_by_key([values.get(key) if isinstance(values, Mapping) else None for values in per_seed], leaf)
+            for key in per_seed[0]
+        }
     return leaf(per_seed)
 
 
@@ -154,28 +161,60 @@ def per_user_scores(
         if not by_seed:
             raise ValueError(f"compare: system {name!r} has no replicate")
         # Plain dicts (see rekalm.evaluate.standard_metrics); run_for_qrels keeps qrels' order.
-        per_seed = [ranx.evaluate(dict(qrels), run_for_qrels(run, qrels, source=f"run of {name} (seed {seed})"), metrics, return_mean=False) for seed, run in by_seed.items()]
-        scores[name] = {metric: np.mean([np.asarray(seed_scores[metric], dtype=np.float64) for seed_scores in per_seed], axis=0) for metric in metrics}
+        per_seed = [
+            ranx.evaluate(
+                dict(qrels),
+                run_for_qrels(run, qrels, source=f"run of {name} (seed {seed})"),
+                metrics,
+                return_mean=False,
+            )
+            for seed, run in by_seed.items()
+        ]
+        scores[name] = {
+            metric: np.mean([np.asarray(seed_scores[metric], dtype=np.float64) for seed_scores in per_seed], axis=0)
+            for metric in metrics
+        }
     return scores, list(qrels)
 
 
-def _per_split_user_scores(ranx: Any, runs: Mapping[str, Mapping[int, Any]], split_qrels: Mapping[int, Mapping[str, Mapping[str, int]]], metrics: list[str]) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
+def _per_split_user_scores(
+    ranx: Any,
+    runs: Mapping[str, Mapping[int, Any]],
+    split_qrels: Mapping[int, Mapping[str, Mapping[str, int]]],
+    metrics: list[str],
+) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
     seeds = list(split_qrels)
     for name, by_seed in runs.items():
         if list(by_seed) != seeds:
-            raise ValueError(f"compare: system {name!r} has replicates for seeds {list(by_seed)}; with one split per seed every system needs {seeds}")
+            raise ValueError(
+                f"compare: system {name!r} has replicates for seeds {list(by_seed)}; with one split per seed every "
+                f"system needs {seeds}"
+            )
     parts: dict[str, dict[str, list[np.ndarray]]] = {name: {metric: [] for metric in metrics} for name in runs}
     units: list[str] = []
     for seed in seeds:
-        qrels = {user: items for user, items in split_qrels[seed].items() if all(user in runs[name][seed] for name in runs)}
+        qrels = {
+            user: items for user, items in split_qrels[seed].items() if all(user in runs[name][seed] for name in runs)
+        }
         if not qrels:
-            raise ValueError(f"compare: no test user of the split of seed {seed} with a liked held-out item was ranked by every system")
+            raise ValueError(
+                f"compare: no test user of the split of seed {seed} with a liked held-out item was ranked by every "
+                "system"
+            )
         for name in runs:
-            seed_scores = ranx.evaluate(dict(qrels), run_for_qrels(runs[name][seed], qrels, source=f"run of {name} (split {seed})"), metrics, return_mean=False)
+            seed_scores = ranx.evaluate(
+                dict(qrels),
+                run_for_qrels(runs[name][seed], qrels, source=f"run of {name} (split {seed})"),
+                metrics,
+                return_mean=False,
+            )
             for metric in metrics:
                 parts[name][metric].append(np.asarray(seed_scores[metric], dtype=np.float64))
         units += [f"{seed}:{user}" for user in qrels]
-    return {name: {metric: np.concatenate(arrays) for metric, arrays in by_metric.items()} for name, by_metric in parts.items()}, units
+    return {
+        name: {metric: np.concatenate(arrays) for metric, arrays in by_metric.items()}
+        for name, by_metric in parts.items()
+    }, units
 
 
 def compare_runs(
@@ -267,7 +306,12 @@ Spread = Mapping[str, Mapping[str, Any]]  # system -> sd over seeds, shaped like
 
 
 def family_rows(
-    metrics: Mapping[str, Mapping[str, Any]], definition: str, family: str, cutoffs: Sequence[int], comparison: Mapping[str, Any] | None, spread: Spread | None = None
+    metrics: Mapping[str, Mapping[str, Any]],
+    definition: str,
+    family: str,
+    cutoffs: Sequence[int],
+    comparison: Mapping[str, Any] | None,
+    spread: Spread | None = None,
 ) -> tuple[list[str], list[list[tuple[str, bool, str]]]]:
     """(column names, rows of (text, is_best, superscript)) for one metric family."""
     names = [f"{family}@{k}" for k in cutoffs] + [family]
@@ -276,7 +320,12 @@ def family_rows(
 
 
 def single_rows(
-    metrics: Mapping[str, Mapping[str, Any]], definition: str, names: Sequence[str], comparison: Mapping[str, Any] | None, higher_is_better: bool = True, spread: Spread | None = None
+    metrics: Mapping[str, Mapping[str, Any]],
+    definition: str,
+    names: Sequence[str],
+    comparison: Mapping[str, Any] | None,
+    higher_is_better: bool = True,
+    spread: Spread | None = None,
 ) -> list[list[tuple[str, bool, str]]]:
     """One row per system: (value text, is the column's best, significance letters). A value
     averaged over several seeds reads "mean ± sd"; the best is judged on the mean."""
@@ -287,7 +336,12 @@ def single_rows(
         cells = []
         for name in names:
             value = columns[name][index]
-            is_best = higher_is_better and value is not None and best[name] is not None and round(value, 4) == round(best[name], 4)
+            is_best = (
+                higher_is_better
+                and value is not None
+                and best[name] is not None
+                and round(value, 4) == round(best[name], 4)
+            )
             marks = significant_wins(comparison, system, name) if comparison and definition == "standard" else ""
             sd = ((spread or {}).get(system) or {}).get(definition, {}) or {}
             text = _fmt(value) + (f" ± {_fmt(sd[name])}" if sd.get(name) is not None and value is not None else "")
@@ -296,7 +350,9 @@ def single_rows(
     return rows
 
 
-def _markdown_table(headers: Sequence[str], systems: Sequence[str], rows: Sequence[Sequence[tuple[str, bool, str]]]) -> str:
+def _markdown_table(
+    headers: Sequence[str], systems: Sequence[str], rows: Sequence[Sequence[tuple[str, bool, str]]]
+) -> str:
     letters = letters_for(systems)
     lines = ["| # | System | " + " | ".join(headers) + " |", "|---|---|" + "|".join("---:" for _ in headers) + "|"]
     for system, cells in zip(systems, rows):
@@ -309,12 +365,25 @@ def _markdown_table(headers: Sequence[str], systems: Sequence[str], rows: Sequen
 
 
 def _latex_escape(text: str) -> str:
-    for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("$", r"\$")):
+    for char, escaped in (
+        ("\\", r"\textbackslash{}"),
+        ("_", r"\_"),
+        ("%", r"\%"),
+        ("&", r"\&"),
+        ("#", r"\#"),
+        ("$", r"\$"),
+    ):
         text = text.replace(char, escaped)
     return text
 
 
-def _latex_table(caption: str, label: str, headers: Sequence[str], systems: Sequence[str], rows: Sequence[Sequence[tuple[str, bool, str]]]) -> str:
+def _latex_table(
+    caption: str,
+    label: str,
+    headers: Sequence[str],
+    systems: Sequence[str],
+    rows: Sequence[Sequence[tuple[str, bool, str]]],
+) -> str:
     letters = letters_for(systems)
     lines = [
         r"\begin{table}[ht]",
@@ -337,27 +406,53 @@ def _latex_table(caption: str, label: str, headers: Sequence[str], systems: Sequ
     return "\n".join(lines)
 
 
-def _sections(metrics: Mapping[str, Mapping[str, Any]], settings: MetricSettings, comparison: Mapping[str, Any] | None, spread: Spread | None = None) -> list[tuple[str, str, list[str], list[list[tuple[str, bool, str]]]]]:
+def _sections(
+    metrics: Mapping[str, Mapping[str, Any]],
+    settings: MetricSettings,
+    comparison: Mapping[str, Any] | None,
+    spread: Spread | None = None,
+) -> list[tuple[str, str, list[str], list[list[tuple[str, bool, str]]]]]:
     """(heading, label key, headers, rows) of every table, in reading order."""
     cutoffs = list(settings.cutoffs)
     sections = []
-    titles = {"standard": "Standard definitions (ranx)", "clayrs": "ClayRS definitions (comparable with the original paper)"}
+    titles = {
+        "standard": "Standard definitions (ranx)",
+        "clayrs": "ClayRS definitions (comparable with the original paper)",
+    }
     for definition in settings.definitions:
         for family in FAMILY_TITLES:
             headers, rows = family_rows(metrics, definition, family, cutoffs, comparison, spread)
-            sections.append((f"{titles[definition]}: {FAMILY_TITLES[family]}", f"{definition}-{family}", headers, rows))
+            sections.append(
+                (f"{titles[definition]}: {FAMILY_TITLES[family]}", f"{definition}-{family}", headers, rows)
+            )
         if definition == "standard":
             names = ["mrr"] + [f"hit_rate@{k}" for k in cutoffs]
         else:
             names = ["mrr"]
         rows = single_rows(metrics, definition, names, comparison, spread=spread)
-        sections.append((f"{titles[definition]}: MRR" + (" and hit rate" if definition == "standard" else ""), f"{definition}-mrr", [metric_label(n) for n in names], rows))
+        sections.append(
+            (
+                f"{titles[definition]}: MRR" + (" and hit rate" if definition == "standard" else ""),
+                f"{definition}-mrr",
+                [metric_label(n) for n in names],
+                rows,
+            )
+        )
     popularity_names = iter_metric_names(["avg_popularity"], cutoffs) + ["candidates_avg_popularity"]
     rows = single_rows(metrics, "popularity", popularity_names, None, higher_is_better=False, spread=spread)
     headers = [metric_label(n) if n != "candidates_avg_popularity" else "candidates" for n in popularity_names]
-    parsing = single_rows(metrics, "parsing", [key for key, _ in PARSING_COLUMNS], None, higher_is_better=False, spread=spread)
+    parsing = single_rows(
+        metrics, "parsing", [key for key, _ in PARSING_COLUMNS], None, higher_is_better=False, spread=spread
+    )
     combined = [a + b for a, b in zip(rows, parsing)]
-    sections.append(("Average popularity and parsing", "popularity-parsing", headers + [title for _, title in PARSING_COLUMNS], combined))
+    sections.append(
+        (
+            "Average popularity and parsing",
+            "popularity-parsing",
+            headers + [title for _, title in PARSING_COLUMNS],
+            combined,
+        )
+    )
     return sections
 
 
@@ -372,12 +467,15 @@ def _preamble(dataset: str, metrics: Mapping[str, Mapping[str, Any]], settings: 
     first = next(iter(metrics.values()))
     users = first.get("users", {})
     return [
-        f"Relevant items: the liked held-out items of the test users; {_count(users.get('evaluated'))} users evaluated "
+        f"Relevant items: the liked held-out items of the test users; {_count(users.get('evaluated'))} users "
+        "evaluated "
         f"({_count(users.get('without_relevant'))} without a liked held-out item left out).",
         "Standard: ranx (trec_eval) definitions over the complete list (appended candidates included). "
-        f"Superscript letters: the row is significantly better than those systems ({STAT_TEST_NAMES[settings.stat_test]}, "
+        "Superscript letters: the row is significantly better than those systems "
+        f"({STAT_TEST_NAMES[settings.stat_test]}, "
         f"p <= {settings.max_p}). Best value per column in bold.",
-        "ClayRS: the original paper's definitions over the list the model returned (P@k divides by min(k, list length); "
+        "ClayRS: the original paper's definitions over the list the model returned (P@k divides by min(k, list "
+        "length); "
         "nDCG's ideal comes from the returned list; users without a relevant returned item are left out).",
         "Popularity: mean share of training users who interacted with the top-k items; 'candidates' is the mean over "
         "whole candidate lists (a random ranking). Parsing counts are zero in score mode.",
@@ -385,12 +483,18 @@ def _preamble(dataset: str, metrics: Mapping[str, Mapping[str, Any]], settings: 
 
 
 def _verdict_heading(settings: MetricSettings) -> str:
-    return f"Verdict: knowledge ablations against {settings.verdict_reference} and the best baseline ({settings.verdict_metric})"
+    return (
+        f"Verdict: knowledge ablations against {settings.verdict_reference} and the best baseline "
+        f"({settings.verdict_metric})"
+    )
 
 
 def _verdict_note(comparison: Mapping[str, Any] | None) -> str:
     unit = (comparison or {}).get("test_unit", TEST_UNITS[False])
-    return f"Δ: mean of the paired difference over each {unit}; CI: paired t-interval; better / worse when the interval excludes 0, else no detectable difference."
+    return (
+        f"Δ: mean of the paired difference over each {unit}; CI: paired t-interval; better / worse when the "
+        "interval excludes 0, else no detectable difference."
+    )
 
 
 def markdown_report(
@@ -427,12 +531,13 @@ def latex_report(
     headers, rows = verdict_rows(verdict)
     if rows:
         body = [" & ".join(_latex_escape(cell).replace("–", "--") for cell in row) + r" \\" for row in rows]
+        caption = dataset + ": " + _verdict_heading(settings) + ". " + _verdict_note(comparison)
         parts += [
             "\n".join(
                 [
                     r"\begin{table}[ht]",
                     r"\centering",
-                    rf"\caption{{{_latex_escape(dataset + ': ' + _verdict_heading(settings) + '. ' + _verdict_note(comparison))}}}",
+                    rf"\caption{{{_latex_escape(caption)}}}",
                     rf"\label{{tab:{dataset.replace('_', '-')}-verdict}}",
                     r"\begin{tabular}{ll" + "r" * (len(headers) - 2) + "}",
                     r"\toprule",
@@ -455,7 +560,13 @@ def latex_report(
 # --- plot --------------------------------------------------------------------------------
 
 
-def plot_comparison(dataset: str, metrics: Mapping[str, Mapping[str, Any]], settings: MetricSettings, path: str | Path, spread: Spread | None = None) -> None:
+def plot_comparison(
+    dataset: str,
+    metrics: Mapping[str, Mapping[str, Any]],
+    settings: MetricSettings,
+    path: str | Path,
+    spread: Spread | None = None,
+) -> None:
     """Grouped bars of ``settings.plot_metric`` at every cutoff, one panel per definition;
     error bars show the sd over seeds of replicated systems."""
     import matplotlib
@@ -467,7 +578,9 @@ def plot_comparison(dataset: str, metrics: Mapping[str, Mapping[str, Any]], sett
     definitions = list(settings.definitions)
     names = [f"{settings.plot_metric}@{k}" for k in settings.cutoffs] + [settings.plot_metric]
     width = 0.8 / len(names)
-    figure, axes = plt.subplots(len(definitions), 1, figsize=(max(6.0, 1.1 * len(systems) + 2), 3.2 * len(definitions)), squeeze=False)
+    figure, axes = plt.subplots(
+        len(definitions), 1, figsize=(max(6.0, 1.1 * len(systems) + 2), 3.2 * len(definitions)), squeeze=False
+    )
     positions = np.arange(len(systems))
     for axis, definition in zip(axes[:, 0], definitions):
         for offset, name in enumerate(names):
@@ -475,7 +588,14 @@ def plot_comparison(dataset: str, metrics: Mapping[str, Mapping[str, Any]], sett
             heights = [v if v is not None else 0.0 for v in values]
             errors = [(((spread or {}).get(a) or {}).get(definition, {}) or {}).get(name) or 0.0 for a in systems]
             label = metric_label(name) if "@" in name else f"{metric_label(name)} (all)"
-            axis.bar(positions + (offset - (len(names) - 1) / 2) * width, heights, width, yerr=errors, capsize=2, label=label)
+            axis.bar(
+                positions + (offset - (len(names) - 1) / 2) * width,
+                heights,
+                width,
+                yerr=errors,
+                capsize=2,
+                label=label,
+            )
         axis.set_xticks(positions, systems, rotation=30, ha="right")
         axis.set_ylim(0, 1)
         axis.set_ylabel(metric_label(settings.plot_metric))
@@ -511,7 +631,10 @@ def comparison_summary(
             "verdict": [result.as_dict() for result in verdict],
             "metrics": dict(metrics),
             "sd": dict(spread or {}),
-            "replicates": {name: {str(seed): values for seed, values in by_seed.items()} for name, by_seed in (replicates or {}).items()},
+            "replicates": {
+                name: {str(seed): values for seed, values in by_seed.items()}
+                for name, by_seed in (replicates or {}).items()
+            },
         }
     )
 
@@ -534,7 +657,10 @@ def write_comparison(
     one split per seed) judges each seed's replicates against its own split.
     """
     if list(metrics) != list(runs) or any(list(metrics[name]) != list(runs[name]) for name in metrics):
-        raise ValueError(f"compare: metrics and runs name different systems or seeds ({_replicate_keys(metrics)} vs {_replicate_keys(runs)})")
+        raise ValueError(
+            f"compare: metrics and runs name different systems or seeds ({_replicate_keys(metrics)} vs "
+            f"{_replicate_keys(runs)})"
+        )
     if not metrics:
         raise ValueError("compare: no system to compare")
     empty = [name for name, by_seed in metrics.items() if not by_seed]
@@ -547,7 +673,9 @@ def write_comparison(
         comparison, scores = compare_runs(runs, qrels, settings, split_qrels)
         if kinds is not None:
             seed_sd = {name: (spread[name] or {}).get("standard", {}).get(settings.verdict_metric) for name in metrics}
-            verdict = verdicts(scores, kinds, settings.verdict_metric, settings.verdict_reference, 1 - settings.max_p, seed_sd)
+            verdict = verdicts(
+                scores, kinds, settings.verdict_metric, settings.verdict_reference, 1 - settings.max_p, seed_sd
+            )
     for key, text in (
         ("table", markdown_report(dataset, means, settings, comparison, spread, verdict)),
         ("latex", latex_report(dataset, means, settings, comparison, spread, verdict)),

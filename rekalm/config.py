@@ -45,7 +45,9 @@ class _StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first given on line {seen[key]})", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given on line {seen[key]})", key_node.start_mark
+                )
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
@@ -97,10 +99,14 @@ def reference_errors(config: Config) -> list[str]:
     messages = []
     for name in config["run"]["datasets"]:
         if name not in config["datasets"]:
-            messages.append(f"run.datasets: {name!r} is not defined under datasets (known: {sorted(config['datasets'])})")
+            messages.append(
+                f"run.datasets: {name!r} is not defined under datasets (known: {sorted(config['datasets'])})"
+            )
     for name in config["run"]["ablations"]:
         if name not in config["ablations"]:
-            messages.append(f"run.ablations: {name!r} is not defined under ablations (known: {sorted(config['ablations'])})")
+            messages.append(
+                f"run.ablations: {name!r} is not defined under ablations (known: {sorted(config['ablations'])})"
+            )
     baseline_names = set((config.get("baselines") or {}).get("names") or [])
     for name in config["ablations"]:
         # Ablations, zero-shot systems and baselines share results/<ds>/metrics/<name>.json.
@@ -110,10 +116,16 @@ def reference_errors(config: Config) -> list[str]:
     # run.ablations: [] is a deliberate baselines/zero-shot-only run; a list of which a
     # dataset can run nothing trains nothing there without a word.
     for dataset in config["run"]["datasets"]:
-        if known and config["run"]["ablations"] and dataset in config["datasets"] and not ablations_for(config, dataset):
+        if (
+            known
+            and config["run"]["ablations"]
+            and dataset in config["datasets"]
+            and not ablations_for(config, dataset)
+        ):
             messages.append(
                 f"run.ablations: none of {list(config['run']['ablations'])} can run on {dataset!r}, which provides "
-                f"{dataset_sources(config, dataset)}; add one it can (no_kn needs no source) or run {dataset!r} separately"
+                f"{dataset_sources(config, dataset)}; add one it can (no_kn needs no source) or run {dataset!r} "
+                "separately"
             )
     run = config["run"]
     if not run["ablations"] and run.get("zero_shot") == [] and run.get("baselines") is False:
@@ -121,14 +133,23 @@ def reference_errors(config: Config) -> list[str]:
     for dataset, spec in config["datasets"].items():
         for key, block in (("model", "models"), ("training", "training"), ("inference", "inference")):
             if key in spec and block in config and spec[key] not in config[block]:
-                messages.append(f"datasets.{dataset}.{key}: {spec[key]!r} is not defined under {block} (known: {sorted(config[block])})")
+                messages.append(
+                    f"datasets.{dataset}.{key}: {spec[key]!r} is not defined under {block} (known: "
+                    f"{sorted(config[block])})"
+                )
         graph = (spec.get("knowledge") or {}).get("graph") or {}
         if graph.get("source") == "original":
             missing = [role for role in ORIGINAL_KNOWLEDGE_ROLES if role not in spec["files"]]
             if missing:
-                messages.append(f"datasets.{dataset}.knowledge.graph.source: 'original' needs the file role(s) {missing} under datasets.{dataset}.files")
+                messages.append(
+                    f"datasets.{dataset}.knowledge.graph.source: 'original' needs the file role(s) {missing} under "
+                    f"datasets.{dataset}.files"
+                )
         if "domains" in config and spec["domain"] not in config["domains"]:
-            messages.append(f"datasets.{dataset}.domain: {spec['domain']!r} is not defined under domains (known: {sorted(config['domains'])})")
+            messages.append(
+                f"datasets.{dataset}.domain: {spec['domain']!r} is not defined under domains (known: "
+                f"{sorted(config['domains'])})"
+            )
     return messages
 
 
@@ -174,7 +195,9 @@ def resolve_local_copies(config: dict[str, Any]) -> list[str]:
             for key in dropped:
                 del file_spec[key]
             if dropped:
-                changes.append(f"datasets.{dataset}.files.{role}: local path {file_spec['path']} replaces {', '.join(dropped)}")
+                changes.append(
+                    f"datasets.{dataset}.files.{role}: local path {file_spec['path']} replaces {', '.join(dropped)}"
+                )
     return changes
 
 
@@ -190,7 +213,9 @@ def origin_errors(config: Config) -> list[str]:
             # so that the full grid can still be planned without the Kaggle files.
             if len(origins) > 1:
                 messages.append(f"{where}: give one of url, path, package; got {origins}")
-            elif dataset in running and origins == ["path"] and not Path(str(file_spec["path"])).expanduser().is_file():
+            elif (
+                dataset in running and origins == ["path"] and not Path(str(file_spec["path"])).expanduser().is_file()
+            ):
                 messages.append(f"{where}.path: {file_spec['path']} is not a file")
     return messages
 

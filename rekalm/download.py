@@ -24,20 +24,21 @@ its ``Content-Length`` is retried, never cached.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import importlib.util
 import json
 import logging
 import re
-import http.client
 import shutil
 import time
 import urllib.error
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 from rekalm.io import atomic_path, write_json
@@ -120,7 +121,9 @@ def _fetch_url(url: str, target: Path, policy: RetryPolicy, label: str) -> None:
             hint = " (offline? set a local 'path' for this file)"
         if attempt < policy.attempts:
             delay = policy.backoff_s * 2 ** (attempt - 1)
-            log.warning("%s: attempt %d/%d failed (%s); retrying in %.1fs", label, attempt, policy.attempts, last_error, delay)
+            log.warning(
+                "%s: attempt %d/%d failed (%s); retrying in %.1fs", label, attempt, policy.attempts, last_error, delay
+            )
             time.sleep(delay)
     raise DownloadError(f"{label}: could not download {url}: {last_error}{hint}")
 
@@ -234,7 +237,9 @@ def _fetch_remote(spec: Mapping[str, Any], dest: Path, policy: RetryPolicy, labe
         except _CorruptArchive as error:
             _forget(extracted)
             if attempt == 2:
-                raise DownloadError(f"{error}; fetched twice; check the URL, or clear the cache with: rm -r {dest}") from None
+                raise DownloadError(
+                    f"{error}; fetched twice; check the URL, or clear the cache with: rm -r {dest}"
+                ) from None
             log.warning("%s; fetching the archive again", error)
             download = _download(spec, dest, policy, label, refresh=True)
             continue
@@ -260,7 +265,9 @@ def resolve_file(spec: Mapping[str, Any], dest: Path, label: str, policy: RetryP
     return _fetch_remote(spec, dest, policy, label)
 
 
-def fetch_dataset(dataset: str, files: Mapping[str, Mapping[str, Any]], dest: Path, policy: RetryPolicy = RetryPolicy()) -> dict[str, dict[str, str]]:
+def fetch_dataset(
+    dataset: str, files: Mapping[str, Mapping[str, Any]], dest: Path, policy: RetryPolicy = RetryPolicy()
+) -> dict[str, dict[str, str]]:
     """Resolve every file of a dataset; return the manifest {role: {path, sha256, origin}}."""
     dest.mkdir(parents=True, exist_ok=True)
     manifest = {}
@@ -277,7 +284,9 @@ def fetch_dataset(dataset: str, files: Mapping[str, Mapping[str, Any]], dest: Pa
 _KEY_FOLDER = re.compile(r"[0-9a-f]{16}")
 
 
-def _remove_unused_cache_entries(dest: Path, files: Mapping[str, Mapping[str, Any]], manifest: Mapping[str, Mapping[str, str]]) -> None:
+def _remove_unused_cache_entries(
+    dest: Path, files: Mapping[str, Mapping[str, Any]], manifest: Mapping[str, Mapping[str, str]]
+) -> None:
     """Drop cache folders that no file of the current config uses (an old archive version)."""
     used = {Path(entry["path"]).parent.name for entry in manifest.values()}
     used |= {_download_location(spec, dest)[0].parent.name for spec in files.values() if spec.get("url")}
@@ -285,4 +294,3 @@ def _remove_unused_cache_entries(dest: Path, files: Mapping[str, Mapping[str, An
         if folder.is_dir() and _KEY_FOLDER.fullmatch(folder.name) and folder.name not in used:
             log.info("removing unused download cache entry %s", folder)
             shutil.rmtree(folder)
-

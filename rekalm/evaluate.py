@@ -72,7 +72,9 @@ class MetricSettings:
             raise ValueError(f"metrics.cutoffs: expected positive integers, got {list(self.cutoffs)}")
         unknown = sorted(set(self.definitions) - set(DEFINITIONS))
         if unknown or not self.definitions:
-            raise ValueError(f"metrics.definitions: expected some of {list(DEFINITIONS)}, got {list(self.definitions)}")
+            raise ValueError(
+                f"metrics.definitions: expected some of {list(DEFINITIONS)}, got {list(self.definitions)}"
+            )
         if self.stat_test not in STAT_TESTS:
             raise ValueError(f"metrics.significance.test: expected one of {list(STAT_TESTS)}, got {self.stat_test!r}")
         if not 0 < self.max_p < 1:
@@ -82,10 +84,13 @@ class MetricSettings:
         if self.verdict_metric is None:
             object.__setattr__(self, "verdict_metric", f"ndcg@{max(int(k) for k in self.cutoffs)}")
         if self.verdict_metric not in standard_metric_names(self.cutoffs):
-            raise ValueError(f"metrics.verdict.metric: expected a standard metric at the configured cutoffs, e.g. ndcg@{max(self.cutoffs)}, got {self.verdict_metric!r}")
+            raise ValueError(
+                "metrics.verdict.metric: expected a standard metric at the configured cutoffs, e.g. "
+                f"ndcg@{max(self.cutoffs)}, got {self.verdict_metric!r}"
+            )
 
     @classmethod
-    def from_config(cls, block: Mapping[str, Any]) -> "MetricSettings":
+    def from_config(cls, block: Mapping[str, Any]) -> MetricSettings:
         significance = dict(block.get("significance") or {})
         verdict = dict(block.get("verdict") or {})
         return cls(
@@ -171,11 +176,15 @@ def rankings_from_predictions(predictions: pd.DataFrame, model_only: bool = Fals
     return rankings
 
 
-def run_for_qrels(run: Mapping[str, Mapping[str, float]], qrels: Judgements, source: str = "run") -> dict[str, dict[str, float]]:
+def run_for_qrels(
+    run: Mapping[str, Mapping[str, float]], qrels: Judgements, source: str = "run"
+) -> dict[str, dict[str, float]]:
     """The run restricted to the judged users; every judged user must have been ranked."""
     missing = sorted(set(qrels) - set(run))
     if missing:
-        raise ValueError(f"{source}: {len(missing)} test user(s) with liked held-out items were not ranked, e.g. {missing[:3]}")
+        raise ValueError(
+            f"{source}: {len(missing)} test user(s) with liked held-out items were not ranked, e.g. {missing[:3]}"
+        )
     return {user: dict(run[user]) for user in qrels}
 
 
@@ -189,7 +198,12 @@ def standard_metric_names(cutoffs: Sequence[int]) -> list[str]:
     return names
 
 
-def standard_metrics(qrels: Judgements, run: Mapping[str, Mapping[str, float]], cutoffs: Sequence[int], numba_cache_dir: str | None = None) -> dict[str, float]:
+def standard_metrics(
+    qrels: Judgements,
+    run: Mapping[str, Mapping[str, float]],
+    cutoffs: Sequence[int],
+    numba_cache_dir: str | None = None,
+) -> dict[str, float]:
     ranx = import_ranx(numba_cache_dir)
     # Plain dicts, not Qrels/Run objects: building those compiles numba typed dicts anew in
     # every process (~5 s, never cached). ranx pairs the two by position, so the run's users
@@ -250,7 +264,10 @@ def clayrs_metrics(rankings: Ranking, judgements: Judgements, cutoffs: Sequence[
     if not per_user:
         return {}
     table = pd.DataFrame(per_user)
-    return {name: (float(np.nanmean(column)) if np.isfinite(column).any() else float("nan")) for name, column in table.items()}
+    return {
+        name: (float(np.nanmean(column)) if np.isfinite(column).any() else float("nan"))
+        for name, column in table.items()
+    }
 
 
 # --- popularity --------------------------------------------------------------------------
@@ -308,7 +325,9 @@ def parsing_summary(predictions: pd.DataFrame) -> dict[str, float]:
 
 def _finite(values: Mapping[str, float]) -> dict[str, float | None]:
     # JSON has no NaN: a metric no user could be scored on is written as null.
-    return {name: (float(value) if value is not None and np.isfinite(value) else None) for name, value in values.items()}
+    return {
+        name: (float(value) if value is not None and np.isfinite(value) else None) for name, value in values.items()
+    }
 
 
 def evaluate_ranking(
@@ -324,23 +343,39 @@ def evaluate_ranking(
     ranked_users = set(map(str, predictions["user"].unique()))
     unknown = sorted(ranked_users - set(judgements))
     if unknown:
-        raise ValueError(f"predictions: {len(unknown)} user(s) are not test users of candidates.parquet, e.g. {unknown[:3]}")
+        raise ValueError(
+            f"predictions: {len(unknown)} user(s) are not test users of candidates.parquet, e.g. {unknown[:3]}"
+        )
     not_ranked = sorted(set(judgements) - ranked_users)
     if not_ranked:
         # build_sets may leave users out (e.g. no candidate with a usable name): say so, loudly.
-        log.warning("%d test user(s) have no test prompt and are not evaluated, e.g. %s", len(not_ranked), not_ranked[:3])
+        log.warning(
+            "%d test user(s) have no test prompt and are not evaluated, e.g. %s", len(not_ranked), not_ranked[:3]
+        )
     qrels = {user: items for user, items in relevant_qrels(judgements).items() if user in ranked_users}
     popularity = item_popularity(split)
     full_lists = rankings_from_predictions(predictions)
     result: dict[str, Any] = dict(labels or {})
     result["cutoffs"] = list(settings.cutoffs)
-    result["users"] = {"ranked": len(ranked_users), "evaluated": len(qrels), "without_relevant": len(ranked_users) - len(qrels), "not_ranked": len(not_ranked)}
+    result["users"] = {
+        "ranked": len(ranked_users),
+        "evaluated": len(qrels),
+        "without_relevant": len(ranked_users) - len(qrels),
+        "not_ranked": len(not_ranked),
+    }
     if "standard" in settings.definitions:
         result["standard"] = _finite(standard_metrics(qrels, run, settings.cutoffs, settings.numba_cache_dir))
     if "clayrs" in settings.definitions:
         returned = rankings_from_predictions(predictions, model_only=True)
-        result["clayrs"] = _finite(clayrs_metrics(returned, {user: judgements[user] for user in qrels}, settings.cutoffs))
-    result["popularity"] = _finite({**average_popularity(full_lists, popularity, settings.cutoffs), "candidates_avg_popularity": candidate_popularity(judgements, popularity)})
+        result["clayrs"] = _finite(
+            clayrs_metrics(returned, {user: judgements[user] for user in qrels}, settings.cutoffs)
+        )
+    result["popularity"] = _finite(
+        {
+            **average_popularity(full_lists, popularity, settings.cutoffs),
+            "candidates_avg_popularity": candidate_popularity(judgements, popularity),
+        }
+    )
     result["parsing"] = parsing_summary(predictions)
     return result
 
@@ -348,7 +383,15 @@ def evaluate_ranking(
 def metric_label(name: str) -> str:
     """'ndcg@10' -> 'nDCG@10' for tables and plots."""
     family, _, cutoff = name.partition("@")
-    pretty = {"precision": "P", "recall": "R", "f1": "F1", "ndcg": "nDCG", "mrr": "MRR", "hit_rate": "HR", "avg_popularity": "Pop"}.get(family, family)
+    pretty = {
+        "precision": "P",
+        "recall": "R",
+        "f1": "F1",
+        "ndcg": "nDCG",
+        "mrr": "MRR",
+        "hit_rate": "HR",
+        "avg_popularity": "Pop",
+    }.get(family, family)
     return f"{pretty}@{cutoff}" if cutoff else pretty
 
 

@@ -59,7 +59,7 @@ def torch_report() -> str:
     )
 
 
-def resolve_device(setting: str = "auto", *, gpus: int = 0, where: str = "device") -> "torch.device":
+def resolve_device(setting: str = "auto", *, gpus: int = 0, where: str = "device") -> torch.device:
     """The torch device for ``setting`` (auto | cpu | cuda | cuda:N | mps).
 
     ``gpus`` is the number of GPUs the job asked for (the rule's ``resources.gpu``); with
@@ -72,11 +72,16 @@ def resolve_device(setting: str = "auto", *, gpus: int = 0, where: str = "device
         raise ValueError(f"{where}: device: expected auto, cpu, cuda, cuda:N or mps, got {setting!r}")
     if setting == "cpu":
         if gpus > 0:
-            log.warning("%s: device: cpu although the job asked for %d GPU(s); running on the CPU as configured", where, gpus)
+            log.warning(
+                "%s: device: cpu although the job asked for %d GPU(s); running on the CPU as configured", where, gpus
+            )
         return torch.device("cpu")
     if setting == "mps":
         if not torch.backends.mps.is_available():
-            raise DeviceUnavailableError(f"{where}: expected device mps, but torch {torch.__version__} reports torch.backends.mps.is_available() = False")
+            raise DeviceUnavailableError(
+                f"{where}: expected device mps, but torch {torch.__version__} reports "
+                "torch.backends.mps.is_available() = False"
+            )
         return torch.device("mps")
     wants_cuda = setting.startswith("cuda") or gpus > 0
     available = torch.cuda.is_available()
@@ -96,13 +101,13 @@ def resolve_device(setting: str = "auto", *, gpus: int = 0, where: str = "device
     return torch.device(setting if setting.startswith("cuda") else "cuda")
 
 
-def bf16_supported(device: "torch.device") -> bool:
+def bf16_supported(device: torch.device) -> bool:
     import torch
 
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
-def tf32_supported(device: "torch.device", requested: bool = True) -> bool:
+def tf32_supported(device: torch.device, requested: bool = True) -> bool:
     """Whether tf32 matmuls can be switched on for ``device``: CUDA with compute capability
     >= 8.0. A request that cannot be honoured on a GPU logs a warning and gives False."""
     import torch
@@ -129,7 +134,9 @@ def saved_dtype_name(model_dir: str | os.PathLike[str], trust_remote_code: bool 
     return str(saved).replace("torch.", "")
 
 
-def resolve_dtype(setting: str, device: "torch.device", *, saved_in: str | os.PathLike[str] | None = None, where: str = "dtype") -> "torch.dtype":
+def resolve_dtype(
+    setting: str, device: torch.device, *, saved_in: str | os.PathLike[str] | None = None, where: str = "dtype"
+) -> torch.dtype:
     """``auto``: the dtype of ``saved_in`` when given, else bf16 on a bf16-capable CUDA
     device and fp32 everywhere else (bf16 halves memory on GPUs; CPUs run it slowly)."""
     import torch
@@ -140,7 +147,9 @@ def resolve_dtype(setting: str, device: "torch.device", *, saved_in: str | os.Pa
         if saved_in is not None:
             setting = saved_dtype_name(saved_in)
             if setting not in DTYPE_NAMES:
-                raise ValueError(f"{saved_in}: saved dtype {setting!r} is none of {list(DTYPE_NAMES[1:])}; set {where} explicitly")
+                raise ValueError(
+                    f"{saved_in}: saved dtype {setting!r} is none of {list(DTYPE_NAMES[1:])}; set {where} explicitly"
+                )
         else:
             setting = "bfloat16" if bf16_supported(device) else "float32"
     return getattr(torch, setting)
@@ -161,7 +170,7 @@ def causal_lm_class(model_dir: str | os.PathLike[str], trust_remote_code: bool =
         return None
 
 
-def flash_attention_2_usable(device: "torch.device", dtype: "torch.dtype") -> bool:
+def flash_attention_2_usable(device: torch.device, dtype: torch.dtype) -> bool:
     """flash-attn installed (>= 2.3.3, as transformers requires), a CUDA device of compute
     capability >= 8.0 and a half-precision dtype: the kernels support nothing else."""
     import torch
@@ -172,7 +181,13 @@ def flash_attention_2_usable(device: "torch.device", dtype: "torch.dtype") -> bo
     return tuple(torch.cuda.get_device_capability(device)) >= (8, 0)
 
 
-def choose_attention(model_class: type | None, setting: str, device: "torch.device", dtype: "torch.dtype", where: str = "attn_implementation") -> str | None:
+def choose_attention(
+    model_class: type | None,
+    setting: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    where: str = "attn_implementation",
+) -> str | None:
     """The attention implementation to load ``model_class`` with (see the module docstring).
 
     None means "let transformers decide" (its own SDPA-else-eager), used for remote-code
@@ -192,7 +207,9 @@ def choose_attention(model_class: type | None, setting: str, device: "torch.devi
     if setting != "auto":
         if not supports[setting]:
             allowed = [name for name, ok in supports.items() if ok]
-            raise ValueError(f"{where}: {model_class.__name__} does not support {setting!r}; use auto or one of {allowed}")
+            raise ValueError(
+                f"{where}: {model_class.__name__} does not support {setting!r}; use auto or one of {allowed}"
+            )
         return setting
     if supports["flash_attention_2"] and flash_attention_2_usable(device, dtype):
         return "flash_attention_2"
@@ -203,8 +220,12 @@ def choose_attention(model_class: type | None, setting: str, device: "torch.devi
 
 
 def load_tokenizer(
-    folder: str | os.PathLike[str], *, trust_remote_code: bool = False, gguf_file: str | None = None, pad_with_eos: bool = True
-) -> "PreTrainedTokenizerBase":
+    folder: str | os.PathLike[str],
+    *,
+    trust_remote_code: bool = False,
+    gguf_file: str | None = None,
+    pad_with_eos: bool = True,
+) -> PreTrainedTokenizerBase:
     """The tokenizer of a model folder (or of a GGUF file in it). Without a pad token it pads
     with EOS (``pad_with_eos``): padded positions are never a training target nor a scored
     token. prepare_model passes False so the saved tokenizer is the source's, unchanged."""
@@ -220,25 +241,38 @@ def load_tokenizer(
 def load_causal_lm(
     model_dir: str | os.PathLike[str],
     *,
-    dtype: "torch.dtype",
-    device: "torch.device",
+    dtype: torch.dtype,
+    device: torch.device,
     attn_implementation: str = "auto",
     trust_remote_code: bool = False,
     where: str = "model",
-) -> "PreTrainedModel":
+) -> PreTrainedModel:
     """A causal LM from a plain HF folder, in ``dtype`` on ``device``, with the attention
     :func:`choose_attention` picks (logged). Weights are placed on a GPU as they are read,
     so an 8B model never needs 16 GB of host memory first."""
     from transformers import AutoModelForCausalLM
 
-    attention = choose_attention(causal_lm_class(model_dir, trust_remote_code), attn_implementation, device, dtype, where=f"{where}: attn_implementation")
+    attention = choose_attention(
+        causal_lm_class(model_dir, trust_remote_code),
+        attn_implementation,
+        device,
+        dtype,
+        where=f"{where}: attn_implementation",
+    )
     # Trainer compares this placement with its own device: name the GPU exactly ("cuda:0").
     extra: dict[str, Any] = {"device_map": {"": str(device)}} if device.type == "cuda" else {}
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=attention, trust_remote_code=trust_remote_code, **extra)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=dtype, attn_implementation=attention, trust_remote_code=trust_remote_code, **extra
+    )
     if device.type != "cuda":
         model.to(device)
     log.info(
         "%s: loaded %s (%s) as %s on %s with %s attention",
-        where, Path(model_dir).name, type(model).__name__, str(dtype).replace("torch.", ""), device, model.config._attn_implementation,
-    )  # fmt: skip
+        where,
+        Path(model_dir).name,
+        type(model).__name__,
+        str(dtype).replace("torch.", ""),
+        device,
+        model.config._attn_implementation,
+    )
     return model

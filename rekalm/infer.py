@@ -64,9 +64,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from rekalm import prompts as prompts_module
 from rekalm.io import read_jsonl, read_parquet, write_json, write_parquet
 from rekalm.parse import PARSE_COUNT_COLUMNS, rank_generation
-from rekalm import prompts as prompts_module
 from rekalm.prompts import common_prefix_length, encode_prompt_and_answer, ranking_answer
 
 log = logging.getLogger(__name__)
@@ -105,16 +105,20 @@ class InferenceSettings:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"inference.{name}: expected a positive integer, got {getattr(self, name)!r}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise ValueError(f"inference.max_new_tokens: expected a positive integer or null, got {self.max_new_tokens!r}")
+            raise ValueError(
+                f"inference.max_new_tokens: expected a positive integer or null, got {self.max_new_tokens!r}"
+            )
         if not 0 <= self.fuzzy_threshold <= 100:
             raise ValueError(f"inference.fuzzy_threshold: expected 0-100, got {self.fuzzy_threshold!r}")
 
     @classmethod
-    def from_config(cls, preset: dict[str, Any]) -> "InferenceSettings":
+    def from_config(cls, preset: dict[str, Any]) -> InferenceSettings:
         known = {field.name for field in fields(cls)}
         unknown = sorted(set(preset) - known - RESOURCE_KEYS)
         if unknown:
-            raise ValueError(f"inference preset: unknown key(s) {unknown}; expected some of {sorted(known | RESOURCE_KEYS)}")
+            raise ValueError(
+                f"inference preset: unknown key(s) {unknown}; expected some of {sorted(known | RESOURCE_KEYS)}"
+            )
         return cls(**{key: value for key, value in preset.items() if key in known})
 
 
@@ -134,13 +138,19 @@ def read_test_prompts(path: str | Path) -> list[UserPrompt]:
         where = f"{path}: row {number}"
         for key, kind in (("user", str), ("prompt", str), ("answer_prefix", str), ("candidates", list)):
             if not isinstance(row.get(key), kind):
-                raise ValueError(f"{where}: field {key!r} must be a {kind.__name__}, got {type(row.get(key)).__name__}")
+                raise ValueError(
+                    f"{where}: field {key!r} must be a {kind.__name__}, got {type(row.get(key)).__name__}"
+                )
         if row["user"] in seen_users:
             raise ValueError(f"{where}: user {row['user']!r} appears twice")
         seen_users.add(row["user"])
         items, names = [], []
         for candidate in row["candidates"]:
-            if not (isinstance(candidate, dict) and isinstance(candidate.get("item"), str) and isinstance(candidate.get("name"), str)):
+            if not (
+                isinstance(candidate, dict)
+                and isinstance(candidate.get("item"), str)
+                and isinstance(candidate.get("name"), str)
+            ):
                 raise ValueError(f"{where}: each candidate must be {{'item': str, 'name': str}}, got {candidate!r}")
             items.append(candidate["item"])
             names.append(candidate["name"])
@@ -172,16 +182,28 @@ def load_model(
 
     torch_device = resolve_device(device, gpus=gpus, where=where)
     torch_dtype = resolve_dtype(dtype, torch_device, where=f"{where}: dtype")
-    tokenizer_dir = adapter_dir if adapter_dir and (Path(adapter_dir) / "tokenizer_config.json").exists() else model_dir
-    tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code=trust_remote_code)  # pads with EOS if needed: padded positions are never scored
-    model = load_causal_lm(model_dir, dtype=torch_dtype, device=torch_device, trust_remote_code=trust_remote_code, where=where)
+    tokenizer_dir = (
+        adapter_dir if adapter_dir and (Path(adapter_dir) / "tokenizer_config.json").exists() else model_dir
+    )
+    tokenizer = load_tokenizer(
+        tokenizer_dir, trust_remote_code=trust_remote_code
+    )  # pads with EOS if needed: padded positions are never scored
+    model = load_causal_lm(
+        model_dir, dtype=torch_dtype, device=torch_device, trust_remote_code=trust_remote_code, where=where
+    )
     if adapter_dir:
         from peft import PeftModel
 
         # Merging in memory costs seconds and makes every later forward pass a plain one.
         model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     model.eval()
-    log.info("loaded %s%s on %s as %s", model_dir, f" + adapter {adapter_dir}" if adapter_dir else "", torch_device, torch_dtype)
+    log.info(
+        "loaded %s%s on %s as %s",
+        model_dir,
+        f" + adapter {adapter_dir}" if adapter_dir else "",
+        torch_device,
+        torch_dtype,
+    )
     return model, tokenizer, torch_device
 
 
@@ -241,7 +263,9 @@ def _forward_accepts_logits_to_keep(model: Any) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
-def _score_batch(model: Any, prefix_layers: list[tuple[Any, Any]], first_logprobs: Any, continuations: list[list[int]], device: Any) -> np.ndarray:
+def _score_batch(
+    model: Any, prefix_layers: list[tuple[Any, Any]], first_logprobs: Any, continuations: list[list[int]], device: Any
+) -> np.ndarray:
     import torch
     from transformers import DynamicCache
 
@@ -254,7 +278,10 @@ def _score_batch(model: Any, prefix_layers: list[tuple[Any, Any]], first_logprob
     tokens, valid = tokens.to(device), valid.to(device)
     # expand() is a view: the cache copies the prompt's keys/values once per batch row only
     # when it concatenates the new tokens, and the shared prefix tensors stay untouched.
-    cache = DynamicCache(ddp_cache_data=[(k.expand(size, -1, -1, -1), v.expand(size, -1, -1, -1)) for k, v in prefix_layers], config=model.config)
+    cache = DynamicCache(
+        ddp_cache_data=[(k.expand(size, -1, -1, -1), v.expand(size, -1, -1, -1)) for k, v in prefix_layers],
+        config=model.config,
+    )
     prefix_length = prefix_layers[0][0].shape[-2]
     # Right padding needs no mask: causal attention never lets a real token see a later pad.
     attention = torch.ones((size, prefix_length + longest), dtype=torch.long, device=device)
@@ -277,7 +304,9 @@ def _packing_supported(model: Any) -> bool:
     return getattr(model.config, "_attn_implementation", None) in PACKABLE_ATTENTION
 
 
-def _score_packed(model: Any, prefix_layers: list[tuple[Any, Any]], first_logprobs: Any, continuations: list[list[int]], device: Any) -> np.ndarray:
+def _score_packed(
+    model: Any, prefix_layers: list[tuple[Any, Any]], first_logprobs: Any, continuations: list[list[int]], device: Any
+) -> np.ndarray:
     """Score several candidates in ONE row: their tokens packed back to back after the cached
     prompt, each attending to the prompt and to its own earlier tokens only (a block-causal
     4D mask), positions restarting after the prompt. Compared with a padded batch there is
@@ -305,17 +334,23 @@ def _score_packed(model: Any, prefix_layers: list[tuple[Any, Any]], first_logpro
     token_logprobs = first_logprobs[tokens].clone()  # right for each candidate's first token
     keep = scored_from.to(device)
     if len(keep):
-        logits = model(
-            input_ids=tokens[None],
-            attention_mask=mask[None, None].to(device),
-            position_ids=(prefix_length + offset)[None].to(device),
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=keep,
-        ).logits[0].float()
+        logits = (
+            model(
+                input_ids=tokens[None],
+                attention_mask=mask[None, None].to(device),
+                position_ids=(prefix_length + offset)[None].to(device),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=keep,
+            )
+            .logits[0]
+            .float()
+        )
         targets = tokens[keep + 1]
         token_logprobs[keep + 1] = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    sums = torch.zeros(len(continuations), dtype=torch.float32, device=device).index_add_(0, owner.to(device), token_logprobs.float())
+    sums = torch.zeros(len(continuations), dtype=torch.float32, device=device).index_add_(
+        0, owner.to(device), token_logprobs.float()
+    )
     return (sums / lengths.to(device)).cpu().numpy().astype(np.float64)
 
 
@@ -324,7 +359,11 @@ def sliding_window(model: Any) -> int | None:
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     window = getattr(config, "sliding_window", None)
     layer_types = getattr(config, "layer_types", None)
-    if not window or getattr(config, "use_sliding_window", True) is False or (layer_types is not None and "sliding_attention" not in layer_types):
+    if (
+        not window
+        or getattr(config, "use_sliding_window", True) is False
+        or (layer_types is not None and "sliding_attention" not in layer_types)
+    ):
         return None
     return int(window)
 
@@ -345,16 +384,26 @@ def _score_full(model: Any, prefix_ids: list[int], continuations: list[list[int]
     # Logits only where a candidate token is predicted: positions prefix-1 .. prefix+longest-2.
     keep = torch.arange(prefix_length - 1, prefix_length - 1 + longest, device=device)
     extra = {"logits_to_keep": keep} if _forward_accepts_logits_to_keep(model) else {}
-    logits = model(input_ids=tokens, attention_mask=attention.long().to(device), use_cache=False, **extra).logits.float()
+    logits = model(
+        input_ids=tokens, attention_mask=attention.long().to(device), use_cache=False, **extra
+    ).logits.float()
     if not extra:
         logits = logits[:, keep]
     targets = tokens[:, prefix_length:]
-    token_logprobs = (logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)).masked_fill(~valid, 0.0)
+    token_logprobs = (logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)).masked_fill(
+        ~valid, 0.0
+    )
     return (token_logprobs.sum(dim=1) / valid.sum(dim=1)).cpu().numpy().astype(np.float64)
 
 
 def score_candidates(
-    model: Any, tokenizer: Any, context: str, names: Sequence[str], batch_size: int, device: Any, packed: bool | None = None
+    model: Any,
+    tokenizer: Any,
+    context: str,
+    names: Sequence[str],
+    batch_size: int,
+    device: Any,
+    packed: bool | None = None,
 ) -> np.ndarray:
     """Mean log-probability of each ``name + '\\n'`` after ``context`` (the prompt + answer
     prefix); one prompt pass per call. NaN for a candidate whose tokens would not fit in the
@@ -401,12 +450,21 @@ def score_candidates(
     return scores
 
 
-def score_chunk(model: Any, tokenizer: Any, device: Any, prompts: Sequence[UserPrompt], settings: InferenceSettings, advance: Callable[[int], Any]) -> pd.DataFrame:
+def score_chunk(
+    model: Any,
+    tokenizer: Any,
+    device: Any,
+    prompts: Sequence[UserPrompt],
+    settings: InferenceSettings,
+    advance: Callable[[int], Any],
+) -> pd.DataFrame:
     """Raw score-mode results of some users: user, item, score (candidate order kept; NaN:
     the candidate did not fit in the model's context)."""
     parts = []
     for prompt in prompts:
-        scores = score_candidates(model, tokenizer, prompt.prompt + prompt.answer_prefix, prompt.names, settings.batch_size, device)
+        scores = score_candidates(
+            model, tokenizer, prompt.prompt + prompt.answer_prefix, prompt.names, settings.batch_size, device
+        )
         parts.append(pd.DataFrame({"user": prompt.user, "item": list(prompt.items), "score": scores}))
         advance(1)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"user": [], "item": [], "score": []})
@@ -435,7 +493,9 @@ class GenerationPlan:
     context_cut: int  # candidates left to the appended tail because not one new token fits
 
 
-def plan_generation(tokenizer: Any, prompt: UserPrompt, settings: InferenceSettings, limit: int | None) -> GenerationPlan:
+def plan_generation(
+    tokenizer: Any, prompt: UserPrompt, settings: InferenceSettings, limit: int | None
+) -> GenerationPlan:
     """The context rule of generate mode: prompt + new tokens <= ``limit``. A budget that
     does not fit is cut to the room left (the parser appends what the model could not
     list); a prompt that fills the context generates nothing (every candidate appended)."""
@@ -444,7 +504,9 @@ def plan_generation(tokenizer: Any, prompt: UserPrompt, settings: InferenceSetti
     wanted = generation_budget(tokenizer, prompt.names, settings)
     room = None if limit is None else max(limit - len(input_ids), 0)
     budget = wanted if room is None else min(wanted, room)
-    return GenerationPlan(input_ids, tokens.answer_start, budget, room, wanted - budget, len(prompt.names) if budget == 0 else 0)
+    return GenerationPlan(
+        input_ids, tokens.answer_start, budget, room, wanted - budget, len(prompt.names) if budget == 0 else 0
+    )
 
 
 class _GreedyDefaults:
@@ -461,7 +523,9 @@ class _GreedyDefaults:
         own = model.generation_config
         eos = own.eos_token_id if own.eos_token_id is not None else tokenizer.eos_token_id
         self.model = model
-        self.neutral = GenerationConfig(eos_token_id=eos, bos_token_id=own.bos_token_id, pad_token_id=tokenizer.pad_token_id)
+        self.neutral = GenerationConfig(
+            eos_token_id=eos, bos_token_id=own.bos_token_id, pad_token_id=tokenizer.pad_token_id
+        )
 
     def __enter__(self) -> Any:
         self.saved = self.model.generation_config
@@ -481,7 +545,11 @@ def _batches_within_context(order: Sequence[int], plans: Sequence[GenerationPlan
             continue
         current = batches[-1] if batches else None
         # The batch decodes its largest budget (this user's) for every row.
-        fits = current is not None and len(current) < batch_size and all(plans[i].room is None or plans[index].budget <= plans[i].room for i in current)
+        fits = (
+            current is not None
+            and len(current) < batch_size
+            and all(plans[i].room is None or plans[index].budget <= plans[i].room for i in current)
+        )
         if fits:
             current.append(index)
         else:
@@ -490,7 +558,12 @@ def _batches_within_context(order: Sequence[int], plans: Sequence[GenerationPlan
 
 
 def generate_answers(
-    model: Any, tokenizer: Any, device: Any, prompts: Sequence[UserPrompt], settings: InferenceSettings, advance: Callable[[int], Any]
+    model: Any,
+    tokenizer: Any,
+    device: Any,
+    prompts: Sequence[UserPrompt],
+    settings: InferenceSettings,
+    advance: Callable[[int], Any],
 ) -> tuple[list[str], list[GenerationPlan]]:
     """Greedy answers (from the answer start: the prefilled prefix included), in prompt
     order, and each user's :class:`GenerationPlan`."""
@@ -505,7 +578,12 @@ def generate_answers(
     with _GreedyDefaults(model, tokenizer) as defaults:
         for batch in _batches_within_context(order, plans, settings.batch_size):
             # Left padding: decoder-only batches must end where generation starts.
-            encoded = tokenizer.pad({"input_ids": [plans[i].input_ids for i in batch]}, padding=True, padding_side="left", return_tensors="pt").to(device)
+            encoded = tokenizer.pad(
+                {"input_ids": [plans[i].input_ids for i in batch]},
+                padding=True,
+                padding_side="left",
+                return_tensors="pt",
+            ).to(device)
             config = GenerationConfig(
                 max_new_tokens=max(plans[i].budget for i in batch),
                 do_sample=False,
@@ -519,12 +597,21 @@ def generate_answers(
             for row, index in enumerate(batch):
                 plan = plans[index]
                 # Decoded with the answer tokens before it: a lone word piece would lose its space.
-                answers[index] = tokenizer.decode(plan.input_ids[plan.answer_start :] + new_tokens[row], skip_special_tokens=True)
+                answers[index] = tokenizer.decode(
+                    plan.input_ids[plan.answer_start :] + new_tokens[row], skip_special_tokens=True
+                )
             advance(len(batch))
     return answers, plans
 
 
-def generate_chunk(model: Any, tokenizer: Any, device: Any, prompts: Sequence[UserPrompt], settings: InferenceSettings, advance: Callable[[int], Any]) -> pd.DataFrame:
+def generate_chunk(
+    model: Any,
+    tokenizer: Any,
+    device: Any,
+    prompts: Sequence[UserPrompt],
+    settings: InferenceSettings,
+    advance: Callable[[int], Any],
+) -> pd.DataFrame:
     """Raw generate-mode results of some users: user, text and the context cuts."""
     answers, plans = generate_answers(model, tokenizer, device, prompts, settings, advance)
     return pd.DataFrame(
@@ -554,10 +641,16 @@ def _folder_signature(folder: str | Path | None) -> list[list[Any]] | None:
     if folder is None:
         return None
     root = Path(folder)
-    return [[str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(root.rglob("*")) if p.is_file()]
+    return [
+        [str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns]
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    ]
 
 
-def inference_fingerprint(test_path: str | Path, model_dir: str | Path, adapter_dir: str | Path | None, settings: InferenceSettings) -> str:
+def inference_fingerprint(
+    test_path: str | Path, model_dir: str | Path, adapter_dir: str | Path | None, settings: InferenceSettings
+) -> str:
     """What a chunk depends on: prompts, model files, settings (parsing aside) and this code."""
     chunk_settings = {key: value for key, value in asdict(settings).items() if key != "fuzzy_threshold"}
     payload = {
@@ -620,7 +713,14 @@ def _rank_score(rank: np.ndarray, count: int) -> np.ndarray:
     return 1.0 - (rank - 1) / max(count, 1)
 
 
-def _user_frame(user: str, items: Sequence[str], order: Sequence[int], scores: Sequence[float], appended: Sequence[bool], counts: dict[str, int]) -> pd.DataFrame:
+def _user_frame(
+    user: str,
+    items: Sequence[str],
+    order: Sequence[int],
+    scores: Sequence[float],
+    appended: Sequence[bool],
+    counts: dict[str, int],
+) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
             "user": user,
@@ -637,7 +737,12 @@ def _user_frame(user: str, items: Sequence[str], order: Sequence[int], scores: S
 
 def _finish(parts: list[pd.DataFrame]) -> pd.DataFrame:
     if not parts:
-        return pd.DataFrame({column: pd.Series(dtype="int32" if column.startswith("n_") or column == "rank" else "object") for column in PREDICTION_COLUMNS})
+        return pd.DataFrame(
+            {
+                column: pd.Series(dtype="int32" if column.startswith("n_") or column == "rank" else "object")
+                for column in PREDICTION_COLUMNS
+            }
+        )
     table = pd.concat(parts, ignore_index=True)[PREDICTION_COLUMNS]
     for column in ("user", "item", "source"):
         table[column] = table[column].astype(str)
@@ -650,14 +755,25 @@ def predictions_from_scores(prompts: Sequence[UserPrompt], raw: pd.DataFrame) ->
     by_user = {user: group for user, group in raw.groupby("user", sort=False)} if len(raw) else {}
     parts = []
     for prompt in prompts:
-        scored = dict(zip(by_user[prompt.user]["item"], by_user[prompt.user]["score"])) if prompt.user in by_user else {}
+        scored = (
+            dict(zip(by_user[prompt.user]["item"], by_user[prompt.user]["score"])) if prompt.user in by_user else {}
+        )
         missing = [item for item in prompt.items if item not in scored]
         if missing:
             raise ValueError(f"inference chunks: user {prompt.user!r} lacks scores for {len(missing)} candidate(s)")
         scores = np.array([scored[item] for item in prompt.items], dtype=np.float64)
         order = np.argsort(-scores, kind="stable")  # NaN sorts last, in candidate order
         unscored = np.isnan(scores[order])
-        parts.append(_user_frame(prompt.user, prompt.items, order.tolist(), scores[order], unscored.tolist(), {"n_context_cut": int(unscored.sum())}))
+        parts.append(
+            _user_frame(
+                prompt.user,
+                prompt.items,
+                order.tolist(),
+                scores[order],
+                unscored.tolist(),
+                {"n_context_cut": int(unscored.sum())},
+            )
+        )
     return _finish(parts)
 
 
@@ -673,7 +789,16 @@ def predictions_from_generations(prompts: Sequence[UserPrompt], raw: pd.DataFram
         ranks = np.arange(1, len(order) + 1)
         # Generations from elsewhere (the HF pipeline of benchmarks/inference.py) had no cuts.
         cuts = {column: int(generated[column]) if column in generated.index else 0 for column in CONTEXT_COUNT_COLUMNS}
-        parts.append(_user_frame(prompt.user, prompt.items, order, _rank_score(ranks, len(order)), appended, {**counts.as_dict(), **cuts}))
+        parts.append(
+            _user_frame(
+                prompt.user,
+                prompt.items,
+                order,
+                _rank_score(ranks, len(order)),
+                appended,
+                {**counts.as_dict(), **cuts},
+            )
+        )
     return _finish(parts)
 
 
@@ -682,7 +807,9 @@ def run_from_predictions(predictions: pd.DataFrame) -> dict[str, dict[str, float
     run: dict[str, dict[str, float]] = {}
     for user, group in predictions.groupby("user", sort=True):
         ranks = group["rank"].to_numpy()
-        run[str(user)] = {str(item): float(score) for item, score in zip(group["item"], _rank_score(ranks, len(ranks)))}
+        run[str(user)] = {
+            str(item): float(score) for item, score in zip(group["item"], _rank_score(ranks, len(ranks)))
+        }
     return run
 
 
@@ -715,7 +842,15 @@ def run_inference(
     def compute(chunk: Sequence[UserPrompt], advance: Callable[[int], Any]) -> pd.DataFrame:
         if not loaded:
             loaded.extend(
-                load_model(model_dir, adapter_dir, dtype=settings.dtype, device=settings.device, gpus=gpus, where=where, trust_remote_code=trust_remote_code)
+                load_model(
+                    model_dir,
+                    adapter_dir,
+                    dtype=settings.dtype,
+                    device=settings.device,
+                    gpus=gpus,
+                    where=where,
+                    trust_remote_code=trust_remote_code,
+                )
             )
         model, tokenizer, device = loaded
         worker = score_chunk if settings.mode == "score" else generate_chunk
@@ -725,7 +860,14 @@ def run_inference(
     raw = run_in_chunks(prompts, chunk_dir, settings.chunk_size, compute)
     elapsed = time.perf_counter() - started
     n_candidates = sum(len(p.items) for p in prompts)
-    log.info("%s mode: %d users, %d candidates in %.1f s (%.2f candidates/s, resumed chunks included)", settings.mode, len(prompts), n_candidates, elapsed, n_candidates / max(elapsed, 1e-9))
+    log.info(
+        "%s mode: %d users, %d candidates in %.1f s (%.2f candidates/s, resumed chunks included)",
+        settings.mode,
+        len(prompts),
+        n_candidates,
+        elapsed,
+        n_candidates / max(elapsed, 1e-9),
+    )
     if settings.mode == "score":
         predictions = predictions_from_scores(prompts, raw)
     else:
@@ -733,7 +875,11 @@ def run_inference(
     cuts = predictions.groupby("user", sort=False)[list(CONTEXT_COUNT_COLUMNS)].first()
     if cuts.to_numpy().any():
         log.warning(
-            "context limit: %d user(s) with candidates not ranked by the model (%d candidates), %d with a cut generation budget (%d tokens)",
-            int((cuts["n_context_cut"] > 0).sum()), int(cuts["n_context_cut"].sum()), int((cuts["n_budget_cut"] > 0).sum()), int(cuts["n_budget_cut"].sum()),
-        )  # fmt: skip
+            "context limit: %d user(s) with candidates not ranked by the model (%d candidates), %d with a cut "
+            "generation budget (%d tokens)",
+            int((cuts["n_context_cut"] > 0).sum()),
+            int(cuts["n_context_cut"].sum()),
+            int((cuts["n_budget_cut"] > 0).sum()),
+            int(cuts["n_budget_cut"].sum()),
+        )
     return predictions, run_from_predictions(predictions)

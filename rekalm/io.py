@@ -37,7 +37,6 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 
-
 def current_umask() -> int:
     """The process umask, read without changing it where Linux allows (threads share it)."""
     try:
@@ -120,7 +119,12 @@ def remove_stale_staging(target: str | os.PathLike[str]) -> list[Path]:
     pattern = re.compile(rf"\.{re.escape(target.name)}\..+\.\d+\.[0-9a-f]{{8}}\.tmp")
     for staging in sorted(target.parent.glob(f".{target.name}.*.tmp")):
         # lockf locks never conflict within one process: our own stagings are never probed.
-        if not pattern.fullmatch(staging.name) or not staging.is_dir() or staging.is_symlink() or own_tag in staging.name:
+        if (
+            not pattern.fullmatch(staging.name)
+            or not staging.is_dir()
+            or staging.is_symlink()
+            or own_tag in staging.name
+        ):
             continue
         lock_file = _lock_file(staging)
         free = _lock_is_free(lock_file)
@@ -131,10 +135,17 @@ def remove_stale_staging(target: str | os.PathLike[str]) -> list[Path]:
         elif free is None:
             log.warning("cannot tell whether staging folder %s is in use (no file locks here?); leaving it", staging)
     for lock_file in target.parent.glob(f".{target.name}.*.tmp.lock"):  # killed before its mkdir
-        if pattern.fullmatch(lock_file.stem) and not lock_file.with_suffix("").exists() and own_tag not in lock_file.name and _lock_is_free(lock_file):
+        if (
+            pattern.fullmatch(lock_file.stem)
+            and not lock_file.with_suffix("").exists()
+            and own_tag not in lock_file.name
+            and _lock_is_free(lock_file)
+        ):
             lock_file.unlink(missing_ok=True)
     if removed:
-        log.info("removed %d stale staging folder(s) of %s: %s", len(removed), target, ", ".join(p.name for p in removed))
+        log.info(
+            "removed %d stale staging folder(s) of %s: %s", len(removed), target, ", ".join(p.name for p in removed)
+        )
     return removed
 
 
@@ -155,7 +166,9 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         try:
             fcntl.lockf(lock_descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            log.warning("file locks unavailable in %s; stale staging folders cannot be told from live ones", target.parent)
+            log.warning(
+                "file locks unavailable in %s; stale staging folders cannot be told from live ones", target.parent
+            )
         os.mkdir(temp, 0o777)  # umask applies
         yield temp
         apply_umask(temp)

@@ -55,7 +55,9 @@ class Lexicalizer:
 LEXICALIZERS: dict[str, Lexicalizer] = {}
 
 
-def register_lexicalizer(name: str, key: str, required_columns: Sequence[str]) -> Callable[[LexicalizerFunction], LexicalizerFunction]:
+def register_lexicalizer(
+    name: str, key: str, required_columns: Sequence[str]
+) -> Callable[[LexicalizerFunction], LexicalizerFunction]:
     def decorate(function: LexicalizerFunction) -> LexicalizerFunction:
         LEXICALIZERS[name] = Lexicalizer(name, key, tuple(required_columns), function)
         return function
@@ -64,7 +66,7 @@ def register_lexicalizer(name: str, key: str, required_columns: Sequence[str]) -
 
 
 def join_values(values: Sequence[str]) -> str:
-    """"A", "A and B", "A, B and C"."""
+    """ "A", "A and B", "A, B and C"."""
     if len(values) <= 1:
         return "".join(values)
     return ", ".join(values[:-1]) + " and " + values[-1]
@@ -79,7 +81,9 @@ def _check_template(template: Any, where: str) -> str:
         raise ValueError(f"{where}: bad template {template!r} ({error})") from None
     unknown = fields - TEMPLATE_FIELDS
     if unknown:
-        raise ValueError(f"{where}: unknown placeholder(s) {sorted(unknown)} in {template!r}; allowed: {sorted(TEMPLATE_FIELDS)}")
+        raise ValueError(
+            f"{where}: unknown placeholder(s) {sorted(unknown)} in {template!r}; allowed: {sorted(TEMPLATE_FIELDS)}"
+        )
     return template
 
 
@@ -96,7 +100,10 @@ def relation_templates(domain: Mapping[str, Any]) -> dict[str, str]:
     for block in ("relations", "attribute_relations"):
         relations = domain.get(block) or {}
         if not isinstance(relations, Mapping):
-            raise ValueError(f"domain {block}: expected a mapping of relation name -> {{template: ...}}, got {type(relations).__name__}")
+            raise ValueError(
+                f"domain {block}: expected a mapping of relation name -> {{template: ...}}, got "
+                f"{type(relations).__name__}"
+            )
         for relation, spec in relations.items():
             if isinstance(spec, Mapping) and spec.get("template") is not None and str(relation) not in templates:
                 templates[str(relation)] = _check_template(spec["template"], f"domain {block} {relation!r} template")
@@ -129,7 +136,9 @@ def _unique_in_order(values: Iterable[Any]) -> list[str]:
     return list(seen)
 
 
-def graph_sentences(name: str, facts: Mapping[str, Sequence[str]], domain: Mapping[str, Any]) -> list[tuple[str | None, str]]:
+def graph_sentences(
+    name: str, facts: Mapping[str, Sequence[str]], domain: Mapping[str, Any]
+) -> list[tuple[str | None, str]]:
     """(relation, sentence) pairs for one item: the intro (relation None), then one sentence
     per relation that has a template, in the domain's relation order, each built from that
     relation's values only."""
@@ -138,13 +147,17 @@ def graph_sentences(name: str, facts: Mapping[str, Sequence[str]], domain: Mappi
     for relation, template in templates.items():
         values = list(facts.get(relation, ()))
         if values:
-            sentence = template.format(name=name, item_noun=domain.get("item_noun", "item"), values=join_values(values))
+            sentence = template.format(
+                name=name, item_noun=domain.get("item_noun", "item"), values=join_values(values)
+            )
             sentences.append((relation, sentence))
     return sentences
 
 
 @register_lexicalizer("graph", key="item", required_columns=("item", "relation", "value"))
-def lexicalize_graph(triples: pd.DataFrame, names: Mapping[str, str], domain: Mapping[str, Any]) -> tuple[list[Row], dict[str, Any]]:
+def lexicalize_graph(
+    triples: pd.DataFrame, names: Mapping[str, str], domain: Mapping[str, Any]
+) -> tuple[list[Row], dict[str, Any]]:
     """One text per item: "<name> is a <item noun>." + one templated sentence per relation.
     Triples may come from DBpedia or from dataset attributes; only (item, relation, value) matter."""
     templates = relation_templates(domain)
@@ -160,7 +173,9 @@ def lexicalize_graph(triples: pd.DataFrame, names: Mapping[str, str], domain: Ma
         name = _name_of(names, item, "triples.parquet")
         rows.append({"item": item, "text": " ".join(s for _, s in graph_sentences(name, facts, domain))})
     if untemplated:
-        log.warning("graph: triples of relations without a template were skipped: %s", dict(sorted(untemplated.items())))
+        log.warning(
+            "graph: triples of relations without a template were skipped: %s", dict(sorted(untemplated.items()))
+        )
     relation_counts = Counter(r for facts in facts_by_item.values() for r in facts)
     stats = {
         "items": len(rows),
@@ -186,7 +201,9 @@ def _sort_by_item_order(rows: list[Row], names: Mapping[str, str]) -> list[Row]:
 
 
 @register_lexicalizer("text", key="item", required_columns=("item", "abstract"))
-def lexicalize_text(abstracts: pd.DataFrame, names: Mapping[str, str], domain: Mapping[str, Any]) -> tuple[list[Row], dict[str, Any]]:
+def lexicalize_text(
+    abstracts: pd.DataFrame, names: Mapping[str, str], domain: Mapping[str, Any]
+) -> tuple[list[Row], dict[str, Any]]:
     """The item's description, introduced by the item intro so the text names its item.
     Whitespace is collapsed; trimming to a token budget happens in build_sets, where the
     base model's tokenizer is available (budgets are in that tokenizer's tokens)."""
@@ -197,7 +214,9 @@ def lexicalize_text(abstracts: pd.DataFrame, names: Mapping[str, str], domain: M
         if not text:
             empty += 1
             continue
-        rows.append({"item": item, "text": item_intro(_name_of(names, item, "abstracts.parquet"), domain) + " " + text})
+        rows.append(
+            {"item": item, "text": item_intro(_name_of(names, item, "abstracts.parquet"), domain) + " " + text}
+        )
     rows = _sort_by_item_order(_first_per_item(rows), names)
     words = pd.Series([len(r["text"].split()) for r in rows], dtype="float64")
     stats = {"items": len(rows), "empty_abstracts": empty, "words": _describe(words)}
@@ -212,12 +231,19 @@ def _first_per_item(rows: list[Row]) -> list[Row]:
 
 
 @register_lexicalizer("collab", key="rule", required_columns=("antecedent", "consequent", "confidence"))
-def lexicalize_collab(rules: pd.DataFrame, names: Mapping[str, str], domain: Mapping[str, Any]) -> tuple[list[Row], dict[str, Any]]:
+def lexicalize_collab(
+    rules: pd.DataFrame, names: Mapping[str, str], domain: Mapping[str, Any]
+) -> tuple[list[Row], dict[str, Any]]:
     """One sentence per association rule: "People who like A and B also tend to like C."
     Rule ids follow rules.parquet order (which mine_rules keeps deterministic)."""
     rows = []
     for number, (antecedent, consequent, confidence) in enumerate(
-        tqdm(zip(rules["antecedent"], rules["consequent"], rules["confidence"]), total=len(rules), desc="collab", mininterval=5)
+        tqdm(
+            zip(rules["antecedent"], rules["consequent"], rules["confidence"]),
+            total=len(rules),
+            desc="collab",
+            mininterval=5,
+        )
     ):
         left = [str(i) for i in antecedent]
         right = [str(i) for i in consequent]
@@ -227,7 +253,15 @@ def lexicalize_collab(rules: pd.DataFrame, names: Mapping[str, str], domain: Map
             antecedent=join_values([_name_of(names, i, "rules.parquet") for i in left]),
             consequent=join_values([_name_of(names, i, "rules.parquet") for i in right]),
         )
-        rows.append({"rule": f"r{number:06d}", "antecedent": left, "consequent": right, "confidence": float(confidence), "text": text})
+        rows.append(
+            {
+                "rule": f"r{number:06d}",
+                "antecedent": left,
+                "consequent": right,
+                "confidence": float(confidence),
+                "text": text,
+            }
+        )
     sizes = Counter(len(r["antecedent"]) + len(r["consequent"]) for r in rows)
     return rows, {"rules": len(rows), "rules_per_itemset_size": {str(k): v for k, v in sorted(sizes.items())}}
 
@@ -238,14 +272,18 @@ def _describe(values: pd.Series) -> dict[str, float]:
     return {"p50": float(values.quantile(0.5)), "p95": float(values.quantile(0.95)), "max": float(values.max())}
 
 
-def lexicalize(source: str, knowledge: pd.DataFrame, items: pd.DataFrame, domain: Mapping[str, Any]) -> tuple[list[Row], dict[str, Any]]:
+def lexicalize(
+    source: str, knowledge: pd.DataFrame, items: pd.DataFrame, domain: Mapping[str, Any]
+) -> tuple[list[Row], dict[str, Any]]:
     """Run the registered lexicalizer ``source`` on its table."""
     if source not in LEXICALIZERS:
         raise ValueError(f"lexicalize: unknown source {source!r}; registered: {sorted(LEXICALIZERS)}")
     lexicalizer = LEXICALIZERS[source]
     missing = set(lexicalizer.required_columns) - set(knowledge.columns)
     if missing:
-        raise ValueError(f"{source} input: missing column(s) {sorted(missing)}; expected {list(lexicalizer.required_columns)}")
+        raise ValueError(
+            f"{source} input: missing column(s) {sorted(missing)}; expected {list(lexicalizer.required_columns)}"
+        )
     rows, stats = lexicalizer.function(knowledge, item_names(items), domain)
     return rows, {"source": source, "key": lexicalizer.key, "rows": len(rows), **stats}
 

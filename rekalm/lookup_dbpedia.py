@@ -103,17 +103,23 @@ class DomainSettings:
     @classmethod
     def from_config(cls, name: str, block: Mapping[str, Any]) -> DomainSettings:
         where = f"domains.{name}"
-        relations = tuple(_relation(f"{where}.relations.{key}", key, spec) for key, spec in (block.get("relations") or {}).items())
+        relations = tuple(
+            _relation(f"{where}.relations.{key}", key, spec) for key, spec in (block.get("relations") or {}).items()
+        )
         seen: dict[str, str] = {}
         for relation in relations:
             for uri in relation.uris:
                 if uri in seen:
-                    raise ValueError(f"{where}.relations: {uri} is listed under both {seen[uri]!r} and {relation.name!r}")
+                    raise ValueError(
+                        f"{where}.relations: {uri} is listed under both {seen[uri]!r} and {relation.name!r}"
+                    )
                 seen[uri] = relation.name
         attributes = []
         for key, spec in (block.get("attribute_relations") or {}).items():
             if not isinstance(spec, Mapping) or not isinstance(spec.get("column"), str):
-                raise ValueError(f"{where}.attribute_relations.{key}: expected a mapping with a 'column' name, got {spec!r}")
+                raise ValueError(
+                    f"{where}.attribute_relations.{key}: expected a mapping with a 'column' name, got {spec!r}"
+                )
             attributes.append(AttributeRelation(str(key), spec["column"]))
         return cls(
             name=name,
@@ -266,7 +272,9 @@ def _cell_values(cell: Any) -> list[str]:
 # --------------------------------------------------------------------------------------
 
 
-def attribute_triples(items: pd.DataFrame, relations: Sequence[AttributeRelation], source: str = "items.parquet") -> pd.DataFrame:
+def attribute_triples(
+    items: pd.DataFrame, relations: Sequence[AttributeRelation], source: str = "items.parquet"
+) -> pd.DataFrame:
     """(item, relation, value, 'attributes') from item columns, in item then config order."""
     rows: list[tuple[int, int, str, str]] = []
     for order, relation in enumerate(relations):
@@ -317,7 +325,9 @@ _YEAR_SUFFIX = re.compile(r"\s*\((\d{4})\)\s*$")
 _TRAILING_PARENTHESES = re.compile(r"\s*\([^()]*\)\s*$")
 # MovieLens writes "Matrix, The" and "Cité des enfants perdus, La"; Wikipedia titles put
 # the article first.
-_TRAILING_ARTICLE = re.compile(r"^(?P<rest>.+), (?P<article>The|A|An|Les|Le|La|Los|Las|El|Il|Lo|Die|Der|Das|L')$", re.IGNORECASE)
+_TRAILING_ARTICLE = re.compile(
+    r"^(?P<rest>.+), (?P<article>The|A|An|Les|Le|La|Los|Las|El|Il|Lo|Die|Der|Das|L')$", re.IGNORECASE
+)
 
 
 def split_title_year(name: str) -> tuple[str, int | None]:
@@ -371,7 +381,9 @@ def label_query(labels: Sequence[str], domain: DomainSettings, language: str) ->
     terms = " ".join(sparql_string(label, language) for label in labels)
     type_filter = ""
     if domain.dbpedia_types:
-        type_filter = f"?entity <{RDF_TYPE}> ?type .\n  {values_block('type', [sparql_iri(t) for t in domain.dbpedia_types])}"
+        type_filter = (
+            f"?entity <{RDF_TYPE}> ?type .\n  {values_block('type', [sparql_iri(t) for t in domain.dbpedia_types])}"
+        )
     date = f"OPTIONAL {{ ?entity {sparql_iri(domain.year_property)} ?date }}" if domain.year_property else ""
     return (
         "SELECT DISTINCT ?label ?entity ?date WHERE {\n"
@@ -391,7 +403,9 @@ def _item_year(row: Any) -> int | None:
     return int(year)
 
 
-def choose_entity(candidates: Sequence[str], rows: Sequence[Binding], item_year: int | None, tolerance: int) -> str | None:
+def choose_entity(
+    candidates: Sequence[str], rows: Sequence[Binding], item_year: int | None, tolerance: int
+) -> str | None:
     """The best entity among label matches: most specific label, then closest year, then IRI.
 
     An entity whose known release years are all more than ``tolerance`` away from the
@@ -420,7 +434,9 @@ def choose_entity(candidates: Sequence[str], rows: Sequence[Binding], item_year:
     return min(scored)[2] if scored else None
 
 
-def lookup_labels(items: pd.DataFrame, client: SparqlClient, domain: DomainSettings, settings: DbpediaSettings) -> dict[str, str]:
+def lookup_labels(
+    items: pd.DataFrame, client: SparqlClient, domain: DomainSettings, settings: DbpediaSettings
+) -> dict[str, str]:
     """item -> URI for the given items, by exact label match (one query per batch)."""
     found: dict[str, str] = {}
     rows = list(items.itertuples(index=False))
@@ -442,15 +458,22 @@ def lookup_labels(items: pd.DataFrame, client: SparqlClient, domain: DomainSetti
     return found
 
 
-def map_items(items: pd.DataFrame, client: SparqlClient | None, domain: DomainSettings, settings: DbpediaSettings) -> pd.DataFrame:
+def map_items(
+    items: pd.DataFrame, client: SparqlClient | None, domain: DomainSettings, settings: DbpediaSettings
+) -> pd.DataFrame:
     """The dataset's mapping, completed by label lookup for unmapped items (when enabled)."""
     mapping = mapping_from_items(items)
     unmapped = mapping["how"] == "unmapped"
     if client is None or not settings.label_lookup or not unmapped.any():
         return mapping
     found = lookup_labels(items[unmapped.to_numpy()], client, domain, settings)
-    uris = [found.get(item, uri) if how == "unmapped" else uri for item, uri, how in zip(mapping["item"], mapping["dbpedia_uri"], mapping["how"])]
-    hows = ["label" if how == "unmapped" and item in found else how for item, how in zip(mapping["item"], mapping["how"])]
+    uris = [
+        found.get(item, uri) if how == "unmapped" else uri
+        for item, uri, how in zip(mapping["item"], mapping["dbpedia_uri"], mapping["how"])
+    ]
+    hows = [
+        "label" if how == "unmapped" and item in found else how for item, how in zip(mapping["item"], mapping["how"])
+    ]
     mapping["dbpedia_uri"] = pd.Series(uris, dtype="str")
     mapping["how"] = pd.Series(hows, dtype="str")
     return mapping
@@ -464,7 +487,10 @@ def map_items(items: pd.DataFrame, client: SparqlClient | None, domain: DomainSe
 def _subject_pattern(predicate: str, obj: str, condition: str = "") -> str:
     # A mapped URI may since have become a redirect (films get renamed): follow one
     # dbo:wikiPageRedirects hop so the facts of the target are found.
-    return f"{{ ?uri {predicate} {obj} {condition} }} UNION {{ ?uri <{DBO_REDIRECTS}> ?target . ?target {predicate} {obj} {condition} }}"
+    return (
+        f"{{ ?uri {predicate} {obj} {condition} }} UNION "
+        f"{{ ?uri <{DBO_REDIRECTS}> ?target . ?target {predicate} {obj} {condition} }}"
+    )
 
 
 def facts_query(uris: Sequence[str], relations: Sequence[Relation], language: str) -> str:
@@ -519,7 +545,9 @@ def _batches(values: Sequence[str], size: int) -> list[list[str]]:
     return [list(values[start : start + size]) for start in range(0, len(values), size)]
 
 
-def select_batch(client: SparqlClient, batch: Sequence[str], make_query: Callable[[Sequence[str]], str], page_size: int) -> list[Binding]:
+def select_batch(
+    client: SparqlClient, batch: Sequence[str], make_query: Callable[[Sequence[str]], str], page_size: int
+) -> list[Binding]:
     """All rows of ``make_query(batch)``; a batch whose answer exceeds the endpoint's row cap
     (public DBpedia: 10,000, no paging past it) is split in halves until each fits."""
     try:
@@ -529,10 +557,14 @@ def select_batch(client: SparqlClient, batch: Sequence[str], make_query: Callabl
             raise
         middle = len(batch) // 2
         log.info("a batch of %d URIs exceeds the endpoint's row cap; asking in halves", len(batch))
-        return select_batch(client, batch[:middle], make_query, page_size) + select_batch(client, batch[middle:], make_query, page_size)
+        return select_batch(client, batch[:middle], make_query, page_size) + select_batch(
+            client, batch[middle:], make_query, page_size
+        )
 
 
-def fetch_facts(uris: Sequence[str], relations: Sequence[Relation], client: SparqlClient, settings: DbpediaSettings) -> pd.DataFrame:
+def fetch_facts(
+    uris: Sequence[str], relations: Sequence[Relation], client: SparqlClient, settings: DbpediaSettings
+) -> pd.DataFrame:
     """(uri, relation, value) for every relation of the domain; one query per URI batch."""
     relation_of = {}
     for relation in relations:
@@ -542,8 +574,16 @@ def fetch_facts(uris: Sequence[str], relations: Sequence[Relation], client: Spar
     rows: list[tuple[str, str, str]] = []
     if not relations:
         return pd.DataFrame(rows, columns=["uri", "relation", "value"], dtype="str")
-    for batch in tqdm(_batches(uris, settings.batch_size), desc="lookup_dbpedia facts", unit="batch", mininterval=10, disable=not uris):
-        for binding in select_batch(client, batch, lambda uris: facts_query(uris, relations, settings.language), settings.page_size):
+    for batch in tqdm(
+        _batches(uris, settings.batch_size),
+        desc="lookup_dbpedia facts",
+        unit="batch",
+        mininterval=10,
+        disable=not uris,
+    ):
+        for binding in select_batch(
+            client, batch, lambda uris: facts_query(uris, relations, settings.language), settings.page_size
+        ):
             predicate = binding.get("p", {}).get("value")
             relation = relation_of.get(predicate)  # named by the returned predicate itself
             value = fact_value(binding)
@@ -556,8 +596,16 @@ def fetch_facts(uris: Sequence[str], relations: Sequence[Relation], client: Spar
 def fetch_abstracts(uris: Sequence[str], client: SparqlClient, settings: DbpediaSettings) -> dict[str, str]:
     """uri -> English abstract (the first in order when a page has several)."""
     abstracts: dict[str, str] = {}
-    for batch in tqdm(_batches(uris, settings.batch_size), desc="lookup_dbpedia abstracts", unit="batch", mininterval=10, disable=not uris):
-        for binding in select_batch(client, batch, lambda uris: abstracts_query(uris, settings.language), settings.page_size):
+    for batch in tqdm(
+        _batches(uris, settings.batch_size),
+        desc="lookup_dbpedia abstracts",
+        unit="batch",
+        mininterval=10,
+        disable=not uris,
+    ):
+        for binding in select_batch(
+            client, batch, lambda uris: abstracts_query(uris, settings.language), settings.page_size
+        ):
             text = binding.get("abstract", {}).get("value", "").strip()
             if text and "uri" in binding:
                 abstracts.setdefault(binding["uri"]["value"], text)
@@ -585,10 +633,19 @@ def dbpedia_triples(mapping: pd.DataFrame, facts: pd.DataFrame, relations: Seque
 
 
 def item_abstracts(mapping: pd.DataFrame, abstracts: Mapping[str, str]) -> pd.DataFrame:
-    rows = [(item, abstracts[uri]) for item, uri in zip(mapping["item"], mapping["dbpedia_uri"]) if isinstance(uri, str) and uri in abstracts]
+    rows = [
+        (item, abstracts[uri])
+        for item, uri in zip(mapping["item"], mapping["dbpedia_uri"])
+        if isinstance(uri, str) and uri in abstracts
+    ]
     if not rows:
         return empty_frame(ABSTRACT_COLUMNS)
-    return pd.DataFrame({"item": pd.Series([r[0] for r in rows], dtype="str"), "abstract": pd.Series([r[1] for r in rows], dtype="str")})
+    return pd.DataFrame(
+        {
+            "item": pd.Series([r[0] for r in rows], dtype="str"),
+            "abstract": pd.Series([r[1] for r in rows], dtype="str"),
+        }
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -603,7 +660,11 @@ def open_endpoint(settings: DbpediaSettings) -> Iterator[tuple[str, str, str]]:
     if settings.local_dump:
         fingerprint = dump_fingerprint(settings.local_dump)
         with local_sparql_endpoint(settings.local_dump, settings.local_store_dir, settings.timeout_s) as url:
-            yield url, f"local-dump:{fingerprint}", f"local dump {fingerprint} ({len(settings.local_dump)} file(s)) via oxigraph"
+            yield (
+                url,
+                f"local-dump:{fingerprint}",
+                f"local dump {fingerprint} ({len(settings.local_dump)} file(s)) via oxigraph",
+            )
     else:
         yield settings.endpoint, settings.endpoint, settings.endpoint
 
@@ -624,7 +685,9 @@ def lookup_knowledge(
     check_items(items)
     started = time.monotonic()
     if not route.needs_dbpedia:
-        result = _assemble(items, route, domain, mapping_from_items(items), None, None, RequestCounters(), "none (offline)")
+        result = _assemble(
+            items, route, domain, mapping_from_items(items), None, None, RequestCounters(), "none (offline)"
+        )
     elif client is not None:
         result = _lookup_online(items, route, domain, settings, client, client.endpoint)
     else:
@@ -741,7 +804,9 @@ def lookup_dbpedia_files(
     if route.graph == "original":
         from rekalm.original_knowledge import OriginalGraphSettings, original_triples  # imports this module
 
-        graph = original_triples(items, original_files or {}, domain_settings, OriginalGraphSettings.from_config((knowledge or {})["graph"]))
+        graph = original_triples(
+            items, original_files or {}, domain_settings, OriginalGraphSettings.from_config((knowledge or {})["graph"])
+        )
         result.triples = graph.triples
         result.stats.update(graph_source="original", **graph.stats, **triple_stats(graph.triples))
     write_lookup(result, triples_path, abstracts_path, mapping_path, stats_path)

@@ -39,9 +39,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from rekalm.io import atomic_dir
 
@@ -88,7 +89,9 @@ def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[torch.Tensor]:
     encoded = []
     for prompt in prompts:
         if getattr(tokenizer, "chat_template", None):
-            text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
             ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         else:
             ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
@@ -148,12 +151,20 @@ def update_errors(probes: dict[str, UpdateProbe], merged) -> dict[str, float]:
     parameters = dict(merged.named_parameters())
     missing = sorted(set(probes) - set(parameters))
     if missing:
-        raise ValueError(f"merge check: the merged model has no weight {missing[0]!r} (and {len(missing) - 1} more) that the adapter changes")
+        raise ValueError(
+            f"merge check: the merged model has no weight {missing[0]!r} (and {len(missing) - 1} more) that the "
+            "adapter changes"
+        )
     errors = {}
     with torch.no_grad():
         for key, probe in probes.items():
-            saved = parameters[key].float() @ probe.vector.to(parameters[key].device) - probe.base.to(parameters[key].device)
-            errors[key] = float(torch.linalg.vector_norm(saved - probe.update.to(saved.device)) / torch.linalg.vector_norm(probe.update).clamp_min(1e-30))
+            saved = parameters[key].float() @ probe.vector.to(parameters[key].device) - probe.base.to(
+                parameters[key].device
+            )
+            errors[key] = float(
+                torch.linalg.vector_norm(saved - probe.update.to(saved.device))
+                / torch.linalg.vector_norm(probe.update).clamp_min(1e-30)
+            )
     return errors
 
 
@@ -172,7 +183,9 @@ def compare_logits(
     ref = torch.cat([logits.double() for logits in reference])
     got = torch.cat([logits.double() for logits in candidate])
     if ref.shape != got.shape:
-        raise ValueError(f"merge check: merged logits have shape {tuple(got.shape)}, base + adapter {tuple(ref.shape)}")
+        raise ValueError(
+            f"merge check: merged logits have shape {tuple(got.shape)}, base + adapter {tuple(ref.shape)}"
+        )
     relative = float(torch.linalg.vector_norm(got - ref) / torch.linalg.vector_norm(ref))
     worst = float((got - ref).abs().max())
     same = float((ref.argmax(-1) == got.argmax(-1)).double().mean())
@@ -181,20 +194,39 @@ def compare_logits(
     worst_update = errors[worst_module] if worst_module else 0.0
     passed = relative <= tolerance and worst_update <= UPDATE_TOLERANCE
     return MergeCheck(
-        len(reference), ref.shape[0], relative, worst, same, tolerance, dtype, CHECK_DTYPE, str(device), len(errors), worst_module, worst_update, UPDATE_TOLERANCE, passed
+        len(reference),
+        ref.shape[0],
+        relative,
+        worst,
+        same,
+        tolerance,
+        dtype,
+        CHECK_DTYPE,
+        str(device),
+        len(errors),
+        worst_module,
+        worst_update,
+        UPDATE_TOLERANCE,
+        passed,
     )
 
 
-def load_base_with_adapter(base_model_dir: str, adapter_dir: str, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False):
+def load_base_with_adapter(
+    base_model_dir: str, adapter_dir: str, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False
+):
     from peft import PeftModel
 
     from rekalm.hf import load_causal_lm
 
-    base = load_causal_lm(base_model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code, where="merge")
+    base = load_causal_lm(
+        base_model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code, where="merge"
+    )
     return PeftModel.from_pretrained(base, adapter_dir)
 
 
-def merge_device_and_dtype(base_model_dir: str | os.PathLike[str], dtype: str = "auto", device: str = "auto", gpus: int = 0) -> tuple[torch.device, torch.dtype]:
+def merge_device_and_dtype(
+    base_model_dir: str | os.PathLike[str], dtype: str = "auto", device: str = "auto", gpus: int = 0
+) -> tuple[torch.device, torch.dtype]:
     """Where the merge runs (the job's GPU when it has one; no GPU although the job asked
     for one stops here) and in which dtype (``auto``: the one the base model was saved in)."""
     from rekalm.hf import resolve_device, resolve_dtype
@@ -242,19 +274,32 @@ def merge_adapter(
         merged.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         del model, merged
-        reloaded = load_causal_lm(staging, dtype=arithmetic, device=torch_device, trust_remote_code=trust_remote_code, where="merge")
-        check = compare_logits(reference, prompt_logits(reloaded, encoded), limit, dtype_name, str(torch_device), update_errors(probes, reloaded))
+        reloaded = load_causal_lm(
+            staging, dtype=arithmetic, device=torch_device, trust_remote_code=trust_remote_code, where="merge"
+        )
+        check = compare_logits(
+            reference,
+            prompt_logits(reloaded, encoded),
+            limit,
+            dtype_name,
+            str(torch_device),
+            update_errors(probes, reloaded),
+        )
         log.info("merge check: %s", check)
         if not check.passed:
             raise ValueError(f"{adapter_dir}: merge check failed: {check_summary(check)}")
-        (Path(staging) / CHECK_FILE).write_text(json.dumps(asdict(check), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (Path(staging) / CHECK_FILE).write_text(
+            json.dumps(asdict(check), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
     return check
 
 
 def check_summary(check: MergeCheck) -> str:
     return (
-        f"relative logit error {check.relative_error:.3g} (tolerance {check.tolerance:g}), max |diff| {check.max_abs_error:.3g}, "
-        f"top-1 agreement {check.top1_agreement:.1%}; worst module {check.worst_module} lost {check.worst_update_error:.1%} of its update "
+        f"relative logit error {check.relative_error:.3g} (tolerance {check.tolerance:g}), max |diff| "
+        f"{check.max_abs_error:.3g}, "
+        f"top-1 agreement {check.top1_agreement:.1%}; worst module {check.worst_module} lost "
+        f"{check.worst_update_error:.1%} of its update "
         f"(tolerance {check.update_tolerance:.0%})"
     )
 
@@ -283,5 +328,9 @@ def check_merged_model(
     model = load_base_with_adapter(str(base_model_dir), str(adapter_dir), arithmetic, torch_device, trust_remote_code)
     reference, probes = prompt_logits(model, encoded), update_probes(model)
     del model
-    merged = load_causal_lm(merged_dir, dtype=arithmetic, device=torch_device, trust_remote_code=trust_remote_code, where="merge")
-    return compare_logits(reference, prompt_logits(merged, encoded), limit, dtype_name, str(torch_device), update_errors(probes, merged))
+    merged = load_causal_lm(
+        merged_dir, dtype=arithmetic, device=torch_device, trust_remote_code=trust_remote_code, where="merge"
+    )
+    return compare_logits(
+        reference, prompt_logits(merged, encoded), limit, dtype_name, str(torch_device), update_errors(probes, merged)
+    )

@@ -46,8 +46,8 @@ import itertools
 import logging
 import math
 import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -121,7 +121,10 @@ def load_split(path: str | os.PathLike[str]) -> pd.DataFrame:
     for column, allowed in checks.items():
         unexpected = set(pd.unique(split[column])) - allowed
         if unexpected:
-            raise ValueError(f"{path}: column {column!r} has {sorted(map(str, unexpected))[:5]}; expected {sorted(map(str, allowed))}")
+            raise ValueError(
+                f"{path}: column {column!r} has {sorted(map(str, unexpected))[:5]}; expected "
+                f"{sorted(map(str, allowed))}"
+            )
     return split
 
 
@@ -212,7 +215,10 @@ class RuleCounts:
         return RuleCounts(
             np.concatenate([_pad(p.antecedent, width) for p in parts]),
             np.concatenate([_pad(p.consequent, width) for p in parts]),
-            *(np.concatenate([getattr(p, name) for p in parts]).astype(np.int64) for name in ("count", "antecedent_count", "consequent_count")),
+            *(
+                np.concatenate([getattr(p, name) for p in parts]).astype(np.int64)
+                for name in ("count", "antecedent_count", "consequent_count")
+            ),
         )
 
 
@@ -258,7 +264,9 @@ def rule_table(rules: RuleCounts, items: np.ndarray, n_transactions: int, params
     )
 
 
-def _deterministic_order(confidence: np.ndarray, lift: np.ndarray, support: np.ndarray, antecedent: np.ndarray, consequent: np.ndarray) -> np.ndarray:
+def _deterministic_order(
+    confidence: np.ndarray, lift: np.ndarray, support: np.ndarray, antecedent: np.ndarray, consequent: np.ndarray
+) -> np.ndarray:
     """Strongest rules first; ties broken by antecedent then consequent (item id order)."""
     keys = [consequent[:, j] for j in reversed(range(consequent.shape[1]))]
     keys += [antecedent[:, j] for j in reversed(range(antecedent.shape[1]))]
@@ -427,7 +435,9 @@ class _ItemsetIndex:
         return self.levels[len(columns)].counts[rows]
 
 
-def _all_subsets_frequent(level: _Level, prefix_rows: np.ndarray, last: np.ndarray, index: _ItemsetIndex) -> np.ndarray:
+def _all_subsets_frequent(
+    level: _Level, prefix_rows: np.ndarray, last: np.ndarray, index: _ItemsetIndex
+) -> np.ndarray:
     """Apriori prune of candidates ``level.itemsets[prefix_rows] + last``: every subset one
     item smaller must be frequent. Dropping the last item or the prefix's last item gives
     the two joined parents, frequent by construction; the other drops are looked up."""
@@ -441,7 +451,9 @@ def _all_subsets_frequent(level: _Level, prefix_rows: np.ndarray, last: np.ndarr
     return ok
 
 
-def _and_counts(prefix_bits: np.ndarray, prefix_rows: np.ndarray, item_bits: np.ndarray, items: np.ndarray) -> np.ndarray:
+def _and_counts(
+    prefix_bits: np.ndarray, prefix_rows: np.ndarray, item_bits: np.ndarray, items: np.ndarray
+) -> np.ndarray:
     """popcount(prefix_bits[prefix_rows] & item_bits[items]) per candidate.
 
     Worked in blocks of ~2 MB with reused buffers: blocks that stay in cache and avoid
@@ -547,7 +559,13 @@ def rules_from_itemsets(index: _ItemsetIndex, min_confidence: float) -> RuleCoun
                 itemsets = level.itemsets[confident]
                 consequent_counts = index.counts([itemsets[:, c] for c in rest])
                 parts.append(
-                    RuleCounts(itemsets[:, list(columns)], itemsets[:, rest], level.counts[confident], antecedent_counts[confident], consequent_counts)
+                    RuleCounts(
+                        itemsets[:, list(columns)],
+                        itemsets[:, rest],
+                        level.counts[confident],
+                        antecedent_counts[confident],
+                        consequent_counts,
+                    )
                 )
     return RuleCounts.concat(parts)
 
@@ -558,7 +576,13 @@ def _bitset_engine(encoded: EncodedTransactions, params: RuleParams) -> RuleCoun
     log.info("frequent itemsets per size: %s", {size: len(level.counts) for size, level in index.levels.items()})
     rules = rules_from_itemsets(index, params.min_confidence)
     to_global = np.append(singles, -1)  # local code -> item code; the -1 padding stays -1
-    return RuleCounts(to_global[rules.antecedent], to_global[rules.consequent], rules.count, rules.antecedent_count, rules.consequent_count)
+    return RuleCounts(
+        to_global[rules.antecedent],
+        to_global[rules.consequent],
+        rules.count,
+        rules.antecedent_count,
+        rules.consequent_count,
+    )
 
 
 # --------------------------------------------------------------------------- reference engines
@@ -572,7 +596,12 @@ def _code_transactions(encoded: EncodedTransactions) -> list[list[int]]:
 def _efficient_apriori_engine(encoded: EncodedTransactions, params: RuleParams) -> RuleCounts:
     from efficient_apriori import apriori
 
-    _, rules = apriori(_code_transactions(encoded), min_support=params.min_support, min_confidence=params.min_confidence, max_length=params.max_len)
+    _, rules = apriori(
+        _code_transactions(encoded),
+        min_support=params.min_support,
+        min_confidence=params.min_confidence,
+        max_length=params.max_len,
+    )
     return _from_code_tuples((r.lhs, r.rhs, r.count_full, r.count_lhs, r.count_rhs) for r in rules)
 
 
@@ -584,7 +613,13 @@ def _mlxtend_engine(algorithm: str, **options: bool) -> Callable[[EncodedTransac
         # mlxtend's documented input: a dense boolean one-hot frame (its fastest path).
         onehot = pd.DataFrame(encoded.matrix.toarray(), columns=range(encoded.matrix.shape[1]))
         mine = getattr(frequent_patterns, algorithm)
-        itemsets = mine(onehot, min_support=params.min_support * (1 - THRESHOLD_RTOL), use_colnames=True, max_len=params.max_len, **options)
+        itemsets = mine(
+            onehot,
+            min_support=params.min_support * (1 - THRESHOLD_RTOL),
+            use_colnames=True,
+            max_len=params.max_len,
+            **options,
+        )
         # Supports are count / n: rounding back recovers the integer counts exactly.
         support_counts = np.rint(itemsets["support"].to_numpy() * n).astype(np.int64)
         frequent = support_counts >= min_count_for(params.min_support, n)
@@ -593,9 +628,16 @@ def _mlxtend_engine(algorithm: str, **options: bool) -> Callable[[EncodedTransac
         if not (itemsets["itemsets"].map(len) > 1).any():
             return RuleCounts.empty()
         rules = frequent_patterns.association_rules(
-            itemsets, num_itemsets=n, metric="confidence", min_threshold=params.min_confidence * (1 - THRESHOLD_RTOL), return_metrics=["support"]
+            itemsets,
+            num_itemsets=n,
+            metric="confidence",
+            min_threshold=params.min_confidence * (1 - THRESHOLD_RTOL),
+            return_metrics=["support"],
         )
-        return _from_code_tuples((tuple(a), tuple(c), counts[a | c], counts[a], counts[c]) for a, c in zip(rules["antecedents"], rules["consequents"]))
+        return _from_code_tuples(
+            (tuple(a), tuple(c), counts[a | c], counts[a], counts[c])
+            for a, c in zip(rules["antecedents"], rules["consequents"])
+        )
 
     return run
 
@@ -627,7 +669,8 @@ def mine_rules(transactions: Sequence[Iterable[str]], params: RuleParams) -> pd.
     table = rule_table(rules, encoded.items, encoded.n_transactions, params)
     if table.empty:
         log.warning(
-            "no association rule reaches min_support=%s and min_confidence=%s over %d transactions; the rules table is empty",
+            "no association rule reaches min_support=%s and min_confidence=%s over %d transactions; the rules table "
+            "is empty",
             params.min_support,
             params.min_confidence,
             encoded.n_transactions,
@@ -637,7 +680,9 @@ def mine_rules(transactions: Sequence[Iterable[str]], params: RuleParams) -> pd.
     return table
 
 
-def mine_rules_file(split_path: str | os.PathLike[str], rules_path: str | os.PathLike[str], params: RuleParams) -> pd.DataFrame:
+def mine_rules_file(
+    split_path: str | os.PathLike[str], rules_path: str | os.PathLike[str], params: RuleParams
+) -> pd.DataFrame:
     """split.parquet -> rules.parquet (written atomically); returns the table."""
     table = mine_rules(train_transactions(load_split(split_path)), params)
     write_rules(table, rules_path)

@@ -86,7 +86,9 @@ def read_relations(path: Path) -> dict[int, str]:
     """Relation id -> URI from ``mapping_relations.tsv`` ("id<TAB>uri" or "uri<TAB>id")."""
     frame = pd.read_csv(path, sep="\t", header=None, dtype=str, quoting=csv.QUOTE_NONE, keep_default_na=False)
     if frame.shape[1] != 2:
-        raise ValueError(f"{path}: expected 2 tab-separated columns (relation id, relation URI), found {frame.shape[1]}")
+        raise ValueError(
+            f"{path}: expected 2 tab-separated columns (relation id, relation URI), found {frame.shape[1]}"
+        )
     relations: dict[int, str] = {}
     for row, (first, second) in enumerate(zip(frame[0].str.strip(), frame[1].str.strip()), start=1):
         if first.isdigit() != second.isdigit():
@@ -111,23 +113,37 @@ def read_item_props(path: Path, relation_ids: set[int]) -> pd.DataFrame:
     # is the one whose every value is a relation id of mapping_relations.tsv.
     fits = [column for column in (2, 1) if numbers[column].isin(relation_ids).all()]
     if len(fits) != 1:
-        raise ValueError(f"{path}: cannot tell the relation column: {'both' if fits else 'neither'} of columns 2 and 3 hold only relation ids of mapping_relations.tsv")
+        raise ValueError(
+            f"{path}: cannot tell the relation column: {'both' if fits else 'neither'} of columns 2 and 3 hold only "
+            "relation ids of mapping_relations.tsv"
+        )
     relation = fits[0]
     value = 3 - relation
     return pd.DataFrame({"item": numbers[0], "value": numbers[value], "relation": numbers[relation]})
 
 
-def relation_names(relation_uris: Mapping[int, str], domain: DomainSettings, override: Mapping[int, str] | None) -> dict[int, str]:
+def relation_names(
+    relation_uris: Mapping[int, str], domain: DomainSettings, override: Mapping[int, str] | None
+) -> dict[int, str]:
     """Relation id -> the domain's short relation name; like/dislike and unknown URIs are left out."""
     by_uri = {uri: relation.name for relation in domain.relations for uri in relation.uris}
     known = {relation.name for relation in domain.relations}
     if override is not None:
         unknown = sorted(name for name in override.values() if name not in known)
         if unknown:
-            raise ValueError(f"knowledge.graph.relation_ids: {unknown} are not relations of domain {domain.name!r} (known: {sorted(known)})")
-        missing = sorted(set(relation_uris) - set(override) - {i for i, uri in relation_uris.items() if uri in INTERACTION_RELATIONS})
+            raise ValueError(
+                f"knowledge.graph.relation_ids: {unknown} are not relations of domain {domain.name!r} (known: "
+                f"{sorted(known)})"
+            )
+        missing = sorted(
+            set(relation_uris)
+            - set(override)
+            - {i for i, uri in relation_uris.items() if uri in INTERACTION_RELATIONS}
+        )
         if missing:
-            raise ValueError(f"knowledge.graph.relation_ids: relation id(s) {missing} of mapping_relations.tsv have no entry")
+            raise ValueError(
+                f"knowledge.graph.relation_ids: relation id(s) {missing} of mapping_relations.tsv have no entry"
+            )
         return dict(override)
     return {number: by_uri[uri] for number, uri in relation_uris.items() if uri in by_uri}
 
@@ -159,8 +175,10 @@ def check_relation_alignment(
         if (expected_category and share < 0.5) or (not expected_category and share > 0.5):
             example = uris[rows].iloc[0]
             raise ValueError(
-                f"{path}: relation id {number} is read as {name!r} but {share:.0%} of its values are Wikipedia categories "
-                f"(e.g. {example}): the relation ids do not match mapping_relations.tsv; set knowledge.graph.relation_ids"
+                f"{path}: relation id {number} is read as {name!r} but {share:.0%} of its values are Wikipedia "
+                "categories "
+                f"(e.g. {example}): the relation ids do not match mapping_relations.tsv; set "
+                "knowledge.graph.relation_ids"
             )
 
 
@@ -173,17 +191,27 @@ def value_name(uri: str | None, original_name: str | None, how: ValueNames) -> s
     return name or None
 
 
-def item_entities(items: pd.DataFrame, entity_uris: Mapping[str, str], match: Match, source: str = "items.parquet") -> dict[str, str]:
+def item_entities(
+    items: pd.DataFrame, entity_uris: Mapping[str, str], match: Match, source: str = "items.parquet"
+) -> dict[str, str]:
     """item -> entity id of the knowledge files."""
     if match == "item":
         return {str(item): str(item) for item in items["item"]}
     if "dbpedia_uri" not in items.columns:
-        raise ValueError(f"{source}: knowledge.graph.match 'dbpedia_uri' needs a dbpedia_uri column (a DBpedia mapping file)")
+        raise ValueError(
+            f"{source}: knowledge.graph.match 'dbpedia_uri' needs a dbpedia_uri column (a DBpedia mapping file)"
+        )
     entity_of_uri = {uri: entity for entity, uri in entity_uris.items()}
-    return {str(item): entity_of_uri[uri] for item, uri in zip(items["item"], items["dbpedia_uri"]) if isinstance(uri, str) and uri in entity_of_uri}
+    return {
+        str(item): entity_of_uri[uri]
+        for item, uri in zip(items["item"], items["dbpedia_uri"])
+        if isinstance(uri, str) and uri in entity_of_uri
+    }
 
 
-def original_triples(items: pd.DataFrame, files: Mapping[str, Path], domain: DomainSettings, settings: OriginalGraphSettings) -> OriginalGraph:
+def original_triples(
+    items: pd.DataFrame, files: Mapping[str, Path], domain: DomainSettings, settings: OriginalGraphSettings
+) -> OriginalGraph:
     """The original's facts about ``items`` as (item, relation, value, 'original') rows, in
     item (items.parquet), relation (config) and value (file) order."""
     missing = [role for role in FILE_ROLES if role not in files]
@@ -193,14 +221,22 @@ def original_triples(items: pd.DataFrame, files: Mapping[str, Path], domain: Dom
     facts = read_item_props(files["item_props"], set(relation_uris))
     names_of = relation_names(relation_uris, domain, settings.relation_ids)
     entity_uris = _read_original_uris(files["entities"])
-    check_relation_alignment(facts, names_of, relation_uris, settings.relation_ids is not None, domain, entity_uris, files["item_props"])
+    check_relation_alignment(
+        facts, names_of, relation_uris, settings.relation_ids is not None, domain, entity_uris, files["item_props"]
+    )
     entity_names = _read_entity_names(files["names"])
 
     interaction = facts["relation"].map(relation_uris).isin(INTERACTION_RELATIONS)
     unknown_relation = ~facts["relation"].isin(names_of) & ~interaction
     if unknown_relation.any():
         dropped = sorted({relation_uris[number] for number in facts.loc[unknown_relation, "relation"]})
-        log.warning("%s: %d fact(s) under relations the domain %r does not list were left out: %s", files["item_props"], int(unknown_relation.sum()), domain.name, dropped)
+        log.warning(
+            "%s: %d fact(s) under relations the domain %r does not list were left out: %s",
+            files["item_props"],
+            int(unknown_relation.sum()),
+            domain.name,
+            dropped,
+        )
     facts = facts[~interaction & ~unknown_relation]
 
     entity_of = item_entities(items, entity_uris, settings.match)
@@ -220,7 +256,10 @@ def original_triples(items: pd.DataFrame, files: Mapping[str, Path], domain: Dom
         for item in item_of_entity[entity]:
             rows.append((position[item], order[names_of[number]], item, names_of[number], text))
     if not rows:
-        raise ValueError(f"{files['item_props']}: no fact about any of the {len(items)} items (knowledge.graph.match is {settings.match!r}; do the item ids fit the files?)")
+        raise ValueError(
+            f"{files['item_props']}: no fact about any of the {len(items)} items (knowledge.graph.match is "
+            f"{settings.match!r}; do the item ids fit the files?)"
+        )
     rows.sort(key=lambda row: (row[0], row[1]))  # stable: values keep their file order
     triples = pd.DataFrame(
         {
@@ -238,5 +277,10 @@ def original_triples(items: pd.DataFrame, files: Mapping[str, Path], domain: Dom
         "original_value_names": settings.value_names,
         "original_relation_ids": "config" if settings.relation_ids is not None else "mapping_relations.tsv",
     }
-    log.info("original knowledge: %d triples about %d items (%d values without a name left out)", len(triples), triples["item"].nunique(), unnamed)
+    log.info(
+        "original knowledge: %d triples about %d items (%d values without a name left out)",
+        len(triples),
+        triples["item"].nunique(),
+        unnamed,
+    )
     return OriginalGraph(triples[list(TRIPLE_COLUMNS)] if len(triples) else empty_frame(TRIPLE_COLUMNS), stats)

@@ -43,13 +43,16 @@ _NUMBERED = re.compile(
 )
 _BULLET = re.compile(r"^[-*+•·‣◦]\s+(?P<name>.+)$")
 # "Here a list:" (the trained prefix) or a chattier variant, with or without items after it.
-_HEADER = re.compile(r"^here(?:'s|\s+is)?\s+(?:a|the|your|my)?\s*(?:ranked\s+|reordered\s+)?list\b[^:\n]*(?::|$)\s*", re.IGNORECASE)
+_HEADER = re.compile(
+    r"^here(?:'s|\s+is)?\s+(?:a|the|your|my)?\s*(?:ranked\s+|reordered\s+)?list\b[^:\n]*(?::|$)\s*", re.IGNORECASE
+)
 # A list squeezed onto one line: " 2. " where 2 follows the line's own "1. ".
 _INLINE_NUMBER = re.compile(r"(?:^|(?<=\s))(\d{1,3})[.)]\s+")
 _TRAILING_COMMENT = re.compile(r"\s+[-–—]\s+(?!.*\s[-–—]\s).*$")  # " - because ..." after a name
 _YEAR = re.compile(r"\s*\(\s*\d{4}\s*\)\s*$")
 _MOVED_ARTICLE = re.compile(
-    r"^(?P<body>.+?),\s*(?P<article>the|a|an|les|le|la|l'|il|el|los|las|der|die|das)(?P<tail>\s*\(\s*\d{4}\s*\))?$", re.IGNORECASE
+    r"^(?P<body>.+?),\s*(?P<article>the|a|an|les|le|la|l'|il|el|los|las|der|die|das)(?P<tail>\s*\(\s*\d{4}\s*\))?$",
+    re.IGNORECASE,
 )
 _NON_WORD = re.compile(r"[^\w]+")
 
@@ -199,7 +202,9 @@ class CandidateMatcher:
         return position, "duplicate" if duplicate else "fuzzy"
 
 
-def match_names(generated: Sequence[str], candidate_names: Sequence[str], threshold: float = DEFAULT_FUZZY_THRESHOLD) -> tuple[list[int], ParseCounts]:
+def match_names(
+    generated: Sequence[str], candidate_names: Sequence[str], threshold: float = DEFAULT_FUZZY_THRESHOLD
+) -> tuple[list[int], ParseCounts]:
     """Candidate indices in the model's order (duplicates and inventions dropped) and the counts."""
     matcher = CandidateMatcher(candidate_names, threshold)
     ranked: list[int] = []
@@ -222,7 +227,9 @@ def match_names(generated: Sequence[str], candidate_names: Sequence[str], thresh
     return ranked, counts
 
 
-def rank_generation(text: str | None, candidate_names: Sequence[str], threshold: float = DEFAULT_FUZZY_THRESHOLD) -> tuple[list[int], list[bool], ParseCounts]:
+def rank_generation(
+    text: str | None, candidate_names: Sequence[str], threshold: float = DEFAULT_FUZZY_THRESHOLD
+) -> tuple[list[int], list[bool], ParseCounts]:
     """The complete ranking of one user: (candidate indices, appended flags, counts)."""
     ranked, counts = match_names(parse_ranked_names(text), candidate_names, threshold)
     seen = set(ranked)

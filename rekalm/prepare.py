@@ -104,7 +104,8 @@ def check_scale(ratings: pd.Series, low: float, high: float, path: Path, column:
     if outside.any():
         row = int(np.flatnonzero(outside.to_numpy())[0])
         raise ValueError(
-            f"{path}: column {column!r} row {row + 1}: rating {ratings.iloc[row]:g} is outside the scale {low:g}..{high:g} "
+            f"{path}: column {column!r} row {row + 1}: rating {ratings.iloc[row]:g} is outside the scale "
+            f"{low:g}..{high:g} "
             f"({int(outside.sum())} such row(s)); is this the right file?"
         )
 
@@ -133,7 +134,9 @@ def _open_binary(path: Path) -> IO[bytes]:
 
 def _failure(path: Path, error: BaseException) -> ValueError:
     first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return ValueError(f"{path}: cannot be read ({type(error).__name__}: {first_line}); truncated or corrupt? download it again")
+    return ValueError(
+        f"{path}: cannot be read ({type(error).__name__}: {first_line}); truncated or corrupt? download it again"
+    )
 
 
 def text_encoding(path: Path) -> str:
@@ -158,7 +161,12 @@ def text_encoding(path: Path) -> str:
 
 def _read_table(path: Path, **kwargs: object) -> pd.DataFrame:
     # Only an empty field is missing: "NA", "None" or "null" are real names.
-    options: dict[str, object] = {"keep_default_na": False, "na_values": [""], "encoding": text_encoding(path), **kwargs}
+    options: dict[str, object] = {
+        "keep_default_na": False,
+        "na_values": [""],
+        "encoding": text_encoding(path),
+        **kwargs,
+    }
     try:
         return pd.read_csv(path, **options)  # type: ignore[call-overload]
     except pd.errors.ParserError as error:
@@ -175,7 +183,9 @@ def _no_nulls(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
         missing = frame[column].isna().to_numpy()
         if missing.any():
             row = int(np.flatnonzero(missing)[0])
-            raise ValueError(f"{path}: column {column!r} row {row + 1}: empty value ({int(missing.sum())} such row(s))")
+            raise ValueError(
+                f"{path}: column {column!r} row {row + 1}: empty value ({int(missing.sum())} such row(s))"
+            )
 
 
 def _numeric(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
@@ -183,22 +193,30 @@ def _numeric(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
     bad = values.isna() & frame[column].notna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ValueError(f"{path}: column {column!r} row {row + 1}: expected a number, got {frame[column].iloc[row]!r}")
+        raise ValueError(
+            f"{path}: column {column!r} row {row + 1}: expected a number, got {frame[column].iloc[row]!r}"
+        )
     return values
 
 
-def _interactions(user: pd.Series, item: pd.Series, liked: pd.Series, timestamp: pd.Series | None = None) -> pd.DataFrame:
+def _interactions(
+    user: pd.Series, item: pd.Series, liked: pd.Series, timestamp: pd.Series | None = None
+) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "user": user.astype(str).to_numpy(),
             "item": item.astype(str).to_numpy(),
             "liked": liked.astype("int8").to_numpy(),
-            "timestamp": (timestamp if timestamp is not None else pd.Series([pd.NA] * len(user))).astype("Int64").to_numpy(),
+            "timestamp": (timestamp if timestamp is not None else pd.Series([pd.NA] * len(user)))
+            .astype("Int64")
+            .to_numpy(),
         }
     )
 
 
-def _items(item: pd.Series, name: pd.Series, year: pd.Series | None = None, genres: pd.Series | None = None) -> pd.DataFrame:
+def _items(
+    item: pd.Series, name: pd.Series, year: pd.Series | None = None, genres: pd.Series | None = None
+) -> pd.DataFrame:
     count = len(item)
     return pd.DataFrame(
         {
@@ -213,7 +231,9 @@ def _items(item: pd.Series, name: pd.Series, year: pd.Series | None = None, genr
 
 def _read_dbpedia_mapping(path: Path) -> pd.DataFrame:
     """The SisInfLab LODrecsys mapping: movie id, title, DBpedia URI (no header)."""
-    mapping = _read_table(path, sep="\t", header=None, names=["movie_id", "title", "uri"], dtype=str, quoting=csv.QUOTE_NONE)
+    mapping = _read_table(
+        path, sep="\t", header=None, names=["movie_id", "title", "uri"], dtype=str, quoting=csv.QUOTE_NONE
+    )
     if mapping["uri"].isna().any() or not mapping["uri"].str.startswith("http").all():
         raise ValueError(f"{path}: expected 3 tab-separated columns (movie id, title, DBpedia URI)")
     return mapping
@@ -235,7 +255,12 @@ def parse_ml1m_recbole(files: Files, options: PrepareOptions, repairs: Repairs) 
     rating = _numeric(ratings, "rating:float", ratings_path)
     check_scale(rating, *MOVIELENS_SCALE, ratings_path, "rating:float")
     timestamp = _numeric(ratings, "timestamp:float", ratings_path).astype("Int64")
-    interactions = _interactions(ratings["user_id:token"], ratings["item_id:token"], binarize(rating, options.like_if, str(ratings_path)), timestamp)
+    interactions = _interactions(
+        ratings["user_id:token"],
+        ratings["item_id:token"],
+        binarize(rating, options.like_if, str(ratings_path)),
+        timestamp,
+    )
     raw_items = _read_table(items_path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str)
     _require(raw_items, ["item_id:token", "release_year:float", "genre:token"], items_path)
     _no_nulls(raw_items, ["item_id:token"], items_path)
@@ -254,12 +279,17 @@ def _read_dat(path: Path, names: list[str]) -> pd.DataFrame:
     # file given as the movies file would parse, with the rating as the title.
     frame = _read_table(path, sep="::", engine="python", header=None, dtype=str, quoting=csv.QUOTE_NONE)
     if frame.shape[1] != len(names):
-        raise ValueError(f"{path}: expected {len(names)} '::'-separated fields per line ({', '.join(names)}), found {frame.shape[1]}")
+        raise ValueError(
+            f"{path}: expected {len(names)} '::'-separated fields per line ({', '.join(names)}), found "
+            f"{frame.shape[1]}"
+        )
     frame.columns = names
     incomplete = frame.isna().any(axis=1).to_numpy()
     if incomplete.any():
         row = int(np.flatnonzero(incomplete)[0])
-        raise ValueError(f"{path}: line {row + 1}: expected {len(names)} '::'-separated fields per line ({', '.join(names)})")
+        raise ValueError(
+            f"{path}: line {row + 1}: expected {len(names)} '::'-separated fields per line ({', '.join(names)})"
+        )
     return frame
 
 
@@ -270,7 +300,9 @@ def parse_ml1m_grouplens(files: Files, options: PrepareOptions, repairs: Repairs
     rating = _numeric(ratings, "rating", files["ratings"])
     check_scale(rating, *MOVIELENS_SCALE, files["ratings"], "rating")
     timestamp = _numeric(ratings, "timestamp", files["ratings"]).astype("Int64")
-    interactions = _interactions(ratings["user"], ratings["item"], binarize(rating, options.like_if, str(files["ratings"])), timestamp)
+    interactions = _interactions(
+        ratings["user"], ratings["item"], binarize(rating, options.like_if, str(files["ratings"])), timestamp
+    )
     movies = _read_dat(files["items"], ["item", "title", "genres"])
     year = movies["title"].str.extract(_YEAR_IN_TITLE)[0].astype("Int64")
     items = _items(movies["item"], movies["title"], year, movies["genres"].str.split("|"))
@@ -289,7 +321,9 @@ def _read_original_user_item(path: Path) -> pd.DataFrame:
     bad = ~frame["liked"].isin(["0", "1"]).to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{path}: column 3 must be 0 (disliked) or 1 (liked); row {row + 1} has {frame['liked'].iloc[row]!r}")
+        raise ValueError(
+            f"{path}: column 3 must be 0 (disliked) or 1 (liked); row {row + 1} has {frame['liked'].iloc[row]!r}"
+        )
     return frame
 
 
@@ -299,7 +333,10 @@ def _read_entity_names(path: Path) -> dict[str, str | None]:
         with _open_binary(path) as handle:
             names = json.loads(handle.read().decode("utf-8"))
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 (byte {error.start}: {error.object[error.start:error.start + 1]!r}); JSON must be UTF-8") from None
+        raise ValueError(
+            f"{path}: not UTF-8 (byte {error.start}: {error.object[error.start : error.start + 1]!r}); JSON must be "
+            "UTF-8"
+        ) from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error.msg}, line {error.lineno} column {error.colno})") from None
     except _READ_ERRORS as error:
@@ -327,7 +364,9 @@ def _read_original_uris(path: Path) -> dict[str, str]:
 
 
 @register("rekalm_original")
-def parse_rekalm_original(files: Files, options: PrepareOptions, repairs: Repairs) -> tuple[pd.DataFrame, pd.DataFrame]:
+def parse_rekalm_original(
+    files: Files, options: PrepareOptions, repairs: Repairs
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The original study's binarized files: user-item train.tsv + test.tsv, entity names.
 
     Rows are kept in file order, train then test, as the original's split read them.
@@ -372,11 +411,22 @@ def parse_bgg_kaggle(files: Files, options: PrepareOptions, repairs: Repairs) ->
     _no_nulls(reviews, ["rating", "ID"], files["ratings"])
     rating = _numeric(reviews, "rating", files["ratings"])
     check_scale(rating, *BGG_SCALE, files["ratings"], "rating")
-    interactions = _interactions(reviews["user"], reviews["ID"], binarize(rating, options.like_if, str(files["ratings"])))
+    interactions = _interactions(
+        reviews["user"], reviews["ID"], binarize(rating, options.like_if, str(files["ratings"]))
+    )
     games = _read_table(files["items"], dtype=str)
-    _require(games, ["id", "primary", "yearpublished", "boardgamecategory", "boardgamemechanic", "minplayers", "playingtime"], files["items"])
+    _require(
+        games,
+        ["id", "primary", "yearpublished", "boardgamecategory", "boardgamemechanic", "minplayers", "playingtime"],
+        files["items"],
+    )
     _no_nulls(games, ["id"], files["items"])
-    items = _items(games["id"], games["primary"], _numeric(games, "yearpublished", files["items"]).astype("Int64"), games["boardgamecategory"].map(_literal_list))
+    items = _items(
+        games["id"],
+        games["primary"],
+        _numeric(games, "yearpublished", files["items"]).astype("Int64"),
+        games["boardgamecategory"].map(_literal_list),
+    )
     items["mechanics"] = games["boardgamemechanic"].map(_literal_list).to_numpy()
     items["min_players"] = _numeric(games, "minplayers", files["items"]).astype("Int64").to_numpy()
     items["playing_time"] = _numeric(games, "playingtime", files["items"]).astype("Int64").to_numpy()
@@ -407,7 +457,11 @@ def _deduplicate(interactions: pd.DataFrame, repairs: Repairs) -> pd.DataFrame:
     if repeated.any():
         labels = interactions[repeated].groupby(["user", "item"], sort=False)["liked"].nunique()
         pairs, conflicting = len(labels), int((labels > 1).sum())
-        repairs.add("repeated_pairs", pairs - conflicting, "the same (user, item) more than once with the same label; first row kept")
+        repairs.add(
+            "repeated_pairs",
+            pairs - conflicting,
+            "the same (user, item) more than once with the same label; first row kept",
+        )
         repairs.add("conflicting_pairs", conflicting, "the same (user, item) both liked and disliked; first row kept")
     return interactions.drop_duplicates(subset=["user", "item"], keep="first")
 
@@ -427,29 +481,40 @@ def _check_names(items: pd.DataFrame, files: Files, options: PrepareOptions, rep
         repairs.add("items_without_name", unnamed, f"{where}: empty names, left out of prompts")
         return
     raise ValueError(
-        f"{where}: {unnamed} of {len(items)} interacted items have no name (more than max_unnamed_share={options.max_unnamed_share:g}); "
+        f"{where}: {unnamed} of {len(items)} interacted items have no name (more than "
+        f"max_unnamed_share={options.max_unnamed_share:g}); "
         "is this the right names file?"
     )
 
 
-def prepare_dataset(format_name: str, files: Files, options: PrepareOptions, repairs: Repairs | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def prepare_dataset(
+    format_name: str, files: Files, options: PrepareOptions, repairs: Repairs | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Parse, de-duplicate, filter users and keep only items that occur in interactions."""
     if format_name not in PARSERS:
         raise ValueError(f"format {format_name!r} is unknown; known formats: {sorted(PARSERS)}")
     repairs = repairs if repairs is not None else Repairs()
     interactions, items = PARSERS[format_name](files, options, repairs)
     if interactions.empty:
-        raise ValueError(f"{', '.join(str(files[r]) for r in ('ratings', 'train', 'test') if r in files)}: no interactions in the file(s)")
+        raise ValueError(
+            f"{', '.join(str(files[r]) for r in ('ratings', 'train', 'test') if r in files)}: no interactions in "
+            "the file(s)"
+        )
     interactions = _deduplicate(interactions, repairs)
     before = interactions["user"].nunique()
     interactions = filter_users(interactions, options)
     if interactions.empty:
         raise ValueError(
-            f"the user filters keep none of the {before} users (min_user_interactions={options.min_user_interactions}, "
+            f"the user filters keep none of the {before} users "
+            f"(min_user_interactions={options.min_user_interactions}, "
             f"max_user_interactions={options.max_user_interactions}, max_users={options.max_users}); loosen them"
         )
     repeated_items = items.duplicated(subset="item", keep="first")
-    repairs.add("repeated_item_rows", int(repeated_items.sum()), "the same item id more than once in the item file; first row kept")
+    repairs.add(
+        "repeated_item_rows",
+        int(repeated_items.sum()),
+        "the same item id more than once in the item file; first row kept",
+    )
     items = items[~repeated_items]
     unknown = set(interactions["item"]) - set(items["item"])
     if unknown:
@@ -461,7 +526,9 @@ def prepare_dataset(format_name: str, files: Files, options: PrepareOptions, rep
     return interactions, items
 
 
-def dataset_stats(interactions: pd.DataFrame, items: pd.DataFrame, repairs: Repairs | None = None) -> dict[str, object]:
+def dataset_stats(
+    interactions: pd.DataFrame, items: pd.DataFrame, repairs: Repairs | None = None
+) -> dict[str, object]:
     return {
         "repairs": dict(repairs.counts) if repairs is not None else {},
         "users": int(interactions["user"].nunique()),

@@ -55,7 +55,7 @@ class ModelSource:
     path: str | None = None
 
     @classmethod
-    def from_config(cls, name: str, spec: dict[str, Any]) -> "ModelSource":
+    def from_config(cls, name: str, spec: dict[str, Any]) -> ModelSource:
         kind = spec.get("source")
         required = {"gguf_package": ("package", "file"), "hub": ("repo_id", "revision"), "local": ("path",)}
         if kind not in required:
@@ -89,7 +89,9 @@ def convert_gguf(gguf_path: Path, destination: Path, trust_remote_code: bool = F
     folder, name = gguf_path.parent, gguf_path.name
     log.info("reading %s (dequantizing to fp32)", gguf_path)
     tokenizer = load_tokenizer(folder, gguf_file=name, trust_remote_code=trust_remote_code, pad_with_eos=False)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=name, dtype=torch.float32, trust_remote_code=trust_remote_code
+    )
     # The GGUF-loaded model carries a quantization_config that makes it unserializable;
     # a fresh model from the same config without it takes the dequantized weights as is.
     config_dict = loaded.config.to_dict()
@@ -101,7 +103,9 @@ def convert_gguf(gguf_path: Path, destination: Path, trust_remote_code: bool = F
     # Tied output embeddings legitimately appear as "missing": tie_weights() restores them.
     untied = [key for key in missing if not (config.tie_word_embeddings and key == "lm_head.weight")]
     if untied or unexpected:
-        raise ValueError(f"{gguf_path}: weights do not fit the config (missing {untied[:5]}, unexpected {unexpected[:5]})")
+        raise ValueError(
+            f"{gguf_path}: weights do not fit the config (missing {untied[:5]}, unexpected {unexpected[:5]})"
+        )
     fresh.tie_weights()
     del loaded
     fresh.save_pretrained(destination, safe_serialization=True)
@@ -113,7 +117,9 @@ def download_hub(source: ModelSource, destination: Path, trust_remote_code: bool
     from huggingface_hub import snapshot_download
 
     if not _COMMIT_SHA.match(source.revision or ""):
-        log.warning("models.%s.revision %r is not a commit hash: a branch or tag can move", source.name, source.revision)
+        log.warning(
+            "models.%s.revision %r is not a commit hash: a branch or tag can move", source.name, source.revision
+        )
     token = os.environ.get(source.token_env) if source.token_env else None
     patterns = HUB_ALLOW_PATTERNS + (HUB_REMOTE_CODE_PATTERNS if trust_remote_code else [])
     snapshot = snapshot_download(source.repo_id, revision=source.revision, token=token, allow_patterns=patterns)
@@ -154,7 +160,9 @@ def check_model_folder(folder: Path, trust_remote_code: bool = False) -> dict[st
     }
 
 
-def prepare_base_model(source: ModelSource, output_dir: str | os.PathLike[str], trust_remote_code: bool = False) -> dict[str, Any]:
+def prepare_base_model(
+    source: ModelSource, output_dir: str | os.PathLike[str], trust_remote_code: bool = False
+) -> dict[str, Any]:
     """Build ``output_dir`` (atomically) from ``source``; return the provenance record."""
     with atomic_dir(output_dir) as staging:
         if source.source == "gguf_package":

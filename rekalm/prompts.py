@@ -137,7 +137,9 @@ def render_ranking_prompt(tokenizer: Any, request: RankingRequest) -> str:
     return render_chat(tokenizer, system_message(request), user_message(request))
 
 
-def encode_prompt_and_answer(tokenizer: Any, prompts: Sequence[str], answers: Sequence[str]) -> list[tuple[list[int], int]]:
+def encode_prompt_and_answer(
+    tokenizer: Any, prompts: Sequence[str], answers: Sequence[str]
+) -> list[tuple[list[int], int]]:
     """Token ids of each ``prompt + answer`` encoded as ONE string, and the index of the
     first answer token: THE tokenization of training targets, matched by inference.
 

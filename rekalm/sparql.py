@@ -373,7 +373,11 @@ class SparqlClient:
         assert failure is not None
         message = f"SPARQL endpoint {self.endpoint} failed after {attempts} attempt(s): {failure.reason}"
         if failure.unreachable:
-            raise EndpointUnreachable(one_line(f"SPARQL endpoint {self.endpoint} is unreachable ({failure.reason}) after {attempts} attempt(s)"))
+            raise EndpointUnreachable(
+                one_line(
+                    f"SPARQL endpoint {self.endpoint} is unreachable ({failure.reason}) after {attempts} attempt(s)"
+                )
+            )
         raise SparqlError(one_line(message))
 
     def _check_budget(self) -> None:
@@ -414,7 +418,9 @@ class SparqlClient:
             try:
                 # SPARQLWrapper builds the request; our opener sends it, so the deadline
                 # can reach its socket (SPARQLWrapper's own urlopen cannot be given one).
-                response = QueryResult((deadline_opener(deadline).open(wrapper._createRequest(), timeout=self.settings.timeout_s), JSON))
+                response = QueryResult(
+                    (deadline_opener(deadline).open(wrapper._createRequest(), timeout=self.settings.timeout_s), JSON)
+                )
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)  # content-type mismatch: checked below
                     try:
@@ -429,26 +435,41 @@ class SparqlClient:
             except urllib.error.HTTPError as error:
                 body = _body(error)
                 if error.code == 400:
-                    raise QueryRejected(one_line(f"SPARQL endpoint {self.endpoint} rejected the query (HTTP 400): {body}")) from None
+                    raise QueryRejected(
+                        one_line(f"SPARQL endpoint {self.endpoint} rejected the query (HTTP 400): {body}")
+                    ) from None
                 if error.code == 500 and "SR353" in body:  # Virtuoso: "Sorted TOP clause specifies more then N rows"
-                    raise ResultCapExceeded(one_line(f"SPARQL endpoint {self.endpoint} will not sort more rows than its cap: {body}")) from None
+                    raise ResultCapExceeded(
+                        one_line(f"SPARQL endpoint {self.endpoint} will not sort more rows than its cap: {body}")
+                    ) from None
                 if error.code in (401, 403, 404, 414):
-                    raise SparqlError(one_line(f"SPARQL endpoint {self.endpoint} refused the request: HTTP {error.code} {error.reason}")) from None
+                    raise SparqlError(
+                        one_line(
+                            f"SPARQL endpoint {self.endpoint} refused the request: HTTP {error.code} {error.reason}"
+                        )
+                    ) from None
                 if error.code in (408, 429) or error.code >= 500:
                     raise _Retryable(f"HTTP {error.code}", retry_after=_retry_after_s(error.headers)) from None
-                raise SparqlError(one_line(f"SPARQL endpoint {self.endpoint} answered HTTP {error.code} {error.reason}")) from None
+                raise SparqlError(
+                    one_line(f"SPARQL endpoint {self.endpoint} answered HTTP {error.code} {error.reason}")
+                ) from None
             except urllib.error.URLError as error:
                 if deadline.expired or isinstance(error.reason, (TimeoutError, socket.timeout)):
                     raise _Retryable(timed_out) from None
                 raise _Retryable(one_line(error.reason), unreachable=True) from None
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 raise _Retryable(timed_out) from None
             except (ConnectionError, http.client.HTTPException, OSError) as error:
                 if deadline.expired:
                     raise _Retryable(timed_out) from None
-                raise _Retryable(f"connection failed ({type(error).__name__})", unreachable=isinstance(error, ConnectionRefusedError)) from None
+                raise _Retryable(
+                    f"connection failed ({type(error).__name__})",
+                    unreachable=isinstance(error, ConnectionRefusedError),
+                ) from None
             except (ValueError, TypeError, UnicodeDecodeError) as error:
-                raise _Retryable(timed_out if deadline.expired else f"malformed response ({type(error).__name__})") from None
+                raise _Retryable(
+                    timed_out if deadline.expired else f"malformed response ({type(error).__name__})"
+                ) from None
         if deadline.expired:  # whatever arrived was cut short
             raise _Retryable(timed_out)
         if partial:
@@ -502,14 +523,26 @@ def _is_select_result(payload: object) -> bool:
     results = payload.get("results")
     if not isinstance(results, dict) or not isinstance(results.get("bindings"), list):
         return False
-    return all(isinstance(row, dict) and all(isinstance(term, dict) and "value" in term for term in row.values()) for row in results["bindings"])
+    return all(
+        isinstance(row, dict) and all(isinstance(term, dict) and "value" in term for term in row.values())
+        for row in results["bindings"]
+    )
 
 
 # --------------------------------------------------------------------------------------
 # Local RDF dumps served by oxigraph
 # --------------------------------------------------------------------------------------
 
-RDF_FORMATS = {".ttl": "ttl", ".nt": "nt", ".nq": "nq", ".trig": "trig", ".n3": "n3", ".rdf": "rdf", ".owl": "rdf", ".xml": "rdf"}
+RDF_FORMATS = {
+    ".ttl": "ttl",
+    ".nt": "nt",
+    ".nq": "nq",
+    ".trig": "trig",
+    ".n3": "n3",
+    ".rdf": "rdf",
+    ".owl": "rdf",
+    ".xml": "rdf",
+}
 # oxigraph 0.5 reads .gz itself but panics on .bz2 (the DBpedia Databus default), so
 # compressed files are decompressed here and streamed to `oxigraph load` on stdin.
 DECOMPRESSORS: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
@@ -520,7 +553,9 @@ def oxigraph_executable() -> str:
     beside_python = Path(sys.executable).parent / "oxigraph"
     found = str(beside_python) if beside_python.exists() else shutil.which("oxigraph")
     if not found:
-        raise SparqlError("the oxigraph CLI was not found: pip install oxigraph==0.5.13 (needed for dbpedia.local_dump)")
+        raise SparqlError(
+            "the oxigraph CLI was not found: pip install oxigraph==0.5.13 (needed for dbpedia.local_dump)"
+        )
     return found
 
 
@@ -530,7 +565,10 @@ def rdf_format(path: Path) -> tuple[str, Callable[..., Any] | None]:
     decompress = DECOMPRESSORS.get(suffixes[-1]) if suffixes else None
     inner = suffixes[-2] if decompress and len(suffixes) >= 2 else (suffixes[-1] if suffixes else "")
     if inner not in RDF_FORMATS:
-        raise ValueError(f"dbpedia.local_dump: {path}: expected an RDF file ({', '.join(sorted(RDF_FORMATS))}, optionally .gz/.bz2/.xz)")
+        raise ValueError(
+            f"dbpedia.local_dump: {path}: expected an RDF file ({', '.join(sorted(RDF_FORMATS))}, optionally "
+            ".gz/.bz2/.xz)"
+        )
     return RDF_FORMATS[inner], decompress
 
 
@@ -607,8 +645,12 @@ def _oxigraph_load(executable: str, store: Path, path: Path, fmt: str, decompres
         messages = errors.read().decode(errors="replace")
     parse_errors = [match.group("detail") for match in _PARSE_ERROR.finditer(messages)]
     if failure or process.returncode != 0 or parse_errors:
-        detail = failure or (f"{len(parse_errors)} parse error(s), first: {parse_errors[0]}" if parse_errors else messages[-400:])
-        raise SparqlError(one_line(f"oxigraph could not load {path} (truncated or corrupt? download it again): {detail}", limit=500))
+        detail = failure or (
+            f"{len(parse_errors)} parse error(s), first: {parse_errors[0]}" if parse_errors else messages[-400:]
+        )
+        raise SparqlError(
+            one_line(f"oxigraph could not load {path} (truncated or corrupt? download it again): {detail}", limit=500)
+        )
 
 
 def free_local_port() -> int:
@@ -618,7 +660,9 @@ def free_local_port() -> int:
 
 
 @contextmanager
-def serve_rdf_store(store: str | os.PathLike[str], query_timeout_s: float | None = None, startup_timeout_s: float = 60.0) -> Iterator[str]:
+def serve_rdf_store(
+    store: str | os.PathLike[str], query_timeout_s: float | None = None, startup_timeout_s: float = 60.0
+) -> Iterator[str]:
     """Run ``oxigraph serve-read-only`` on 127.0.0.1 for the duration of the block.
 
     Yields the query URL. The port is picked free just before the start; if another

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence, TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -72,7 +73,9 @@ def _user_rng(seed: int, user: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def _seeded_sample(values: Sequence[T], fraction: float, margin: int, rng: np.random.Generator) -> tuple[list[T], list[T]]:
+def _seeded_sample(
+    values: Sequence[T], fraction: float, margin: int, rng: np.random.Generator
+) -> tuple[list[T], list[T]]:
     size = min(int(fraction * len(values)) + margin, len(values))
     picked = set(rng.choice(len(values), size=size, replace=False).tolist()) if size else set()
     rest = [v for i, v in enumerate(values) if i not in picked]
@@ -128,7 +131,11 @@ def split_interactions(interactions: pd.DataFrame, config: SplitConfig) -> tuple
     frame = interactions.reset_index(drop=True)
     if frame.empty:
         raise ValueError("interactions: no rows, nothing to split (prepare kept no interaction)")
-    recency = frame["timestamp"] if "timestamp" in frame and frame["timestamp"].notna().all() else pd.Series(np.arange(len(frame)))
+    recency = (
+        frame["timestamp"]
+        if "timestamp" in frame and frame["timestamp"].notna().all()
+        else pd.Series(np.arange(len(frame)))
+    )
     users_in_order = list(pd.unique(frame["user"]))
     test_users = select_test_users(users_in_order, config)
     if not test_users or len(test_users) == len(users_in_order):
@@ -155,7 +162,10 @@ def split_interactions(interactions: pd.DataFrame, config: SplitConfig) -> tuple
         disliked_rows = [r for r in rows if liked_flags[r] != 1]
         liked_history, liked_held = _hold_out(liked_rows, user, config)
         disliked_history, disliked_held = _hold_out(disliked_rows, user, config)
-        history = sorted(_cap_history(liked_history, config.max_history_liked, recency) + _cap_history(disliked_history, config.max_history_disliked, recency))
+        history = sorted(
+            _cap_history(liked_history, config.max_history_liked, recency)
+            + _cap_history(disliked_history, config.max_history_disliked, recency)
+        )
         candidates = _shuffled_candidates(liked_held, disliked_held, user, config)
         split_rows += history + sorted(candidates)
         split_sides += ["history"] * len(history) + ["held_out"] * len(candidates)
@@ -166,7 +176,10 @@ def split_interactions(interactions: pd.DataFrame, config: SplitConfig) -> tuple
     candidates_table = _table(frame, user_sets, candidate_rows, {"position": candidate_positions}, _CANDIDATE_COLUMNS)
     test_likes = candidates_table.loc[candidates_table["user_set"] == "test", "liked"]
     if not (test_likes == 1).any():
-        raise ValueError(f"split: none of the {len(test_users)} test users has a liked held-out item, so every metric would be 0; check like_if or the data")
+        raise ValueError(
+            f"split: none of the {len(test_users)} test users has a liked held-out item, so every metric would be "
+            "0; check like_if or the data"
+        )
     return split, candidates_table
 
 
@@ -175,17 +188,29 @@ def _shuffled_candidates(liked: list[int], disliked: list[int], user: str, confi
     if config.max_candidates is not None:
         keep_liked, keep_disliked = _proportional_caps(len(liked), len(disliked), config.max_candidates)
         liked = [liked[i] for i in sorted(rng.choice(len(liked), keep_liked, replace=False))] if liked else []
-        disliked = [disliked[i] for i in sorted(rng.choice(len(disliked), keep_disliked, replace=False))] if disliked else []
+        disliked = (
+            [disliked[i] for i in sorted(rng.choice(len(disliked), keep_disliked, replace=False))] if disliked else []
+        )
     pool = liked + disliked
     return [pool[i] for i in rng.permutation(len(pool))]
 
 
 _SPLIT_COLUMNS = ["user", "user_set", "item", "liked", "side", "row"]
 _CANDIDATE_COLUMNS = ["user", "user_set", "position", "item", "liked"]
-_DTYPES = {"user": str, "user_set": str, "item": str, "side": str, "liked": "int8", "row": "int64", "position": "int32"}
+_DTYPES = {
+    "user": str,
+    "user_set": str,
+    "item": str,
+    "side": str,
+    "liked": "int8",
+    "row": "int64",
+    "position": "int32",
+}
 
 
-def _table(frame: pd.DataFrame, user_sets: np.ndarray, rows: list[int], extra: dict[str, list], columns: list[str]) -> pd.DataFrame:
+def _table(
+    frame: pd.DataFrame, user_sets: np.ndarray, rows: list[int], extra: dict[str, list], columns: list[str]
+) -> pd.DataFrame:
     index = np.asarray(rows, dtype=np.int64)
     table = pd.DataFrame(
         {

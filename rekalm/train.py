@@ -9,8 +9,8 @@ What happens, in order:
 
 1. ``train.jsonl`` rows ``{kind, prompt, completion}`` are tokenized as one string
    (:func:`rekalm.prompts.encode_prompt_and_answer`, the tokens inference ranks and
-   continues); the completion gets EOS. With ``loss: completion_only`` (default) prompt tokens get label -100, so only the
-   answer (or a whole knowledge document, whose prompt is "") is learned; with
+   continues); the completion gets EOS. With ``loss: completion_only`` (default) prompt tokens
+   get label -100, so only the answer (or a whole knowledge document, whose prompt is "") is learned; with
    ``full_sequence`` (the original study) every token is.
 2. With ``packing: true`` examples are packed best-fit-decreasing into rows of at most
    ``seq_len`` tokens. Examples in a row do not see each other: position ids restart at 0
@@ -50,9 +50,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from tqdm import tqdm
 
@@ -107,12 +108,16 @@ class TrainingSettings:
     save_total_limit: int = 2
     keep_checkpoints: bool = False  # delete the checkpoint folder once the adapter is saved
     logging_steps: int = 1
-    attn_implementation: str = "auto"  # auto: flash-attention 2 where usable, else SDPA where the model supports it, else eager
-    device: str = "auto"  # auto | cpu | cuda | cuda:N (rekalm.hf.resolve_device); cpu runs on the CPU even in a GPU job
+    attn_implementation: str = (
+        "auto"  # auto: flash-attention 2 where usable, else SDPA where the model supports it, else eager
+    )
+    device: str = (
+        "auto"  # auto | cpu | cuda | cuda:N (rekalm.hf.resolve_device); cpu runs on the CPU even in a GPU job
+    )
     processes: int | None = None  # data-parallel workers; None = one per GPU of the job (CPU workers use gloo)
 
     @classmethod
-    def from_config(cls, preset: dict[str, Any], where: str = "training") -> "TrainingSettings":
+    def from_config(cls, preset: dict[str, Any], where: str = "training") -> TrainingSettings:
         """Build from a config preset; ``resources`` (read by rules/common.smk) is ignored."""
         values = {key: value for key, value in preset.items() if key != "resources"}
         known = {f.name for f in dataclasses.fields(cls)}
@@ -126,7 +131,14 @@ class TrainingSettings:
     def validate(self, where: str = "training") -> None:
         if self.loss not in ("completion_only", "full_sequence"):
             raise ValueError(f"{where}.loss: expected 'completion_only' or 'full_sequence', got {self.loss!r}")
-        for name in ("lora_r", "seq_len", "per_device_batch_size", "gradient_accumulation_steps", "save_steps", "logging_steps"):
+        for name in (
+            "lora_r",
+            "seq_len",
+            "per_device_batch_size",
+            "gradient_accumulation_steps",
+            "save_steps",
+            "logging_steps",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{where}.{name}: expected a positive integer, got {getattr(self, name)!r}")
         if self.processes is not None and self.processes < 1:
@@ -168,7 +180,7 @@ class TrainingJob:
         return {**dataclasses.asdict(self), "settings": self.settings.to_dict()}
 
     @classmethod
-    def from_dict(cls, payload: dict[str, Any]) -> "TrainingJob":
+    def from_dict(cls, payload: dict[str, Any]) -> TrainingJob:
         return cls(**{**payload, "settings": TrainingSettings(**payload["settings"])})
 
 
@@ -202,13 +214,17 @@ def load_training_rows(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     for number, row in enumerate(rows, start=1):
         for key in ("prompt", "completion"):
             if not isinstance(row.get(key), str):
-                raise ValueError(f"{path}:{number}: field {key!r} must be a string (rows are {{kind, prompt, completion}})")
+                raise ValueError(
+                    f"{path}:{number}: field {key!r} must be a string (rows are {{kind, prompt, completion}})"
+                )
         if not row["completion"]:
             raise ValueError(f"{path}:{number}: empty completion")
     return rows
 
 
-def tokenize_rows(rows: Sequence[dict[str, str]], tokenizer: "PreTrainedTokenizerBase", seq_len: int, loss: LossMode) -> TokenizedSet:
+def tokenize_rows(
+    rows: Sequence[dict[str, str]], tokenizer: PreTrainedTokenizerBase, seq_len: int, loss: LossMode
+) -> TokenizedSet:
     """Token ids and labels per row: ``prompt`` then ``completion`` + EOS, cut to ``seq_len``."""
     if tokenizer.eos_token_id is None:
         raise ValueError("tokenizer: no eos_token_id; the completion needs an end-of-sequence token")
@@ -302,7 +318,7 @@ class PackedRowCollator:
 
     pad_token_id: int
 
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, "torch.Tensor"]:
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         import torch
 
         rows = [self._row(feature["segments"]) for feature in features]
@@ -340,7 +356,7 @@ class FlattenedRowCollator:
 
         self.flatten = DataCollatorWithFlattening(return_tensors="pt")
 
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, "torch.Tensor"]:
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return self.flatten([segment for feature in features for segment in feature["segments"]])
 
 
@@ -384,8 +400,14 @@ def training_fingerprint(job: TrainingJob) -> str:
     weights = sorted((p.name, p.stat().st_size) for p in base.glob("*.safetensors"))
     config_text = (base / "config.json").read_text(encoding="utf-8") if (base / "config.json").is_file() else ""
     # Settings that do not change the optimisation trajectory may differ on a resume.
-    settings = {k: v for k, v in job.settings.to_dict().items() if k not in {"save_steps", "save_total_limit", "keep_checkpoints", "logging_steps"}}
-    digest.update(json.dumps({"settings": settings, "weights": weights, "config": config_text}, sort_keys=True).encode())
+    settings = {
+        k: v
+        for k, v in job.settings.to_dict().items()
+        if k not in {"save_steps", "save_total_limit", "keep_checkpoints", "logging_steps"}
+    }
+    digest.update(
+        json.dumps({"settings": settings, "weights": weights, "config": config_text}, sort_keys=True).encode()
+    )
     return digest.hexdigest()
 
 
@@ -405,7 +427,9 @@ def prepare_checkpoint_dir(job: TrainingJob) -> Path | None:
                 log.warning("checkpoints in %s come from other data/settings: starting over", folder)
             shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    write_json({"fingerprint": fingerprint, "train_jsonl": job.train_jsonl, "base_model_dir": job.base_model_dir}, marker)
+    write_json(
+        {"fingerprint": fingerprint, "train_jsonl": job.train_jsonl, "base_model_dir": job.base_model_dir}, marker
+    )
     for path in folder.iterdir():
         if checkpoint_step(path) is not None and not is_complete_checkpoint(path):
             log.warning("removing incomplete checkpoint %s (killed while saving)", path)
@@ -427,7 +451,13 @@ class DevicePlan:
     attn_implementation: str | None  # None: transformers' own choice (remote-code models)
 
 
-def plan_device(settings: TrainingSettings, base_model_dir: str | os.PathLike[str], gpus: int = 0, where: str = "train", trust_remote_code: bool = False) -> DevicePlan:
+def plan_device(
+    settings: TrainingSettings,
+    base_model_dir: str | os.PathLike[str],
+    gpus: int = 0,
+    where: str = "train",
+    trust_remote_code: bool = False,
+) -> DevicePlan:
     """The preset's device, precision and attention for the hardware at hand (rekalm.hf):
     no CUDA although the job asked for GPUs stops here; bf16 only where CUDA supports it
     (bf16 on CPU is much slower than fp32), tf32 only on compute capability >= 8.0, and the
@@ -440,7 +470,13 @@ def plan_device(settings: TrainingSettings, base_model_dir: str | os.PathLike[st
     bf16 = bool(settings.bf16 and bf16_supported(device))
     tf32 = tf32_supported(device, settings.tf32)
     dtype = torch.bfloat16 if bf16 else torch.float32
-    attention = choose_attention(causal_lm_class(base_model_dir, trust_remote_code), settings.attn_implementation, device, dtype, where=f"{where}: attn_implementation")
+    attention = choose_attention(
+        causal_lm_class(base_model_dir, trust_remote_code),
+        settings.attn_implementation,
+        device,
+        dtype,
+        where=f"{where}: attn_implementation",
+    )
     return DevicePlan(device.type, bf16, tf32, attention)
 
 
@@ -456,7 +492,10 @@ def worker_count(settings: TrainingSettings, plan: DevicePlan, gpus: int) -> int
     else:
         count = 1
     if plan.device == "cuda" and count > torch.cuda.device_count():
-        raise ValueError(f"training.processes: {count} workers but only {torch.cuda.device_count()} CUDA device(s) are visible (one worker per GPU)")
+        raise ValueError(
+            f"training.processes: {count} workers but only {torch.cuda.device_count()} CUDA device(s) are visible "
+            "(one worker per GPU)"
+        )
     return max(1, count)
 
 
@@ -511,7 +550,7 @@ def make_callback_class() -> type:
 SHARD_FOLDER = "shards"
 
 
-def make_shard_callback(dataset: PackedRows | SingleExamples, checkpoint_dir: str) -> "TrainerCallback":
+def make_shard_callback(dataset: PackedRows | SingleExamples, checkpoint_dir: str) -> TrainerCallback:
     """Record which dataset items each worker trained on, per epoch, in
     ``<checkpoint_dir>/shards/rank-<r>.jsonl`` and the log: the audit that data-parallel
     workers see disjoint shards and a resumed run does not repeat items."""
@@ -523,8 +562,22 @@ def make_shard_callback(dataset: PackedRows | SingleExamples, checkpoint_dir: st
             if not rows:
                 return
             epoch = max(0, math.ceil(state.epoch or 0) - 1) if complete else math.floor(state.epoch or 0)
-            entry = {"rank": args.process_index, "world_size": args.world_size, "epoch": epoch, "complete": complete, "step": state.global_step, "items": rows}
-            log.info("rank %d of %d, epoch %d%s: trained on %d items", args.process_index, args.world_size, epoch, "" if complete else " (partial)", len(rows))
+            entry = {
+                "rank": args.process_index,
+                "world_size": args.world_size,
+                "epoch": epoch,
+                "complete": complete,
+                "step": state.global_step,
+                "items": rows,
+            }
+            log.info(
+                "rank %d of %d, epoch %d%s: trained on %d items",
+                args.process_index,
+                args.world_size,
+                epoch,
+                "" if complete else " (partial)",
+                len(rows),
+            )
             path = Path(checkpoint_dir) / SHARD_FOLDER / f"rank-{args.process_index}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a", encoding="utf-8") as handle:
@@ -545,7 +598,9 @@ def total_steps(rows: int, settings: TrainingSettings, world_size: int) -> int:
     return max(1, math.ceil(settings.epochs * batches / settings.gradient_accumulation_steps))
 
 
-def build_training_arguments(settings: TrainingSettings, plan: DevicePlan, output_dir: str, rows: int, world_size: int = 1):
+def build_training_arguments(
+    settings: TrainingSettings, plan: DevicePlan, output_dir: str, rows: int, world_size: int = 1
+):
     """The preset, one to one, as ``TrainingArguments`` (the tests assert on this object)."""
     from transformers import TrainingArguments
 
@@ -585,14 +640,18 @@ def build_training_arguments(settings: TrainingSettings, plan: DevicePlan, outpu
     )
 
 
-def load_lora_model(base_model_dir: str, settings: TrainingSettings, plan: DevicePlan, trust_remote_code: bool = False):
+def load_lora_model(
+    base_model_dir: str, settings: TrainingSettings, plan: DevicePlan, trust_remote_code: bool = False
+):
     import torch
     from peft import LoraConfig, get_peft_model
 
     from rekalm.hf import load_causal_lm
 
     # A data-parallel worker loads straight onto its own GPU; Trainer places CPU models itself.
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if plan.device == "cuda" else torch.device("cpu")
+    device = (
+        torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if plan.device == "cuda" else torch.device("cpu")
+    )
     attention = plan.attn_implementation or "auto"
     model = load_causal_lm(
         base_model_dir,
@@ -617,11 +676,11 @@ def load_lora_model(base_model_dir: str, settings: TrainingSettings, plan: Devic
 def build_trainer(
     job: TrainingJob,
     tokenized: TokenizedSet,
-    tokenizer: "PreTrainedTokenizerBase",
+    tokenizer: PreTrainedTokenizerBase,
     plan: DevicePlan,
     world_size: int = 1,
-    callbacks: Sequence["TrainerCallback"] = (),
-) -> "Trainer":
+    callbacks: Sequence[TrainerCallback] = (),
+) -> Trainer:
     """Model, data layout and ``Trainer`` for ``job``; nothing is trained yet."""
     from transformers import DataCollatorForSeq2Seq, Trainer
 
@@ -630,7 +689,11 @@ def build_trainer(
     if settings.packing:
         rows = pack_best_fit([len(e["input_ids"]) for e in tokenized.examples], settings.seq_len)
         dataset: Any = PackedRows(tokenized.examples, rows)
-        collator: Any = FlattenedRowCollator() if (plan.attn_implementation or "").startswith("flash") else PackedRowCollator(tokenizer.pad_token_id)
+        collator: Any = (
+            FlattenedRowCollator()
+            if (plan.attn_implementation or "").startswith("flash")
+            else PackedRowCollator(tokenizer.pad_token_id)
+        )
     else:
         dataset = SingleExamples(tokenized.examples)
         collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, return_tensors="pt")
@@ -648,7 +711,17 @@ def build_trainer(
 
 # --------------------------------------------------------------------------- outputs
 
-LOG_COLUMNS = ["step", "epoch", "loss", "learning_rate", "grad_norm", "num_input_tokens_seen", "tokens_per_second", "peak_memory_mb", "session"]
+LOG_COLUMNS = [
+    "step",
+    "epoch",
+    "loss",
+    "learning_rate",
+    "grad_norm",
+    "num_input_tokens_seen",
+    "tokens_per_second",
+    "peak_memory_mb",
+    "session",
+]
 
 
 def training_log_table(log_history: list[dict[str, Any]]):
@@ -692,7 +765,9 @@ def plot_loss(log_history: list[dict[str, Any]], png_path: str | os.PathLike[str
 # --------------------------------------------------------------------------- entry points
 
 
-def train_adapter(job: TrainingJob, resume_from: str | os.PathLike[str] | None = None, callbacks: Sequence["TrainerCallback"] = ()) -> TrainingResult:
+def train_adapter(
+    job: TrainingJob, resume_from: str | os.PathLike[str] | None = None, callbacks: Sequence[TrainerCallback] = ()
+) -> TrainingResult:
     """Train (or resume) in this process; the main process writes the outputs."""
     import torch
     from transformers import set_seed
@@ -707,9 +782,18 @@ def train_adapter(job: TrainingJob, resume_from: str | os.PathLike[str] | None =
     rows = load_training_rows(job.train_jsonl)
     tokenized = tokenize_rows(rows, tokenizer, settings.seq_len, settings.loss)
     if not tokenized.examples:
-        raise ValueError(f"{job.train_jsonl}: every prompt is longer than seq_len {settings.seq_len}; raise seq_len or cap the split")
+        raise ValueError(
+            f"{job.train_jsonl}: every prompt is longer than seq_len {settings.seq_len}; raise seq_len or cap the "
+            "split"
+        )
     if tokenized.dropped or tokenized.truncated:
-        log.warning("%d of %d examples dropped (prompt >= seq_len %d), %d truncated", tokenized.dropped, len(rows), settings.seq_len, tokenized.truncated)
+        log.warning(
+            "%d of %d examples dropped (prompt >= seq_len %d), %d truncated",
+            tokenized.dropped,
+            len(rows),
+            settings.seq_len,
+            tokenized.truncated,
+        )
     trainer = build_trainer(job, tokenized, tokenizer, plan, world_size, callbacks)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -725,19 +809,31 @@ def train_adapter(job: TrainingJob, resume_from: str | os.PathLike[str] | None =
         device=plan.device,
     )
     if trainer.is_world_process_zero():  # one writer: the other workers hold the same weights
-        log.info("process %d of %d writes the adapter, log and loss curve", trainer.args.process_index, trainer.args.world_size)
+        log.info(
+            "process %d of %d writes the adapter, log and loss curve",
+            trainer.args.process_index,
+            trainer.args.world_size,
+        )
         save_outputs(trainer, job, result)
     return result
 
 
-def save_outputs(trainer: "Trainer", job: TrainingJob, result: TrainingResult) -> None:
+def save_outputs(trainer: Trainer, job: TrainingJob, result: TrainingResult) -> None:
     history = trainer.state.log_history
     with atomic_dir(job.adapter_dir) as staging:
         trainer.model.save_pretrained(staging, safe_serialization=True)
-        record = {"settings": job.settings.to_dict(), "result": dataclasses.asdict(result), "base_model_dir": job.base_model_dir}
+        record = {
+            "settings": job.settings.to_dict(),
+            "result": dataclasses.asdict(result),
+            "base_model_dir": job.base_model_dir,
+        }
         (staging / TRAINING_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     write_training_log(history, job.log_tsv)
-    plot_loss(history, job.loss_png, title=f"{Path(job.adapter_dir).parent.name}: LoRA r{job.settings.lora_r}, lr {job.settings.learning_rate:g}")
+    plot_loss(
+        history,
+        job.loss_png,
+        title=f"{Path(job.adapter_dir).parent.name}: LoRA r{job.settings.lora_r}, lr {job.settings.learning_rate:g}",
+    )
     write_json(dataclasses.asdict(result), Path(job.checkpoint_dir) / RESULT_FILE)
 
 
@@ -745,13 +841,25 @@ def data_parallel_command(processes: int, job_path: str | os.PathLike[str]) -> l
     """``accelerate launch`` line that starts ``processes`` workers on this module: torchrun
     underneath, NCCL on GPUs, gloo when the preset trains on the CPU (``processes: N``)."""
     return [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_machines", "1", "--num_processes", str(processes),
-        "--main_process_port", "0",  # a free port: two jobs on one node must not collide
-        "--mixed_precision", "no",  # the Trainer sets bf16 itself from the preset
-        "--dynamo_backend", "no",
-        "-m", "rekalm.train", "--job", str(job_path),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_machines",
+        "1",
+        "--num_processes",
+        str(processes),
+        "--main_process_port",
+        "0",  # a free port: two jobs on one node must not collide
+        "--mixed_precision",
+        "no",  # the Trainer sets bf16 itself from the preset
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "rekalm.train",
+        "--job",
+        str(job_path),
+    ]
 
 
 def worker_environment(threads: int) -> dict[str, str]:
@@ -766,20 +874,27 @@ def worker_environment(threads: int) -> dict[str, str]:
 def run_workers(command: list[str], env: dict[str, str]) -> None:
     """Run the launcher with every worker's stdout and stderr copied into this process's
     ``sys.stderr`` (the rule's log), so a worker's traceback lands in the log."""
-    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as process:
         assert process.stdout is not None
         for line in process.stdout:
             sys.stderr.write(line)
         code = process.wait()
     sys.stderr.flush()
     if code != 0:
-        raise RuntimeError(f"data-parallel training failed: the launcher exited with status {code}; the workers' output, tracebacks included, is above in this log")
+        raise RuntimeError(
+            f"data-parallel training failed: the launcher exited with status {code}; the workers' output, "
+            "tracebacks included, is above in this log"
+        )
 
 
-def run_training_job(job: TrainingJob, callbacks: Sequence["TrainerCallback"] = ()) -> TrainingResult:
+def run_training_job(job: TrainingJob, callbacks: Sequence[TrainerCallback] = ()) -> TrainingResult:
     """Resume-aware training of one ablation, data-parallel over the job's GPUs (or CPU
     workers with ``processes``). The device is checked before anything starts."""
-    plan = plan_device(job.settings, job.base_model_dir, job.gpus, job.where, job.trust_remote_code)  # no GPU: stop before anything
+    plan = plan_device(
+        job.settings, job.base_model_dir, job.gpus, job.where, job.trust_remote_code
+    )  # no GPU: stop before anything
     workers = worker_count(job.settings, plan, job.gpus)
     resume = prepare_checkpoint_dir(job)
     if workers > 1 and "LOCAL_RANK" not in os.environ:
@@ -807,7 +922,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     resume = payload.pop("resume_from", None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Which code this worker runs: it must be the parent's (worker_environment).
-    log.info("worker rank %s of %s: rekalm from %s", os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1"), Path(__file__).resolve().parent)
+    log.info(
+        "worker rank %s of %s: rekalm from %s",
+        os.environ.get("RANK", "0"),
+        os.environ.get("WORLD_SIZE", "1"),
+        Path(__file__).resolve().parent,
+    )
     train_adapter(TrainingJob.from_dict(payload), resume)
 
 

@@ -53,7 +53,9 @@ class Verdict:
         return asdict(self)
 
 
-def paired_interval(system: np.ndarray, comparator: np.ndarray, level: float) -> tuple[float, float | None, float | None]:
+def paired_interval(
+    system: np.ndarray, comparator: np.ndarray, level: float
+) -> tuple[float, float | None, float | None]:
     """(mean difference, low, high) of the paired per-user differences; no interval with
     fewer than two users."""
     differences = np.asarray(system, dtype=np.float64) - np.asarray(comparator, dtype=np.float64)
@@ -131,7 +133,14 @@ def verdict_rows(results: Sequence[Verdict]) -> tuple[list[str], list[list[str]]
     if not results:
         return [], []
     first = results[0]
-    headers = ["Ablation", "compared with", f"Δ {first.metric}", f"{first.level:.0%} CI", "verdict", "sd over seeds (ablation / other)"]
+    headers = [
+        "Ablation",
+        "compared with",
+        f"Δ {first.metric}",
+        f"{first.level:.0%} CI",
+        "verdict",
+        "sd over seeds (ablation / other)",
+    ]
     rows = []
     for result in results:
         interval = "–" if result.low is None else f"[{_signed(result.low)}, {_signed(result.high)}]"

@@ -18,7 +18,10 @@ SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 def original_data() -> Path:
     """The original study's files (../shared/data/rekalm-original); skip when absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"original study data not found at {SHARED_DATA} (put shared/ beside the checkout or set REKALM_ORIGINAL_DATA)")
+        pytest.skip(
+            f"original study data not found at {SHARED_DATA} (put shared/ beside the checkout or set "
+            "REKALM_ORIGINAL_DATA)"
+        )
     return SHARED_DATA
 
 

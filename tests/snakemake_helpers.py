@@ -62,7 +62,9 @@ def jobs_of(dag: Any) -> list[tuple[str, dict[str, str]]]:
     return sorted(((job.rule.name, dict(job.wildcards)) for job in dag.finished_jobs), key=repr)
 
 
-def planned_jobs(workdir: Path, targets: list[str] | None = None, overrides: list[Path] = (), forceall: bool = False) -> list[tuple[str, dict[str, str]]]:
+def planned_jobs(
+    workdir: Path, targets: list[str] | None = None, overrides: list[Path] = (), forceall: bool = False
+) -> list[tuple[str, dict[str, str]]]:
     """(rule, wildcards) of every job a dry-run would execute."""
     return jobs_of(api_run(workdir, list(targets or []), "dryrun", [*CONFIG_FILES, *overrides], forceall=forceall))
 
@@ -75,9 +77,40 @@ def run_workflow(workdir: Path, targets: list[str] | None = None, overrides: lis
 # folder (../shared/data/rekalm-original/<folder>/), for extra config files that point the
 # workflow at local copies instead of the URLs.
 ORIGINAL_FILES = {
-    "dbbook": ("dbbook", {"train": "user-item/train.tsv", "test": "user-item/test.tsv", "names": "entities_names.json", "mapping": "mapping_entities.tsv", "item_props": "item-prop/train.tsv", "relations": "mapping_relations.tsv", "entities": "mapping_entities.tsv"}),
-    "lastfm": ("lastfm", {"train": "user-item/train.tsv", "test": "user-item/test.tsv", "names": "entities_names.json", "item_names": "mapping_items.tsv", "item_props": "item-prop/train.tsv", "relations": "mapping_relations.tsv", "entities": "mapping_props.tsv"}),
-    "ml1m": ("movielens", {"dbpedia_mapping": "MappingMovielens2DBpedia-1.2.tsv", "item_props": "item-prop/train.tsv", "relations": "mapping_relations.tsv", "entities": "mapping_entities.tsv", "names": "entities_names.json"}),
+    "dbbook": (
+        "dbbook",
+        {
+            "train": "user-item/train.tsv",
+            "test": "user-item/test.tsv",
+            "names": "entities_names.json",
+            "mapping": "mapping_entities.tsv",
+            "item_props": "item-prop/train.tsv",
+            "relations": "mapping_relations.tsv",
+            "entities": "mapping_entities.tsv",
+        },
+    ),
+    "lastfm": (
+        "lastfm",
+        {
+            "train": "user-item/train.tsv",
+            "test": "user-item/test.tsv",
+            "names": "entities_names.json",
+            "item_names": "mapping_items.tsv",
+            "item_props": "item-prop/train.tsv",
+            "relations": "mapping_relations.tsv",
+            "entities": "mapping_props.tsv",
+        },
+    ),
+    "ml1m": (
+        "movielens",
+        {
+            "dbpedia_mapping": "MappingMovielens2DBpedia-1.2.tsv",
+            "item_props": "item-prop/train.tsv",
+            "relations": "mapping_relations.tsv",
+            "entities": "mapping_entities.tsv",
+            "names": "entities_names.json",
+        },
+    ),
 }
 
 

@@ -12,7 +12,8 @@ from rekalm.train import IGNORE_INDEX, tokenize_rows
 
 NAMES = ["Matrix, The (1999)", "Toy Story (1995)", "Amélie (2001)", "Heat (1995)", "Star Wars: Episode IV (1977)"]
 LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
 
@@ -20,7 +21,10 @@ def corpus() -> list[str]:
     lines = []
     for shift in range(len(NAMES)):
         order = NAMES[shift:] + NAMES[:shift]
-        lines.append("### System\nYou're operating as a movie recommendation system.\n\n### User\nI like the following items:\n" + "\n".join(order[:2]))
+        lines.append(
+            "### System\nYou're operating as a movie recommendation system.\n\n### User\nI like the following items:\n"
+            + "\n".join(order[:2])
+        )
         lines.append("Rank the following items:\n" + "\n".join(order) + "\n\n### Assistant\n" + ranking_answer(order))
         lines.append("[INST] Rank the following items: " + " ".join(order) + " [/INST]")
     return lines * 3
@@ -34,11 +38,17 @@ def metaspace_tokenizer():
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     # Pieces never span a newline or a word start, as in SentencePiece vocabularies.
     newline = pre_tokenizers.Split("\n", behavior="isolated")
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([newline, pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)])
-    tokenizer.train_from_iterator(corpus(), trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [newline, pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)]
+    )
+    tokenizer.train_from_iterator(
+        corpus(), trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
+    )
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
     tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first", split=False)
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))]
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
@@ -49,14 +59,27 @@ def byte_level_tokenizer():
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
     )
     special = ["<|begin_of_text|>", "<|end_of_text|>"]
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(corpus(), trainer)
     tokenizer.decoder = decoders.ByteLevel()
     bos = ("<|begin_of_text|>", tokenizer.token_to_id("<|begin_of_text|>"))
-    tokenizer.post_processor = processors.Sequence([processors.ByteLevel(trim_offsets=False), processors.TemplateProcessing(single="<|begin_of_text|> $A", special_tokens=[bos])])
+    tokenizer.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single="<|begin_of_text|> $A", special_tokens=[bos]),
+        ]
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=special[0], eos_token=special[1])
 
 
@@ -77,13 +100,20 @@ def test_trained_answer_tokens_are_the_ranked_and_generated_ones(tokenizer, styl
     prompt = prompts(tokenizer)[style]
     for first in range(len(NAMES)):
         order = NAMES[first:] + NAMES[:first]
-        example = tokenize_rows([{"prompt": prompt, "completion": ranking_answer(order)}], tokenizer, 4096, "completion_only").examples[0]
+        example = tokenize_rows(
+            [{"prompt": prompt, "completion": ranking_answer(order)}], tokenizer, 4096, "completion_only"
+        ).examples[0]
         ids, labels = example["input_ids"], example["labels"]
         answer_start = next(index for index, label in enumerate(labels) if label != IGNORE_INDEX)
-        assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1  # added once where the text lacks it
+        assert (
+            ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
+        )  # added once where the text lacks it
         # the boundary: the last prompt token ends inside the prompt, the answer follows
         assert prompt.endswith(tokenizer.decode(ids[answer_start - 1 : answer_start]))
-        assert tokenizer.decode(ids[answer_start:-1]).endswith(ranking_answer(order)) and labels[-1] == tokenizer.eos_token_id
+        assert (
+            tokenizer.decode(ids[answer_start:-1]).endswith(ranking_answer(order))
+            and labels[-1] == tokenizer.eos_token_id
+        )
 
         # score mode: context + the first-ranked candidate's tokens are the trained tokens
         context, continuations = candidate_token_ids(tokenizer, prompt + ANSWER_PREFIX, NAMES)
@@ -93,7 +123,9 @@ def test_trained_answer_tokens_are_the_ranked_and_generated_ones(tokenizer, styl
         # generate mode: the input is a prefix of the trained sequence, the answer starts where training's does
         user = UserPrompt("u", prompt, ANSWER_PREFIX, tuple(f"i{i}" for i in range(len(NAMES))), tuple(NAMES))
         for prefill in (True, False):
-            plan = plan_generation(tokenizer, user, InferenceSettings(mode="generate", prefill_answer=prefill), limit=None)
+            plan = plan_generation(
+                tokenizer, user, InferenceSettings(mode="generate", prefill_answer=prefill), limit=None
+            )
             assert plan.input_ids == ids[: len(plan.input_ids)] and plan.answer_start == answer_start
             assert len(plan.input_ids) == (len(context) if prefill else answer_start)
 
@@ -104,6 +136,9 @@ def test_the_answer_alone_tokenizes_differently(tokenizer) -> None:
     prompt = prompts(tokenizer)["inst_style"]
     answer = ranking_answer(NAMES)
     joint = tokenizer(prompt + answer, add_special_tokens=False)["input_ids"]
-    apart = tokenizer(prompt, add_special_tokens=False)["input_ids"] + tokenizer(answer, add_special_tokens=False)["input_ids"]
+    apart = (
+        tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        + tokenizer(answer, add_special_tokens=False)["input_ids"]
+    )
     prefilled = tokenizer(prompt + ANSWER_PREFIX, add_special_tokens=False)["input_ids"]
     assert joint != apart or joint[: len(prefilled)] != prefilled

@@ -41,12 +41,30 @@ def cooccurrence_data() -> tuple[pd.DataFrame, pd.DataFrame]:
     of any co-occurrence model, Z of popularity."""
     rows = []
     for n in range(12):
-        rows += [(f"x{n}", "train", "X", 1, "history"), (f"x{n}", "train", "Y", 1, "held_out"), (f"x{n}", "train", "Q", 0, "held_out")]
-        rows += [(f"p{n}", "train", "P", 1, "history"), (f"p{n}", "train", "Q", 1, "held_out"), (f"p{n}", "train", "Y", 0, "held_out")]
+        rows += [
+            (f"x{n}", "train", "X", 1, "history"),
+            (f"x{n}", "train", "Y", 1, "held_out"),
+            (f"x{n}", "train", "Q", 0, "held_out"),
+        ]
+        rows += [
+            (f"p{n}", "train", "P", 1, "history"),
+            (f"p{n}", "train", "Q", 1, "held_out"),
+            (f"p{n}", "train", "Y", 0, "held_out"),
+        ]
     for n in range(20):
         rows += [(f"z{n}", "train", "Z", 1, "history"), (f"z{n}", "train", "W", 1, "held_out")]
-    rows += [("t1", "test", "X", 1, "history"), ("t1", "test", "Z", 0, "held_out"), ("t1", "test", "Q", 0, "held_out"), ("t1", "test", "Y", 1, "held_out")]
-    rows += [("t2", "test", "P", 1, "history"), ("t2", "test", "Y", 0, "held_out"), ("t2", "test", "Q", 1, "held_out"), ("t2", "test", "Z", 0, "held_out")]
+    rows += [
+        ("t1", "test", "X", 1, "history"),
+        ("t1", "test", "Z", 0, "held_out"),
+        ("t1", "test", "Q", 0, "held_out"),
+        ("t1", "test", "Y", 1, "held_out"),
+    ]
+    rows += [
+        ("t2", "test", "P", 1, "history"),
+        ("t2", "test", "Y", 0, "held_out"),
+        ("t2", "test", "Q", 1, "held_out"),
+        ("t2", "test", "Z", 0, "held_out"),
+    ]
     return make_tables(rows)
 
 
@@ -63,9 +81,18 @@ FAST = BaselineSettings(seed=7, validation_fraction=0.25, grid={})
 def test_popularity_ranks_the_most_liked_item_first():
     rows = [(f"u{n}", "train", "A", 1, "history") for n in range(5)]
     rows += [(f"u{n}", "train", "B", 1, "history") for n in range(2)]
-    rows += [("u0", "train", "C", 0, "history"), ("u1", "train", "C", 0, "history"), ("u2", "train", "C", 0, "history")]  # dislikes are not popularity
+    rows += [
+        ("u0", "train", "C", 0, "history"),
+        ("u1", "train", "C", 0, "history"),
+        ("u2", "train", "C", 0, "history"),
+    ]  # dislikes are not popularity
     rows += [("u3", "train", "D", 1, "held_out")]
-    rows += [("t", "test", "E", 1, "history"), ("t", "test", "C", 0, "held_out"), ("t", "test", "B", 1, "held_out"), ("t", "test", "A", 1, "held_out")]
+    rows += [
+        ("t", "test", "E", 1, "history"),
+        ("t", "test", "C", 0, "held_out"),
+        ("t", "test", "B", 1, "held_out"),
+        ("t", "test", "A", 1, "held_out"),
+    ]
     split, candidates = make_tables(rows)
     predictions, _, _ = run_baseline("popularity", split, candidates, FAST)
     assert ranking_of(predictions, "t") == ["A", "B", "C"]
@@ -78,7 +105,9 @@ def test_collaborative_baselines_recover_an_obvious_cooccurrence(name):
     # BPR's defaults suit real data; ~100 interactions need a higher rate to converge
     # (20 of 20 seeds recover the pairs with these settings).
     grid = {"factors": [8], "lr": [0.05], "iterations": [200]} if name == "bpr" else {}
-    predictions, _, _ = run_baseline(name, split, candidates, BaselineSettings(seed=7, validation_fraction=0.25, grid=grid))
+    predictions, _, _ = run_baseline(
+        name, split, candidates, BaselineSettings(seed=7, validation_fraction=0.25, grid=grid)
+    )
     assert ranking_of(predictions, "t1")[0] == "Y"
     assert ranking_of(predictions, "t2")[0] == "Q"
     popularity, _, _ = run_baseline("popularity", split, candidates, FAST)
@@ -131,7 +160,12 @@ def test_no_held_out_item_of_a_test_user_reaches_any_fit(name, monkeypatch):
     monkeypatch.setitem(BASELINES, name, spy)
     _, _, tuning = run_baseline(name, split, candidates, FAST)
     assert len(seen) == 2  # one tuning fit (empty grid) + the final fit
-    test_held_out = {(u, i) for u, i in split.loc[(split["user_set"] == "test") & (split["side"] == "held_out"), ["user", "item"]].itertuples(index=False)}
+    test_held_out = {
+        (u, i)
+        for u, i in split.loc[
+            (split["user_set"] == "test") & (split["side"] == "held_out"), ["user", "item"]
+        ].itertuples(index=False)
+    }
     assert all(not (pairs & test_held_out) for pairs in seen)
     assert ("t1", "X") in seen[-1]  # a test user's history does train the final model
     assert ("x0", "Y") in seen[-1] or ("x1", "Y") in seen[-1]  # and train users' held-out side too
@@ -140,9 +174,17 @@ def test_no_held_out_item_of_a_test_user_reaches_any_fit(name, monkeypatch):
 
 def test_leaked_held_out_likes_would_change_the_answer():
     # S is liked only as held-out by test users: with leakage its popularity would be 3 > 1.
-    rows = [("u0", "train", "T", 1, "history"), ("u0", "train", "V", 1, "held_out"), ("u1", "train", "V", 1, "held_out")]
+    rows = [
+        ("u0", "train", "T", 1, "history"),
+        ("u0", "train", "V", 1, "held_out"),
+        ("u1", "train", "V", 1, "held_out"),
+    ]
     for user in ("t0", "t1", "t2"):
-        rows += [(user, "test", "V", 1, "history"), (user, "test", "T", 0, "held_out"), (user, "test", "S", 1, "held_out")]
+        rows += [
+            (user, "test", "V", 1, "history"),
+            (user, "test", "T", 0, "held_out"),
+            (user, "test", "S", 1, "held_out"),
+        ]
     split, candidates = make_tables(rows)
     predictions, _, _ = run_baseline("popularity", split, candidates, FAST)
     assert set(predictions.loc[predictions["item"] == "S", "score"]) == {0.0}
@@ -177,7 +219,10 @@ def test_random_depends_on_its_seed_only():
     rows = [("u0", "train", "A", 1, "history"), ("u0", "train", "B", 1, "held_out")]
     rows += [("t", "test", "A", 1, "history")] + [("t", "test", f"c{n:02d}", n % 2, "held_out") for n in range(30)]
     split, candidates = make_tables(rows)
-    orders = [ranking_of(run_baseline("random", split, candidates, BaselineSettings(seed=seed))[0], "t") for seed in (1, 1, 2)]
+    orders = [
+        ranking_of(run_baseline("random", split, candidates, BaselineSettings(seed=seed))[0], "t")
+        for seed in (1, 1, 2)
+    ]
     assert orders[0] == orders[1] != orders[2]
     assert orders[0] != sorted(orders[0])
 
@@ -199,13 +244,17 @@ def test_tuning_picks_the_best_grid_point_on_train_users_only(monkeypatch):
     split, candidates = cooccurrence_data()
     scored_users: list[set[str]] = []
 
-    truth = {(user, item): liked for user, item, liked in zip(candidates["user"], candidates["item"], candidates["liked"])}
+    truth = {
+        (user, item): liked for user, item, liked in zip(candidates["user"], candidates["item"], candidates["liked"])
+    }
 
     def oracle(data, seed, threads, sign: int = 1):
         # A fake baseline that knows the labels: sign 1 is perfect, sign -1 the worst order.
         def score(user_index, item_index):
             scored_users.append({data.users[u] for u in user_index})
-            return np.array([sign * truth[data.users[u], data.items[i]] for u, i in zip(user_index, item_index)], dtype=float)
+            return np.array(
+                [sign * truth[data.users[u], data.items[i]] for u, i in zip(user_index, item_index)], dtype=float
+            )
 
         return score
 
@@ -241,7 +290,10 @@ def test_rule_writes_predictions_run_and_tuning(tmp_path):
     (tmp_path / "results/tiny/split").mkdir(parents=True)
     split.to_parquet(tmp_path / "results/tiny/split/split.parquet")
     candidates.to_parquet(tmp_path / "results/tiny/split/candidates.parquet")
-    (tmp_path / "config.yaml").write_text("baselines: {names: [popularity, ease], validation_seed: 22, validation_fraction: 0.2, validation_cutoff: 10, grids: {ease: {l2: [1.0, 10.0]}}}\n")
+    (tmp_path / "config.yaml").write_text(
+        "baselines: {names: [popularity, ease], validation_seed: 22, validation_fraction: 0.2, validation_cutoff: "
+        "10, grids: {ease: {l2: [1.0, 10.0]}}}\n"
+    )
     snakefile = tmp_path / "Snakefile"  # the real rule and the input functions it calls
     snakefile.write_text("".join(f'include: "{REPO / "rules" / name}"\n' for name in ("common.smk", "baselines.smk")))
     targets = [f"results/tiny/baselines/ease/{name}" for name in ("predictions.parquet", "run.json", "tuning.json")]
@@ -285,7 +337,9 @@ def test_ease_switches_to_float32_past_the_lapack_limit(monkeypatch):
     one line."""
     rng = np.random.default_rng(3)
     X = sparse.csr_matrix((rng.random((30, 12)) < 0.3).astype(np.float32))
-    data = baselines.Interactions(matrix=X, users=np.array([f"u{n}" for n in range(30)]), items=np.array([f"i{n}" for n in range(12)]))
+    data = baselines.Interactions(
+        matrix=X, users=np.array([f"u{n}" for n in range(30)]), items=np.array([f"i{n}" for n in range(12)])
+    )
     u, i = np.repeat(np.arange(30), 12), np.tile(np.arange(12), 30)
     exact = baselines.fit_ease(data, seed=0, threads=1, l2=2.0)(u, i)
     active = int((X.getnnz(axis=0) > 0).sum())

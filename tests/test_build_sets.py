@@ -81,8 +81,12 @@ def make_world(users: dict = USERS) -> dict[str, pd.DataFrame]:
             split_rows.append((user, user_set, item, flag, "held_out", row))
             candidate_rows.append((user, user_set, position, item, flag))
             row += 1
-    split = pd.DataFrame(split_rows, columns=["user", "user_set", "item", "liked", "side", "row"]).astype({"liked": "int8", "row": "int64"})
-    candidates = pd.DataFrame(candidate_rows, columns=["user", "user_set", "position", "item", "liked"]).astype({"liked": "int8", "position": "int32"})
+    split = pd.DataFrame(split_rows, columns=["user", "user_set", "item", "liked", "side", "row"]).astype(
+        {"liked": "int8", "row": "int64"}
+    )
+    candidates = pd.DataFrame(candidate_rows, columns=["user", "user_set", "position", "item", "liked"]).astype(
+        {"liked": "int8", "position": "int32"}
+    )
     items = pd.DataFrame({"item": list(NAMES), "name": list(NAMES.values())})
     rules = pd.DataFrame(
         {
@@ -97,12 +101,27 @@ def make_world(users: dict = USERS) -> dict[str, pd.DataFrame]:
         {
             "item": ["m08", "m09", "m10", "m15", "t2", "m08", "m99"],
             "relation": ["director", "director", "director", "director", "director", "genre", "director"],
-            "value": ["John Lasseter", "Martin Campbell", "Simon Wells", "Renny Harlin", "Jane Doe", "Animation", "Nobody Known"],
+            "value": [
+                "John Lasseter",
+                "Martin Campbell",
+                "Simon Wells",
+                "Renny Harlin",
+                "Jane Doe",
+                "Animation",
+                "Nobody Known",
+            ],
             "source": "dbpedia",
         }
     )
     abstracts = pd.DataFrame({"item": ["m08", "m09"], "abstract": [LONG_ABSTRACT, "GoldenEye is a 1995 spy film."]})
-    return {"split": split, "candidates": candidates, "items": items, "collab": rules, "graph": triples, "text": abstracts}
+    return {
+        "split": split,
+        "candidates": candidates,
+        "items": items,
+        "collab": rules,
+        "graph": triples,
+        "text": abstracts,
+    }
 
 
 def knowledge_for(world: dict[str, pd.DataFrame], sources: list[str]) -> dict[str, list[dict]]:
@@ -110,9 +129,22 @@ def knowledge_for(world: dict[str, pd.DataFrame], sources: list[str]) -> dict[st
 
 
 def build(world, tokenizer, sources, **settings) -> bs.BuiltSets:
-    config = {"placement": settings.pop("placement", "documents"), "text_max_tokens": settings.pop("text_max_tokens", 40), **settings.pop("config", {})}
+    config = {
+        "placement": settings.pop("placement", "documents"),
+        "text_max_tokens": settings.pop("text_max_tokens", 40),
+        **settings.pop("config", {}),
+    }
     options = bs.BuildSettings.from_config(config, settings.pop("seq_len", 2048))
-    return bs.build_sets(world["split"], world["candidates"], world["items"], knowledge_for(world, sources), tokenizer, options, "movie", "+".join(sources))
+    return bs.build_sets(
+        world["split"],
+        world["candidates"],
+        world["items"],
+        knowledge_for(world, sources),
+        tokenizer,
+        options,
+        "movie",
+        "+".join(sources),
+    )
 
 
 def sections(prompt: str) -> dict[str, list[str]]:
@@ -184,7 +216,12 @@ def test_target_lists_held_out_liked_first_then_disliked_in_candidate_order(worl
     u1_candidates = ("Balto (1995)", "Toy Story (1995)", "GoldenEye (1995)")  # "Up" dropped
     assert targets[u1_candidates] == ["Toy Story (1995)", "GoldenEye (1995)", "Balto (1995)"]
     u2_candidates = ("Ran (1985)", "Casino (1995)", "Dracula: Dead and Loving It (1995)", "Sabrina (1995)")
-    assert targets[u2_candidates] == ["Casino (1995)", "Sabrina (1995)", "Ran (1985)", "Dracula: Dead and Loving It (1995)"]
+    assert targets[u2_candidates] == [
+        "Casino (1995)",
+        "Sabrina (1995)",
+        "Ran (1985)",
+        "Dracula: Dead and Loving It (1995)",
+    ]
 
 
 def test_display_names_are_kept_intact_and_short_names_are_dropped(world, tokenizer):
@@ -204,7 +241,9 @@ def test_plain_template_when_the_tokenizer_has_none(world, smollm2_tokenizer_dir
     plain.chat_template = None
     built = build(world, plain, [])
     row = built.test[0]
-    assert row["prompt"].startswith("### System\nYou're operating as a movie recommendation system.")  # SmolLM2 adds no BOS itself
+    assert row["prompt"].startswith(
+        "### System\nYou're operating as a movie recommendation system."
+    )  # SmolLM2 adds no BOS itself
     assert row["prompt"].endswith("\n\n### Assistant\n")
     assert "### User\nI like the following items:\nSecret Test Film (2000)\nHeat (1995)\n" in row["prompt"]
     assert built.stats["chat_template"] == "plain"
@@ -222,13 +261,16 @@ class _BosTokenizer:
 def test_plain_template_starts_with_bos_when_the_tokenizer_adds_one():
     request = prompts.RankingRequest("book", ["A book"], [], ["Another book"])
     assert prompts.render_ranking_prompt(_BosTokenizer(), request) == (
-        "<s>### System\n" + prompts.DEFAULT_SYSTEM_PROMPT.format(domain="book") + "\n\n### User\nI like the following items:\nA book\n\n"
+        "<s>### System\n"
+        + prompts.DEFAULT_SYSTEM_PROMPT.format(domain="book")
+        + "\n\n### User\nI like the following items:\nA book\n\n"
         "Rank the following items:\nAnother book\n\n### Assistant\n"
     )
 
 
 GEMMA_LIKE_TEMPLATE = (
-    "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% "
+    "endif %}"
     "<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
     "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
 )
@@ -237,15 +279,21 @@ GEMMA_LIKE_TEMPLATE = (
 def test_templates_without_a_system_role_get_the_system_text_in_the_user_turn(smollm2_tokenizer_dir):
     gemma_like = bs.load_tokenizer(smollm2_tokenizer_dir)
     gemma_like.chat_template = GEMMA_LIKE_TEMPLATE
-    prompt = prompts.render_ranking_prompt(gemma_like, prompts.RankingRequest("book", [], ["Dune"], ["Emma", "Ulysses"]))
+    prompt = prompts.render_ranking_prompt(
+        gemma_like, prompts.RankingRequest("book", [], ["Dune"], ["Emma", "Ulysses"])
+    )
     system = prompts.DEFAULT_SYSTEM_PROMPT.format(domain="book")
-    assert prompt == f"<start_of_turn>user\n{system}\n\nI dislike the following items:\nDune\n\nRank the following items:\nEmma\nUlysses<end_of_turn>\n<start_of_turn>model\n"
+    assert prompt == (
+        f"<start_of_turn>user\n{system}\n\nI dislike the following items:\nDune\n\nRank the following "
+        "items:\nEmma\nUlysses<end_of_turn>\n<start_of_turn>model\n"
+    )
 
 
 def test_every_item_is_one_line_and_the_answer_starts_with_the_prefix():
     request = prompts.RankingRequest("movie", ["Odd\nName"], [], ["A", "B"], ["Fact one.", "Fact\ntwo."])
     assert prompts.user_message(request) == (
-        "I like the following items:\nOdd Name\n\nRank the following items:\nA\nB\n\nFacts that may help:\n- Fact one.\n- Fact two."
+        "I like the following items:\nOdd Name\n\nRank the following items:\nA\nB\n\nFacts that may help:\n- Fact "
+        "one.\n- Fact two."
     )
     assert prompts.ranking_answer(["B", "A"]) == "Here a list:\n1. B\n2. A"
     assert prompts.ranking_answer(["B"]).startswith(prompts.ANSWER_PREFIX)
@@ -270,7 +318,9 @@ def test_no_test_user_and_no_held_out_item_leaks_into_train(world, tokenizer):
             held_out_sets.append(frozenset(held_out))
         train_users = {u for u, spec in USERS.items() if spec[0] == "train"}
         expected = {frozenset(NAMES[i] for i, _ in USERS[u][3] if i != "m02") for u in train_users}
-        assert set(held_out_sets) == expected and len(held_out_sets) == len(expected) * built.stats["weights"]["ranking"]
+        assert (
+            set(held_out_sets) == expected and len(held_out_sets) == len(expected) * built.stats["weights"]["ranking"]
+        )
         # catalog knowledge is item-side, not interaction data: a test-only item may have a graph document
         if placement == "documents":
             assert any(NAMES["t2"] in row["completion"] for row in built.train if row["kind"] == "graph")
@@ -280,7 +330,9 @@ def test_an_item_on_both_sides_of_a_user_is_removed_from_the_history(tokenizer):
     users = dict(USERS)
     users["u1"] = ("train", ["m01", "m08"], ["m06"], [("m08", 1), ("m10", 0)])  # duplicate rating of m08
     built = build(make_world(users), tokenizer, [])
-    row = next(r for r in built.train if set(sections(r["prompt"])["candidates"]) == {"Toy Story (1995)", "Balto (1995)"})
+    row = next(
+        r for r in built.train if set(sections(r["prompt"])["candidates"]) == {"Toy Story (1995)", "Balto (1995)"}
+    )
     assert sections(row["prompt"])["liked"] == ["Matrix, The (1999)"]
     assert built.stats["counts"]["history_items_also_held_out"] == 1
 
@@ -303,7 +355,10 @@ def test_two_ablations_differ_exactly_by_their_sources(world, tokenizer):
     # protocol.md mixes: single source = prompts + documents x3; several = prompts x3 + documents x1
     assert kinds_one == {"ranking": 4, "collab": 3 * len(RULES)}
     assert kinds_two == {"ranking": 3 * 4, "collab": len(RULES), "graph": 5}
-    assert one.stats["weights"] == {"ranking": 1, "documents": 3} and two.stats["weights"] == {"ranking": 3, "documents": 1}
+    assert one.stats["weights"] == {"ranking": 1, "documents": 3} and two.stats["weights"] == {
+        "ranking": 3,
+        "documents": 1,
+    }
 
 
 def test_weights_come_from_config(world, tokenizer):
@@ -320,31 +375,49 @@ def test_in_prompt_prompt_is_the_plain_prompt_plus_a_knowledge_block(world, toke
     pairs += [(a["prompt"], b["prompt"]) for a, b in zip(plain.test, graph.test)]
     for without, with_facts in pairs:
         knowledge = sections(with_facts)["knowledge"]
-        stripped = with_facts.replace("\n\n" + prompts.KNOWLEDGE_HEADER + "\n" + "\n".join(knowledge), "") if knowledge else with_facts
+        stripped = (
+            with_facts.replace("\n\n" + prompts.KNOWLEDGE_HEADER + "\n" + "\n".join(knowledge), "")
+            if knowledge
+            else with_facts
+        )
         assert stripped == without  # same histories, same candidates: only the facts differ
     if seq_len == 200:  # tight: histories cut (identically) and facts dropped, all counted
         assert plain.stats["train"]["ranking_cuts"]["history_cut"] >= 1
-        assert graph.stats["train"]["ranking_cuts"]["history_cut"] == plain.stats["train"]["ranking_cuts"]["history_cut"]
-        assert graph.stats["train"]["ranking_cuts"]["knowledge_cut"] + graph.stats["test"]["cuts"]["knowledge_cut"] >= 1
+        assert (
+            graph.stats["train"]["ranking_cuts"]["history_cut"] == plain.stats["train"]["ranking_cuts"]["history_cut"]
+        )
+        assert (
+            graph.stats["train"]["ranking_cuts"]["knowledge_cut"] + graph.stats["test"]["cuts"]["knowledge_cut"] >= 1
+        )
 
 
 def test_in_prompt_facts_are_about_the_candidates(world, tokenizer):
     graph = build(world, tokenizer, ["graph"], placement="in_prompt")
-    u1 = next(r for r in graph.train if "Balto (1995)" in sections(r["prompt"])["candidates"] and "Toy Story (1995)" in sections(r["prompt"])["candidates"])
+    u1 = next(
+        r
+        for r in graph.train
+        if "Balto (1995)" in sections(r["prompt"])["candidates"]
+        and "Toy Story (1995)" in sections(r["prompt"])["candidates"]
+    )
     assert sections(u1["prompt"])["knowledge"] == [
         "- Balto (1995) is a movie. Guiding the vision of this movie is the director, Simon Wells.",
-        "- Toy Story (1995) is a movie. Guiding the vision of this movie is the director, John Lasseter. This movie belongs to the Animation genre.",
+        "- Toy Story (1995) is a movie. Guiding the vision of this movie is the director, John Lasseter. This movie "
+        "belongs to the Animation genre.",
         "- GoldenEye (1995) is a movie. Guiding the vision of this movie is the director, Martin Campbell.",
     ]
     v2 = next(r for r in graph.test if r["user"] == "v2")  # the test prompt gets the same treatment
-    assert sections(v2["prompt"])["knowledge"] == ["- Balto (1995) is a movie. Guiding the vision of this movie is the director, Simon Wells."]
+    assert sections(v2["prompt"])["knowledge"] == [
+        "- Balto (1995) is a movie. Guiding the vision of this movie is the director, Simon Wells."
+    ]
 
 
 def test_documents_cover_rated_items_unless_all_are_asked_for(world, tokenizer):
     rated = build(world, tokenizer, ["graph"])
     everything = build(world, tokenizer, ["graph"], config={"document_items": "all"})
+
     def graph_docs(built):
         return {r["completion"].split(" is a movie.")[0] for r in built.train if r["kind"] == "graph"}
+
     assert "Unrated Film (1990)" not in graph_docs(rated) and "Unrated Film (1990)" in graph_docs(everything)
     assert graph_docs(everything) - graph_docs(rated) == {"Unrated Film (1990)"}
     assert rated.stats["train"]["documents_of_items_nobody_rated"] == {"graph": 1}
@@ -396,7 +469,9 @@ def test_long_histories_are_cut_to_fit_seq_len_keeping_the_latest_items(world, t
     assert shown["liked"] == full_liked[len(full_liked) - len(shown["liked"]) :]  # the last (most recent) ones
     assert shown["disliked"] == full_disliked[len(full_disliked) - len(shown["disliked"]) :]
     assert cut.stats["train"]["ranking_cuts"]["history_cut"] >= 1
-    assert cut.stats["train"]["ranking_cuts"]["history_items_dropped"] >= 6 - len(shown["liked"]) - len(shown["disliked"])
+    assert cut.stats["train"]["ranking_cuts"]["history_items_dropped"] >= 6 - len(shown["liked"]) - len(
+        shown["disliked"]
+    )
 
 
 def test_history_cut_is_the_smallest_that_fits(world, tokenizer):
@@ -410,7 +485,11 @@ def test_history_cut_is_the_smallest_that_fits(world, tokenizer):
         builder = bs.PromptBuilder(tokenizer, counter, names, "movie", bs.BuildSettings(seq_len=seq_len), None)
         fitted = builder.fit(user)
         limit = seq_len - fitted.answer_tokens - 1
-        fitting = [k for k in range(history + 1) if counter.count(prompts.render_ranking_prompt(tokenizer, builder.request(user, k))) <= limit]
+        fitting = [
+            k
+            for k in range(history + 1)
+            if counter.count(prompts.render_ranking_prompt(tokenizer, builder.request(user, k))) <= limit
+        ]
         assert history - fitted.history_dropped == (max(fitting) if fitting else 0), seq_len
         assert fitted.exceeds_seq_len == (not fitting)
 
@@ -419,16 +498,25 @@ def test_knowledge_cut_is_the_smallest_that_fits(world, tokenizer):
     names = dict(zip(world["items"]["item"], world["items"]["name"]))
     counter = bs.TokenCounter(tokenizer)
     sources = [bs.SourceRows.from_rows(name, rows) for name, rows in knowledge_for(world, ["graph", "text"]).items()]
-    user = bs.UserLists("u", "train", ["m03", "m05"], ["m06"], ["m08", "m09", "m10", "m15"], [True, True, False, False])
+    user = bs.UserLists(
+        "u", "train", ["m03", "m05"], ["m06"], ["m08", "m09", "m10", "m15"], [True, True, False, False]
+    )
     for seq_len in range(150, 420, 9):
         settings = bs.BuildSettings(placement="in_prompt", seq_len=seq_len)
-        builder = bs.PromptBuilder(tokenizer, counter, names, "movie", settings, bs.KnowledgeSelector(sources, counter, settings))
+        builder = bs.PromptBuilder(
+            tokenizer, counter, names, "movie", settings, bs.KnowledgeSelector(sources, counter, settings)
+        )
         fitted = builder.fit(user)
         lines = builder.knowledge.lines(user, set(user.liked_history))
         assert len(lines) == 6  # 4 graph texts + 2 abstracts (trimmed to item_tokens)
         kept_history = 3 - fitted.history_dropped
         limit = seq_len - fitted.answer_tokens - 1
-        fitting = [k for k in range(len(lines) + 1) if counter.count(prompts.render_ranking_prompt(tokenizer, builder.request(user, kept_history, k, lines))) <= limit]
+        fitting = [
+            k
+            for k in range(len(lines) + 1)
+            if counter.count(prompts.render_ranking_prompt(tokenizer, builder.request(user, kept_history, k, lines)))
+            <= limit
+        ]
         expected = max(fitting) if fitting else 0
         assert len(lines) - fitted.knowledge_dropped == expected, seq_len
 
@@ -444,28 +532,68 @@ def test_prompts_that_cannot_fit_are_kept_whole_and_counted(world, tokenizer):
 @pytest.mark.parametrize("sources", [[], ["graph", "text"]])
 def test_a_seq_len_too_small_for_any_ranking_prompt_is_an_error(world, tokenizer, sources):
     # With documents the adapter would still train, on knowledge alone, and be called "ranking".
-    with pytest.raises(ValueError, match=r"^seq_len 60 is too small for any ranking prompt \(the shortest train prompt, history cut, has 83 tokens\).*above 83$"):
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"^seq_len 60 is too small for any ranking prompt \(the shortest train prompt, history cut, has "
+            r"83 tokens\).*above 83$"
+        ),
+    ):
         build(world, tokenizer, sources, seq_len=60)
 
 
 def test_an_empty_fact_source_is_an_error_but_no_rules_is_not(world, tokenizer):
     options = bs.BuildSettings.from_config({"placement": "documents"}, 2048)
-    with pytest.raises(ValueError, match=r"lexicalize/graph\.jsonl is empty, so ablation 'collab_graph' would train without its 'graph' knowledge"):
-        bs.build_sets(world["split"], world["candidates"], world["items"], {"collab": [], "graph": []}, tokenizer, options, "movie", "collab_graph")
-    built = bs.build_sets(world["split"], world["candidates"], world["items"], {"collab": []}, tokenizer, options, "movie", "collab")
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"lexicalize/graph\.jsonl is empty, so ablation 'collab_graph' would train without its 'graph' "
+            r"knowledge"
+        ),
+    ):
+        bs.build_sets(
+            world["split"],
+            world["candidates"],
+            world["items"],
+            {"collab": [], "graph": []},
+            tokenizer,
+            options,
+            "movie",
+            "collab_graph",
+        )
+    built = bs.build_sets(
+        world["split"], world["candidates"], world["items"], {"collab": []}, tokenizer, options, "movie", "collab"
+    )
     assert built.stats["train"]["unique_examples_per_kind"] == {"ranking": 4, "collab": 0}
 
 
 def test_no_ranking_prompt_for_train_or_test_users_is_an_error(tokenizer):
-    short = dict(NAMES, **{item: "X" for item in ("m06", "t2", "m05", "t1", "m10")})  # every test candidate: too short a name
+    short = dict(
+        NAMES, **{item: "X" for item in ("m06", "t2", "m05", "t1", "m10")}
+    )  # every test candidate: too short a name
     world = make_world()
     world["items"] = pd.DataFrame({"item": list(short), "name": list(short.values())})
-    with pytest.raises(ValueError, match=r"no test user has a ranking prompt \(2 test user\(s\) lost every candidate.*min_name_length=3"):
+    with pytest.raises(
+        ValueError,
+        match=r"no test user has a ranking prompt \(2 test user\(s\) lost every candidate.*min_name_length=3",
+    ):
         build(world, tokenizer, [])
     train_only = {user: spec for user, spec in USERS.items() if spec[0] == "train"}
     world = make_world({**train_only, "v1": ("test", ["m03"], [], [("m05", 1)])})
-    world["items"] = pd.DataFrame({"item": list(NAMES), "name": [("X" if spec else name) for spec, name in zip([i in {c for s in train_only.values() for c, _ in s[3]} for i in NAMES], NAMES.values())]})
-    with pytest.raises(ValueError, match=r"no train user has a ranking prompt \(4 train user\(s\) lost every candidate"):
+    world["items"] = pd.DataFrame(
+        {
+            "item": list(NAMES),
+            "name": [
+                ("X" if spec else name)
+                for spec, name in zip(
+                    [i in {c for s in train_only.values() for c, _ in s[3]} for i in NAMES], NAMES.values()
+                )
+            ],
+        }
+    )
+    with pytest.raises(
+        ValueError, match=r"no train user has a ranking prompt \(4 train user\(s\) lost every candidate"
+    ):
         build(world, tokenizer, [])
 
 
@@ -504,7 +632,11 @@ def test_stats_report_kinds_lengths_and_cuts(world, tokenizer):
     assert stats["train"]["examples"] == len(built.train)
     assert stats["train"]["examples_per_kind"] == {"collab": 5, "graph": 5, "ranking": 12}
     assert stats["train"]["unique_examples_per_kind"] == {"ranking": 4, "collab": 5, "graph": 5}
-    for block in (stats["train"]["ranking_tokens"], stats["train"]["document_tokens"]["graph"], stats["test"]["prompt_tokens"]):
+    for block in (
+        stats["train"]["ranking_tokens"],
+        stats["train"]["document_tokens"]["graph"],
+        stats["test"]["prompt_tokens"],
+    ):
         assert set(block) == {"count", "p50", "p95", "max"} and 0 < block["p50"] <= block["p95"] <= block["max"]
     assert stats["test"]["users"] == 2 and stats["test"]["answers_over_512_tokens"] == 0
     json.dumps(stats)  # serialisable
@@ -515,7 +647,10 @@ def test_stats_report_kinds_lengths_and_cuts(world, tokenizer):
     [
         ({"placement": "sideways"}, "lexicalize.placement: expected one of"),
         ({"document_items": "some"}, "lexicalize.document_items: expected one of"),
-        ({"weights": {"single_source": {"documents": -1}}}, r"weights.single_source.documents: expected a non-negative integer"),
+        (
+            {"weights": {"single_source": {"documents": -1}}},
+            r"weights.single_source.documents: expected a non-negative integer",
+        ),
         ({"system_prompt": "Rank things."}, "'{domain}' placeholder"),
     ],
 )
@@ -542,7 +677,19 @@ def test_outputs_are_byte_identical_across_runs_with_the_same_seed(world, smollm
     for run, seed in (("a", 22), ("b", 22), ("c", 23)):
         out = tmp_path / run
         settings = bs.BuildSettings.from_config({"seed": seed}, 2048)
-        bs.build_sets_files(paths["split"], paths["candidates"], paths["items"], knowledge, smollm2_tokenizer_dir, settings, MOVIE, out / "train.jsonl", out / "test.jsonl", out / "stats.json", ablation="all")
+        bs.build_sets_files(
+            paths["split"],
+            paths["candidates"],
+            paths["items"],
+            knowledge,
+            smollm2_tokenizer_dir,
+            settings,
+            MOVIE,
+            out / "train.jsonl",
+            out / "test.jsonl",
+            out / "stats.json",
+            ablation="all",
+        )
         outputs.append([(out / name).read_bytes() for name in ("train.jsonl", "test.jsonl", "stats.json")])
     assert outputs[0] == outputs[1]
     assert outputs[0][0] != outputs[2][0]  # another seed, another order ...
@@ -560,7 +707,10 @@ def test_lastfm_sets_from_original_data(original_data: Path, tokenizer):
     from rekalm.split import SplitConfig, split_interactions
 
     folder = original_data / "lastfm"
-    frames = [pd.read_csv(folder / "user-item" / f"{part}.tsv", sep="\t", names=["user", "item", "liked"], dtype=str) for part in ("train", "test")]
+    frames = [
+        pd.read_csv(folder / "user-item" / f"{part}.tsv", sep="\t", names=["user", "item", "liked"], dtype=str)
+        for part in ("train", "test")
+    ]
     interactions = pd.concat(frames, ignore_index=True).astype({"liked": "int8", "user": object, "item": object})
     # The first 600 users keep the test to seconds on 2 shared cores (object columns: split.py
     # converts the item column per user, which is slow for Arrow-backed strings).
@@ -615,18 +765,40 @@ def test_lexicalize_and_build_sets_rules_run_end_to_end(world, smollm2_tokenizer
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     (work / "Snakefile").write_text(
-        "".join(f'include: "{repo}/rules/{stage}.smk"\n' for stage in ("common", "lexicalize", "build_sets")),  # real rules + input functions
+        "".join(
+            f'include: "{repo}/rules/{stage}.smk"\n' for stage in ("common", "lexicalize", "build_sets")
+        ),  # real rules + input functions
         encoding="utf-8",
     )
-    targets = [f"results/toy/build_sets/{ablation}/{name}" for ablation in ("no_kn", "collab_graph") for name in ("train.jsonl", "test.jsonl", "stats.json")]
-    command = [sys.executable, "-m", "snakemake", "--snakefile", "Snakefile", "--configfile", "config.yaml", "--cores", "1", "--nolock", *targets]
+    targets = [
+        f"results/toy/build_sets/{ablation}/{name}"
+        for ablation in ("no_kn", "collab_graph")
+        for name in ("train.jsonl", "test.jsonl", "stats.json")
+    ]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        "Snakefile",
+        "--configfile",
+        "config.yaml",
+        "--cores",
+        "1",
+        "--nolock",
+        *targets,
+    ]
     done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     stats = json.loads((work / "results/toy/build_sets/collab_graph/stats.json").read_text())
     assert stats["train"]["examples_per_kind"] == {"collab": 5, "graph": 5, "ranking": 12}
     assert stats["seq_len"] == 1024 and stats["sources"] == ["collab", "graph"]
-    assert json.loads((work / "results/toy/build_sets/no_kn/stats.json").read_text())["train"]["examples_per_kind"] == {"ranking": 4}
+    assert json.loads((work / "results/toy/build_sets/no_kn/stats.json").read_text())["train"][
+        "examples_per_kind"
+    ] == {"ranking": 4}
     assert (work / "results/toy/lexicalize/graph.stats.json").exists()
-    assert (work / "logs/toy/lexicalize/collab.log").exists() and (work / "logs/toy/build_sets/collab_graph.log").exists()
+    assert (work / "logs/toy/lexicalize/collab.log").exists() and (
+        work / "logs/toy/build_sets/collab_graph.log"
+    ).exists()
     test_rows = read_jsonl(work / "results/toy/build_sets/no_kn/test.jsonl")
     assert [r["user"] for r in test_rows] == ["v1", "v2"]

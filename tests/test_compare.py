@@ -30,7 +30,9 @@ def synthetic_candidates() -> pd.DataFrame:
 def synthetic_split(candidates: pd.DataFrame) -> pd.DataFrame:
     held_out = candidates.assign(side="held_out")[["user", "user_set", "item", "liked", "side"]]
     # popular history items seen by every test user, so popularity is not all zero
-    history = pd.DataFrame({"user": candidates["user"].unique(), "user_set": "test", "item": "i0_0", "liked": 1, "side": "history"})
+    history = pd.DataFrame(
+        {"user": candidates["user"].unique(), "user_set": "test", "item": "i0_0", "liked": 1, "side": "history"}
+    )
     split = pd.concat([history, held_out], ignore_index=True)
     split["row"] = np.arange(len(split), dtype="int64")
     return split
@@ -46,7 +48,13 @@ def ranked_predictions(candidates: pd.DataFrame, strategy: str, seed: int = 0) -
             items = [items[i] for i in rng.permutation(len(items))]
         for rank, item in enumerate(items, start=1):
             appended = strategy == "random" and rank > 3
-            row = {"user": user, "item": item, "rank": rank, "score": 1 - (rank - 1) / len(items), "source": "appended" if appended else "model"}
+            row = {
+                "user": user,
+                "item": item,
+                "rank": rank,
+                "score": 1 - (rank - 1) / len(items),
+                "source": "appended" if appended else "model",
+            }
             row.update({column: 0 for column in PARSE_COUNT_COLUMNS})
             row["n_appended"] = 3 if strategy == "random" else 0
             rows.append(row)
@@ -80,7 +88,15 @@ def test_letters_follow_ranx_order() -> None:
 @pytest.mark.slow
 def test_comparison_outputs(tmp_path: Path, evaluated: tuple) -> None:
     metrics, runs, qrels, settings = evaluated
-    outputs = {key: tmp_path / name for key, name in (("table", "table.md"), ("latex", "table.tex"), ("plot", "plot.png"), ("summary", "compare.json"))}
+    outputs = {
+        key: tmp_path / name
+        for key, name in (
+            ("table", "table.md"),
+            ("latex", "table.tex"),
+            ("plot", "plot.png"),
+            ("summary", "compare.json"),
+        )
+    }
     summary = write_comparison("mini", one_seed(metrics), one_seed(runs), qrels, settings, outputs)
 
     # compare.json: ranx means, a paired test of every pair, and each ablation's metrics
@@ -97,9 +113,16 @@ def test_comparison_outputs(tmp_path: Path, evaluated: tuple) -> None:
 
     # Markdown: sections for both definitions, popularity and parsing; oracle beats b and c
     table = outputs["table"].read_text()
-    for heading in ("## Standard definitions (ranx): nDCG", "## ClayRS definitions", "## Average popularity and parsing", "MRR and hit rate"):
+    for heading in (
+        "## Standard definitions (ranx): nDCG",
+        "## ClayRS definitions",
+        "## Average popularity and parsing",
+        "MRR and hit rate",
+    ):
         assert heading in table
-    oracle_row = next(line for line in table.splitlines() if line.startswith("| a | oracle |") and "**1.0000**<sup>bc</sup>" in line)
+    oracle_row = next(
+        line for line in table.splitlines() if line.startswith("| a | oracle |") and "**1.0000**<sup>bc</sup>" in line
+    )
     assert oracle_row
     inverse_row = next(line for line in table.splitlines() if line.startswith("| c | inverse |"))
     assert "<sup>" not in inverse_row.split("|")[3]  # the worst ablation beats nobody at @1
@@ -119,7 +142,9 @@ def test_comparison_outputs(tmp_path: Path, evaluated: tuple) -> None:
 def test_single_ablation_and_clayrs_only(tmp_path: Path, evaluated: tuple) -> None:
     metrics, runs, qrels, settings = evaluated
     outputs = {key: tmp_path / f"{key}.out" for key in ("table", "latex", "plot", "summary")}
-    write_comparison("mini", {"oracle": {22: metrics["oracle"]}}, {"oracle": {22: runs["oracle"]}}, qrels, settings, outputs)
+    write_comparison(
+        "mini", {"oracle": {22: metrics["oracle"]}}, {"oracle": {22: runs["oracle"]}}, qrels, settings, outputs
+    )
     assert "| a | oracle |" in outputs["table"].read_text()
     clayrs_only = MetricSettings(cutoffs=(1, 3), definitions=("clayrs",))
     summary = write_comparison("mini", one_seed(metrics), one_seed(runs), qrels, clayrs_only, outputs)
@@ -140,15 +165,27 @@ def test_mismatched_inputs_are_rejected(tmp_path: Path) -> None:
 def test_markdown_without_significance_marks_best_values() -> None:
     settings = MetricSettings(cutoffs=(1,), definitions=("clayrs",))
     metrics = {
-        "no_kn": {"users": {"evaluated": 2, "without_relevant": 0}, "clayrs": {"ndcg@1": 0.5, "ndcg": 0.6}, "popularity": {}, "parsing": {}},
-        "graph": {"users": {"evaluated": 2, "without_relevant": 0}, "clayrs": {"ndcg@1": 0.75, "ndcg": None}, "popularity": {}, "parsing": {}},
+        "no_kn": {
+            "users": {"evaluated": 2, "without_relevant": 0},
+            "clayrs": {"ndcg@1": 0.5, "ndcg": 0.6},
+            "popularity": {},
+            "parsing": {},
+        },
+        "graph": {
+            "users": {"evaluated": 2, "without_relevant": 0},
+            "clayrs": {"ndcg@1": 0.75, "ndcg": None},
+            "popularity": {},
+            "parsing": {},
+        },
     }
     table = markdown_report("mini", metrics, settings, None)
     assert "| a | no_kn | 0.5000 | **0.6000** |" in table
     assert "| b | graph | **0.7500** | – |" in table
 
 
-def evaluate_system(candidates: pd.DataFrame, split: pd.DataFrame, settings: MetricSettings, strategy: str, seed: int, name: str) -> tuple[dict, dict]:
+def evaluate_system(
+    candidates: pd.DataFrame, split: pd.DataFrame, settings: MetricSettings, strategy: str, seed: int, name: str
+) -> tuple[dict, dict]:
     predictions = ranked_predictions(candidates, strategy, seed)
     run = json.loads(json.dumps(run_from_predictions(predictions)))
     return evaluate_ranking(predictions, run, candidates, split, settings, labels={"system": name}), run
@@ -162,14 +199,22 @@ def test_single_seed_tests_equal_ranx_compare(evaluated: tuple) -> None:
 
     _, runs, qrels, settings = evaluated
     summary, _ = compare_runs(one_seed(runs), qrels, settings)
-    report = compare(Qrels.from_dict(qrels), [Run.from_dict(run, name=name) for name, run in runs.items()], summary["metrics"], stat_test="student", max_p=0.05)
+    report = compare(
+        Qrels.from_dict(qrels),
+        [Run.from_dict(run, name=name) for name, run in runs.items()],
+        summary["metrics"],
+        stat_test="student",
+        max_p=0.05,
+    )
     for name in runs:
         for metric in summary["metrics"]:
             assert summary["means"][name][metric] == pytest.approx(report.results[name][metric])
             for other in runs:
                 if other != name:
                     expected = report.comparisons[name, other][metric]
-                    assert summary["comparisons"][name][other][metric]["p_value"] == pytest.approx(expected["p_value"], nan_ok=True)
+                    assert summary["comparisons"][name][other][metric]["p_value"] == pytest.approx(
+                        expected["p_value"], nan_ok=True
+                    )
                     assert summary["comparisons"][name][other][metric]["significant"] == expected["significant"]
 
 
@@ -191,7 +236,9 @@ def test_replicates_are_averaged_tested_per_user_and_judged(tmp_path: Path) -> N
     runs: dict = {name: {} for name in plan}
     for name, by_seed in plan.items():
         for seed, (strategy, shuffle) in by_seed.items():
-            metrics[name][seed], runs[name][seed] = evaluate_system(candidates, split, settings, strategy, shuffle, name)
+            metrics[name][seed], runs[name][seed] = evaluate_system(
+                candidates, split, settings, strategy, shuffle, name
+            )
     outputs = {key: tmp_path / f"{key}.out" for key in ("table", "latex", "plot", "summary")}
     qrels = relevant_qrels(held_out_judgements(candidates))
     summary = write_comparison("mini", metrics, runs, qrels, settings, outputs, kinds=kinds)
@@ -201,23 +248,32 @@ def test_replicates_are_averaged_tested_per_user_and_judged(tmp_path: Path) -> N
         values = [m["standard"]["ndcg@3"] for m in by_seed.values()]
         assert summary["metrics"][name]["standard"]["ndcg@3"] == pytest.approx(np.mean(values))
         expected_sd = np.std(values, ddof=1) if len(values) > 1 else None
-        assert summary["sd"][name]["standard"]["ndcg@3"] == (pytest.approx(expected_sd) if expected_sd is not None else None)
+        assert summary["sd"][name]["standard"]["ndcg@3"] == (
+            pytest.approx(expected_sd) if expected_sd is not None else None
+        )
         assert summary["seeds"][name] == list(by_seed)
         for seed, values_of_seed in by_seed.items():
             assert summary["replicates"][name][str(seed)]["standard"] == pytest.approx(values_of_seed["standard"])
     assert summary["metrics"]["graph"]["parsing"]["appended_per_user"] == pytest.approx(1.5)  # (0 + 3) / 2
-    assert summary["metrics"]["popularity"] == json.loads(json.dumps(metrics["popularity"][None]))  # one replicate: as it is
+    assert summary["metrics"]["popularity"] == json.loads(
+        json.dumps(metrics["popularity"][None])
+    )  # one replicate: as it is
     assert isinstance(summary["metrics"]["popularity"]["users"]["evaluated"], int)
 
     # the paired test: per-user metric averaged over seeds, then a paired t-test
     def per_user(name: str) -> np.ndarray:
-        arrays = [ranx.evaluate(dict(qrels), {u: run[u] for u in qrels}, ["ndcg@3", "mrr"], return_mean=False)["ndcg@3"] for run in runs[name].values()]
+        arrays = [
+            ranx.evaluate(dict(qrels), {u: run[u] for u in qrels}, ["ndcg@3", "mrr"], return_mean=False)["ndcg@3"]
+            for run in runs[name].values()
+        ]
         return np.mean(arrays, axis=0)
 
     graph, no_kn = per_user("graph"), per_user("no_kn")
     comparison = summary["ranx"]
     assert comparison["means"]["graph"]["ndcg@3"] == pytest.approx(graph.mean())
-    assert comparison["comparisons"]["graph"]["no_kn"]["ndcg@3"]["p_value"] == pytest.approx(stats.ttest_rel(graph, no_kn).pvalue)
+    assert comparison["comparisons"]["graph"]["no_kn"]["ndcg@3"]["p_value"] == pytest.approx(
+        stats.ttest_rel(graph, no_kn).pvalue
+    )
     assert comparison["seeds"]["popularity"] == [None]
 
     # the verdict: graph and the best baseline (random beats popularity's inverse order)
@@ -226,7 +282,10 @@ def test_replicates_are_averaged_tested_per_user_and_judged(tmp_path: Path) -> N
     row = verdict["graph", "no_kn"]
     assert row["difference"] == pytest.approx(np.mean(graph - no_kn))
     half = stats.t.ppf(0.975, len(graph) - 1) * np.std(graph - no_kn, ddof=1) / np.sqrt(len(graph))
-    assert (row["low"], row["high"]) == (pytest.approx(row["difference"] - half), pytest.approx(row["difference"] + half))
+    assert (row["low"], row["high"]) == (
+        pytest.approx(row["difference"] - half),
+        pytest.approx(row["difference"] + half),
+    )
     assert row["word"] == ("better" if row["low"] > 0 else "worse" if row["high"] < 0 else "no detectable difference")
     assert row["word"] == "better"  # an oracle seed and a random seed beat two random seeds
     assert row["system_sd"] == pytest.approx(summary["sd"]["graph"]["standard"]["ndcg@3"])
@@ -267,14 +326,27 @@ def test_one_split_per_seed_pools_split_user_pairs(tmp_path: Path) -> None:
     assert summary["users"] == len(split_qrels[22]) + len(split_qrels[23])
     assert summary["test_unit"] == "(split, test user) pair"
     assert len(scores["graph"]["ndcg@3"]) == summary["users"]
-    assert summary["comparisons"]["graph"]["no_kn"]["ndcg@3"]["p_value"] == pytest.approx(stats.ttest_rel(scores["graph"]["ndcg@3"], scores["no_kn"]["ndcg@3"]).pvalue)
+    assert summary["comparisons"]["graph"]["no_kn"]["ndcg@3"]["p_value"] == pytest.approx(
+        stats.ttest_rel(scores["graph"]["ndcg@3"], scores["no_kn"]["ndcg@3"]).pvalue
+    )
     outputs = {key: tmp_path / f"{key}.out" for key in ("table", "latex", "plot", "summary")}
-    written = write_comparison("mini", metrics, runs, split_qrels[22], settings, outputs, kinds={"no_kn": "ablation", "graph": "ablation"}, split_qrels=split_qrels)
+    written = write_comparison(
+        "mini",
+        metrics,
+        runs,
+        split_qrels[22],
+        settings,
+        outputs,
+        kinds={"no_kn": "ablation", "graph": "ablation"},
+        split_qrels=split_qrels,
+    )
     assert [row["word"] for row in written["verdict"]] == ["better"]
     assert written["verdict"][0]["users"] == summary["users"]
     assert "(split, test user) pair" in outputs["table"].read_text()
     with pytest.raises(ValueError, match="every system needs"):
-        compare_runs({"no_kn": runs["no_kn"], "graph": {22: runs["graph"][22]}}, split_qrels[22], settings, split_qrels)
+        compare_runs(
+            {"no_kn": runs["no_kn"], "graph": {22: runs["graph"][22]}}, split_qrels[22], settings, split_qrels
+        )
 
 
 @pytest.mark.slow
@@ -298,19 +370,42 @@ def test_compare_rule_gathers_every_split_replicate(tmp_path: Path) -> None:
                 (tmp_path / f"results/{variant}" / path).parent.mkdir(parents=True, exist_ok=True)
                 (tmp_path / f"results/{variant}" / path).write_text(json.dumps(payload))
     config = {
-        "run": {"datasets": ["mini"], "ablations": ["no_kn", "graph"], "seeds": [22, 23], "resplit": True, "zero_shot": [], "baselines": False},
+        "run": {
+            "datasets": ["mini"],
+            "ablations": ["no_kn", "graph"],
+            "seeds": [22, 23],
+            "resplit": True,
+            "zero_shot": [],
+            "baselines": False,
+        },
         "ablations": {"no_kn": [], "graph": ["graph"]},
         "datasets": {"mini": {"knowledge": {"graph": {"source": "attributes"}}}},
         "baselines": {"names": ["random"]},
-        "metrics": {"cutoffs": [1, 3], "definitions": ["standard", "clayrs"], "significance": {"test": "student", "max_p": 0.05}},
+        "metrics": {
+            "cutoffs": [1, 3],
+            "definitions": ["standard", "clayrs"],
+            "significance": {"test": "student", "max_p": 0.05},
+        },
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     snakefile = tmp_path / "Snakefile"
     snakefile.write_text("".join(f'include: "{REPO / "rules" / name}"\n' for name in ("common.smk", "compare.smk")))
-    api_run(tmp_path, ["results/mini/compare/compare.json"], "local", [tmp_path / "config.yaml"], snakefile=snakefile, quiet=True)
+    api_run(
+        tmp_path,
+        ["results/mini/compare/compare.json"],
+        "local",
+        [tmp_path / "config.yaml"],
+        snakefile=snakefile,
+        quiet=True,
+    )
     summary = json.loads((tmp_path / "results/mini/compare/compare.json").read_text())
     assert summary["seeds"] == {"no_kn": [22, 23], "graph": [22, 23]}
     assert summary["ranx"]["users"] == 40 and summary["ranx"]["test_unit"] == "(split, test user) pair"
-    per_seed = [json.loads((tmp_path / f"results/{v}/metrics/graph.json").read_text())["standard"]["ndcg@3"] for v in ("mini", "mini.seed23")]
+    per_seed = [
+        json.loads((tmp_path / f"results/{v}/metrics/graph.json").read_text())["standard"]["ndcg@3"]
+        for v in ("mini", "mini.seed23")
+    ]
     assert summary["metrics"]["graph"]["standard"]["ndcg@3"] == pytest.approx(np.mean(per_seed))
-    assert [(row["system"], row["comparator"], row["word"]) for row in summary["verdict"]] == [("graph", "no_kn", "better")]
+    assert [(row["system"], row["comparator"], row["word"]) for row in summary["verdict"]] == [
+        ("graph", "no_kn", "better")
+    ]

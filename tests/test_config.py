@@ -36,13 +36,29 @@ def with_change(config: dict, path: str, value: object) -> dict:
 @pytest.mark.parametrize(
     "path,value,message",
     [
-        ("datasets.ml1m.split.test_fraction", 1.5, r"datasets\.ml1m\.split\.test_fraction: 1\.5 is greater than or equal to the maximum of 1"),
-        ("datasets.ml1m.split.method", "random", r"datasets\.ml1m\.split\.method: 'random' is not one of \['original', 'seeded'\]"),
-        ("datasets.ml1m.split.unknown_key", 1, r"datasets\.ml1m\.split: Additional properties are not allowed \('unknown_key' was unexpected\)"),
+        (
+            "datasets.ml1m.split.test_fraction",
+            1.5,
+            r"datasets\.ml1m\.split\.test_fraction: 1\.5 is greater than or equal to the maximum of 1",
+        ),
+        (
+            "datasets.ml1m.split.method",
+            "random",
+            r"datasets\.ml1m\.split\.method: 'random' is not one of \['original', 'seeded'\]",
+        ),
+        (
+            "datasets.ml1m.split.unknown_key",
+            1,
+            r"datasets\.ml1m\.split: Additional properties are not allowed \('unknown_key' was unexpected\)",
+        ),
         ("datasets.ml1m.like_if", "=> 4", r"datasets\.ml1m\.like_if: '=> 4' does not match"),
         ("datasets.ml1m.format", "csv", r"datasets\.ml1m\.format: 'csv' is not one of"),
         ("datasets.ml1m.max_users", "many", r"datasets\.ml1m\.max_users: 'many' is not of type 'integer', 'null'"),
-        ("datasets.ml1m.knowledge.collab.min_support", 0, r"datasets\.ml1m\.knowledge\.collab\.min_support: 0 is less than or equal to the minimum of 0"),
+        (
+            "datasets.ml1m.knowledge.collab.min_support",
+            0,
+            r"datasets\.ml1m\.knowledge\.collab\.min_support: 0 is less than or equal to the minimum of 0",
+        ),
         ("datasets.ml1m.files.ratings.sha256", "abc", r"datasets\.ml1m\.files\.ratings\.sha256: 'abc' does not match"),
         ("datasets.ml1m.domain", KeyError, r"datasets\.ml1m: 'domain' is a required property"),
         ("ablations.no_kn", ["pictures"], r"ablations\.no_kn\.0: 'pictures' is not one of"),
@@ -54,7 +70,11 @@ def with_change(config: dict, path: str, value: object) -> dict:
         ("metrics.cutoffs", [0, 5], r"metrics\.cutoffs\.0: 0 is less than the minimum of 1"),
         ("metrics.significance.test", "wilcoxon", r"metrics\.significance\.test: 'wilcoxon' is not one of"),
         ("run.zero_shot", ["beam"], r"run\.zero_shot\.0: 'beam' is not one of \['score', 'generate'\]"),
-        ("ablations.zero_shot_mine", [], r"ablations\.zero_shot_mine: the name is taken by a zero-shot system or a baseline"),
+        (
+            "ablations.zero_shot_mine",
+            [],
+            r"ablations\.zero_shot_mine: the name is taken by a zero-shot system or a baseline",
+        ),
         ("ablations.ease", ["graph"], r"ablations\.ease: the name is taken"),
         ("surprise", True, r"\(top level\): Additional properties are not allowed \('surprise' was unexpected\)"),
     ],
@@ -105,7 +125,11 @@ def test_yaml_merge_keys_may_override(tmp_path):
 
 @pytest.mark.parametrize(
     "text,where",
-    [("run:\n  datasets: [ml1m\n  ablations: [no_kn]\n", ":3:"), ("run:\n\tdatasets: [a]\n", ":2:1:"), ("a: 1\n b: 2\n", ":2:")],
+    [
+        ("run:\n  datasets: [ml1m\n  ablations: [no_kn]\n", ":3:"),
+        ("run:\n\tdatasets: [a]\n", ":2:1:"),
+        ("a: 1\n b: 2\n", ":2:"),
+    ],
 )
 def test_a_yaml_syntax_error_names_file_and_line(tmp_path, text, where):
     path = tmp_path / "config.yaml"
@@ -130,12 +154,20 @@ def test_the_workflow_stops_on_a_duplicate_key_in_a_config_file(tmp_path):
 @pytest.mark.parametrize("revision", ["main", "v1.0", "1460c22", "1460C22666392E470910CE3D44FFEB2AB7DBD4DF"])
 def test_a_hub_revision_that_is_not_a_commit_is_refused(shipped_config, revision):
     changed = with_change(shipped_config, "models.llama3_8b.revision", revision)
-    with pytest.raises(ConfigError, match=rf"models\.llama3_8b\.revision: '{revision}' is not a 40-character commit hash.*allow_unpinned_revisions: true"):
+    with pytest.raises(
+        ConfigError,
+        match=(
+            rf"models\.llama3_8b\.revision: '{revision}' is not a 40-character commit "
+            rf"hash.*allow_unpinned_revisions: true"
+        ),
+    ):
         check_config(changed, SCHEMA)
 
 
 def test_the_documented_override_accepts_a_branch_with_a_warning(shipped_config, caplog):
-    changed = with_change(with_change(shipped_config, "models.llama3_8b.revision", "main"), "allow_unpinned_revisions", True)
+    changed = with_change(
+        with_change(shipped_config, "models.llama3_8b.revision", "main"), "allow_unpinned_revisions", True
+    )
     check_config(changed, SCHEMA)
     assert "models.llama3_8b.revision: 'main' is not a 40-character commit hash" in caplog.text
 
@@ -145,12 +177,20 @@ def test_the_documented_override_accepts_a_branch_with_a_warning(shipped_config,
 
 def test_ablations_no_dataset_can_run_are_an_error(shipped_config):
     changed = with_change(shipped_config, "run.ablations", ["text", "graph_text"])
-    with pytest.raises(ConfigError, match=r"run\.ablations: none of \['text', 'graph_text'\] can run on 'ml1m_mini', which provides \['collab', 'graph'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=(
+            r"run\.ablations: none of \['text', 'graph_text'\] can run on 'ml1m_mini', which provides "
+            r"\['collab', 'graph'\]"
+        ),
+    ):
         check_config(changed, SCHEMA)
 
 
 def test_a_dataset_that_can_run_none_of_the_ablations_is_named(shipped_config):
-    changed = with_change(with_change(shipped_config, "run.ablations", ["text"]), "run.datasets", ["ml1m", "ml1m_mini"])
+    changed = with_change(
+        with_change(shipped_config, "run.ablations", ["text"]), "run.datasets", ["ml1m", "ml1m_mini"]
+    )
     with pytest.raises(ConfigError, match=r"can run on 'ml1m_mini'"):
         check_config(changed, SCHEMA)
     check_config(with_change(changed, "run.ablations", ["text", "no_kn"]), SCHEMA)  # no_kn runs anywhere

@@ -157,7 +157,9 @@ def test_local_path_and_package_resource(tmp_path):
 
 
 def test_spec_without_origin_names_the_key(tmp_path):
-    with pytest.raises(DownloadError, match=r"datasets\.bgg\.files\.ratings: give exactly one of url, path, package.*BoardGameGeek"):
+    with pytest.raises(
+        DownloadError, match=r"datasets\.bgg\.files\.ratings: give exactly one of url, path, package.*BoardGameGeek"
+    ):
         resolve_file({"path": None}, tmp_path, "datasets.bgg.files.ratings")
 
 
@@ -168,9 +170,13 @@ def test_a_changed_archive_never_reuses_a_stale_member(server, tmp_path):
     old = zip_bytes({"ml-1m/movies.dat": b"1::Old (1999)::Drama\n"})
     new = zip_bytes({"ml-1m/movies.dat": b"1::New (2000)::Drama\n"})
     server.routes["/v1/ml-1m.zip"], server.routes["/v2/ml-1m.zip"] = old, new
-    first = resolve_file({"url": f"{server.url}/v1/ml-1m.zip", "sha256": sha(old), "member": "ml-1m/movies.dat"}, tmp_path, "f", FAST)
+    first = resolve_file(
+        {"url": f"{server.url}/v1/ml-1m.zip", "sha256": sha(old), "member": "ml-1m/movies.dat"}, tmp_path, "f", FAST
+    )
     assert first.read_bytes() == b"1::Old (1999)::Drama\n"
-    second = resolve_file({"url": f"{server.url}/v2/ml-1m.zip", "sha256": sha(new), "member": "ml-1m/movies.dat"}, tmp_path, "f", FAST)
+    second = resolve_file(
+        {"url": f"{server.url}/v2/ml-1m.zip", "sha256": sha(new), "member": "ml-1m/movies.dat"}, tmp_path, "f", FAST
+    )
     assert second.read_bytes() == b"1::New (2000)::Drama\n"
     assert first.read_bytes() == b"1::Old (1999)::Drama\n"  # each version keeps its own copy
 
@@ -188,7 +194,10 @@ def test_roles_whose_urls_end_in_the_same_name_do_not_overwrite_each_other(serve
 def test_members_of_the_same_name_from_two_archives_stay_apart(server, tmp_path):
     first, second = zip_bytes({"a/data.dat": b"first\n"}), zip_bytes({"b/data.dat": b"second\n"})
     server.routes["/one.zip"], server.routes["/two.zip"] = first, second
-    files = {"ratings": {"url": f"{server.url}/one.zip", "member": "a/data.dat"}, "items": {"url": f"{server.url}/two.zip", "member": "b/data.dat"}}
+    files = {
+        "ratings": {"url": f"{server.url}/one.zip", "member": "a/data.dat"},
+        "items": {"url": f"{server.url}/two.zip", "member": "b/data.dat"},
+    }
     manifest = fetch_dataset("x", files, tmp_path, FAST)
     assert [Path(manifest[r]["path"]).read_bytes() for r in ("ratings", "items")] == [b"first\n", b"second\n"]
 
@@ -203,7 +212,13 @@ def test_a_truncated_download_without_sha256_is_retried_not_cached(server, tmp_p
 def test_a_download_that_is_always_truncated_fails_and_leaves_nothing(server, tmp_path):
     server.routes["/big.tsv"] = PAYLOAD * 100
     server.truncate["/big.tsv"] = 99
-    with pytest.raises(DownloadError, match=r"^f: could not download .*/big.tsv: truncated download \(600 of 1200 bytes\) \(the server keeps closing early: .*set a local 'path'\)$"):
+    with pytest.raises(
+        DownloadError,
+        match=(
+            r"^f: could not download .*/big.tsv: truncated download \(600 of 1200 bytes\) \(the server keeps "
+            r"closing early: .*set a local 'path'\)$"
+        ),
+    ):
         resolve_file({"url": f"{server.url}/big.tsv"}, tmp_path, "f", FAST)
     assert list(tmp_path.iterdir()) == []
 
@@ -239,7 +254,9 @@ def test_a_corrupt_cached_archive_is_fetched_again(server, tmp_path):
 
 def test_an_archive_corrupt_at_its_source_names_the_command_that_clears_the_cache(server, tmp_path):
     server.routes["/bad.zip"] = b"PK\x03\x04 not really a zip"
-    with pytest.raises(DownloadError, match=rf"^f: .*bad.zip is not a valid zip archive .*fetched twice.*rm -r {tmp_path}$") as error:
+    with pytest.raises(
+        DownloadError, match=rf"^f: .*bad.zip is not a valid zip archive .*fetched twice.*rm -r {tmp_path}$"
+    ) as error:
         resolve_file({"url": f"{server.url}/bad.zip", "member": "m.dat"}, tmp_path, "f", FAST)
     assert "\n" not in str(error.value) and server.requests["/bad.zip"] == 2
 
@@ -249,4 +266,6 @@ def test_old_versions_are_dropped_from_the_cache(server, tmp_path):
     fetch_dataset("x", {"ratings": {"url": f"{server.url}/v1.tsv"}}, tmp_path, FAST)
     manifest = fetch_dataset("x", {"ratings": {"url": f"{server.url}/v2.tsv"}}, tmp_path, FAST)
     assert not list(tmp_path.rglob("v1.tsv*"))
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == sorted(Path(manifest["ratings"]["path"]).parent.iterdir())
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == sorted(
+        Path(manifest["ratings"]["path"]).parent.iterdir()
+    )

@@ -20,13 +20,13 @@ from rekalm.evaluate import (
     clayrs_user_metrics,
     configure_numba_cache,
     evaluate_ranking,
+    held_out_judgements,
     item_popularity,
     parsing_summary,
     rankings_from_predictions,
     relevant_qrels,
     run_for_qrels,
     standard_metric_names,
-    held_out_judgements,
 )
 from rekalm.infer import run_from_predictions
 from rekalm.parse import PARSE_COUNT_COLUMNS
@@ -36,19 +36,29 @@ LOG2_3 = math.log2(3)
 # Test users u1, u2, u4 have liked held-out items; u3 has none; t1, t2 are train users.
 CANDIDATES = pd.DataFrame(
     [
-        ("u1", "test", "a", 1), ("u1", "test", "b", 0), ("u1", "test", "c", 1), ("u1", "test", "d", 0),
-        ("u2", "test", "x", 1), ("u2", "test", "y", 0),
-        ("u3", "test", "p", 0), ("u3", "test", "q", 0),
-        ("u4", "test", "m", 1), ("u4", "test", "n", 0),
-        ("t1", "train", "c", 1), ("t2", "train", "x", 0),
+        ("u1", "test", "a", 1),
+        ("u1", "test", "b", 0),
+        ("u1", "test", "c", 1),
+        ("u1", "test", "d", 0),
+        ("u2", "test", "x", 1),
+        ("u2", "test", "y", 0),
+        ("u3", "test", "p", 0),
+        ("u3", "test", "q", 0),
+        ("u4", "test", "m", 1),
+        ("u4", "test", "n", 0),
+        ("t1", "train", "c", 1),
+        ("t2", "train", "x", 0),
     ],
     columns=["user", "user_set", "item", "liked"],
-)  # fmt: skip
+)
 CANDIDATES["position"] = CANDIDATES.groupby("user").cumcount().astype("int32")
 
 # (user, item, source) in rank order; counts = what parsing reported for the user.
 RANKED = {
-    "u1": ([("b", "model"), ("a", "model"), ("c", "appended"), ("d", "appended")], {"n_generated": 3, "n_exact": 2, "n_hallucinated": 1, "n_appended": 2}),
+    "u1": (
+        [("b", "model"), ("a", "model"), ("c", "appended"), ("d", "appended")],
+        {"n_generated": 3, "n_exact": 2, "n_hallucinated": 1, "n_appended": 2},
+    ),
     "u2": ([("y", "model"), ("x", "model")], {"n_generated": 2, "n_exact": 1, "n_fuzzy": 1}),
     "u3": ([("q", "model"), ("p", "appended")], {"n_generated": 2, "n_exact": 1, "n_duplicates": 1, "n_appended": 1}),
     "u4": ([("n", "model"), ("m", "appended")], {"n_generated": 1, "n_exact": 1, "n_appended": 1}),
@@ -56,15 +66,23 @@ RANKED = {
 
 SPLIT = pd.DataFrame(
     [
-        ("t1", "train", "a", 1, "history"), ("t1", "train", "b", 0, "history"), ("t1", "train", "c", 1, "held_out"),
-        ("t2", "train", "a", 1, "history"), ("t2", "train", "x", 0, "held_out"),
-        ("u1", "test", "a", 1, "history"), ("u1", "test", "y", 0, "history"),
+        ("t1", "train", "a", 1, "history"),
+        ("t1", "train", "b", 0, "history"),
+        ("t1", "train", "c", 1, "held_out"),
+        ("t2", "train", "a", 1, "history"),
+        ("t2", "train", "x", 0, "held_out"),
+        ("u1", "test", "a", 1, "history"),
+        ("u1", "test", "y", 0, "history"),
         # test users' held-out rows are what is evaluated: never counted as popularity
-        ("u1", "test", "a", 1, "held_out"), ("u1", "test", "b", 0, "held_out"), ("u1", "test", "c", 1, "held_out"), ("u1", "test", "d", 0, "held_out"),
-        ("u2", "test", "x", 1, "held_out"), ("u2", "test", "y", 0, "held_out"),
+        ("u1", "test", "a", 1, "held_out"),
+        ("u1", "test", "b", 0, "held_out"),
+        ("u1", "test", "c", 1, "held_out"),
+        ("u1", "test", "d", 0, "held_out"),
+        ("u2", "test", "x", 1, "held_out"),
+        ("u2", "test", "y", 0, "held_out"),
     ],
     columns=["user", "user_set", "item", "liked", "side"],
-)  # fmt: skip
+)
 SPLIT["row"] = np.arange(len(SPLIT), dtype="int64")
 
 
@@ -190,9 +208,16 @@ def test_parsing_summary_counts_users_once() -> None:
 
 
 def test_metric_settings_validation() -> None:
-    settings = MetricSettings.from_config({"cutoffs": [10, 1, 5, 3], "definitions": ["standard"], "significance": {"test": "fisher", "max_p": 0.01}})
+    settings = MetricSettings.from_config(
+        {"cutoffs": [10, 1, 5, 3], "definitions": ["standard"], "significance": {"test": "fisher", "max_p": 0.01}}
+    )
     assert settings.cutoffs == (1, 3, 5, 10) and settings.stat_test == "fisher"
-    for bad in ({"cutoffs": [0]}, {"definitions": ["trec"]}, {"significance": {"test": "anova"}}, {"significance": {"max_p": 2}}):
+    for bad in (
+        {"cutoffs": [0]},
+        {"definitions": ["trec"]},
+        {"significance": {"test": "anova"}},
+        {"significance": {"max_p": 2}},
+    ):
         with pytest.raises(ValueError, match="metrics"):
             MetricSettings.from_config(bad)
     assert "ndcg@10" in standard_metric_names([10]) and "ndcg" in standard_metric_names([10])
@@ -244,12 +269,20 @@ def test_evaluate_rejects_users_outside_the_test_set() -> None:
     predictions = make_predictions()
     predictions.loc[predictions["user"] == "u1", "user"] = "stranger"
     with pytest.raises(ValueError, match="not test users"):
-        evaluate_ranking(predictions, run_from_predictions(predictions), CANDIDATES, SPLIT, MetricSettings(definitions=("clayrs",)))
+        evaluate_ranking(
+            predictions, run_from_predictions(predictions), CANDIDATES, SPLIT, MetricSettings(definitions=("clayrs",))
+        )
 
 
 def test_users_without_a_prompt_are_counted_not_evaluated() -> None:
     predictions = make_predictions()
     predictions = predictions[predictions["user"] != "u2"]
-    metrics = evaluate_ranking(predictions, run_from_predictions(predictions), CANDIDATES, SPLIT, MetricSettings(cutoffs=(3,), definitions=("clayrs",)))
+    metrics = evaluate_ranking(
+        predictions,
+        run_from_predictions(predictions),
+        CANDIDATES,
+        SPLIT,
+        MetricSettings(cutoffs=(3,), definitions=("clayrs",)),
+    )
     assert metrics["users"] == {"ranked": 3, "evaluated": 2, "without_relevant": 1, "not_ranked": 1}
     assert metrics["clayrs"]["recall@3"] == pytest.approx((1 / 2 + 0) / 2)  # u1 and u4 only

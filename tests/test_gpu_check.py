@@ -16,14 +16,39 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_gpu_check_smoke_runs_every_part_and_its_checks_pass(tmp_path, smollm2_tokenizer_dir):
     out = tmp_path / "gpu_check.json"
-    command = [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--smoke", "--tokenizer", str(smollm2_tokenizer_dir), "--out", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        str(REPO / "benchmarks" / "gpu_check.py"),
+        "--smoke",
+        "--tokenizer",
+        str(smollm2_tokenizer_dir),
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads(out.read_text())
     parts = {r["part"]: r for r in report["results"]}
-    assert list(parts) == ["train:plain:off", "train:plain:on", "train:rekalm:on", "train:rekalm:off", "rank:score", "rank:generate", "rank:pipeline", "packed", "long_prompt"]
-    assert all(parts[f"train:{v}"]["tokens_per_second"] > 0 for v in ("plain:off", "plain:on", "rekalm:on", "rekalm:off"))
-    assert parts["train:plain:on"]["activation_checkpointing"] and not parts["train:plain:off"]["activation_checkpointing"]
+    assert list(parts) == [
+        "train:plain:off",
+        "train:plain:on",
+        "train:rekalm:on",
+        "train:rekalm:off",
+        "rank:score",
+        "rank:generate",
+        "rank:pipeline",
+        "packed",
+        "long_prompt",
+    ]
+    assert all(
+        parts[f"train:{v}"]["tokens_per_second"] > 0 for v in ("plain:off", "plain:on", "rekalm:on", "rekalm:off")
+    )
+    assert (
+        parts["train:plain:on"]["activation_checkpointing"]
+        and not parts["train:plain:off"]["activation_checkpointing"]
+    )
     assert parts["train:rekalm:on"]["packing"] and not parts["train:plain:on"]["packing"]
     assert all(parts[f"rank:{engine}"]["candidates_per_s"] > 0 for engine in ("score", "generate", "pipeline"))
     assert parts["packed"]["passed"] and parts["packed"]["attention"] == "sdpa"

@@ -19,7 +19,12 @@ def test_a_gpu_job_without_cuda_stops_with_one_line_naming_what_was_expected():
         resolve_device("auto", gpus=1, where=where)
     message = str(raised.value)
     assert "\n" not in message and message.startswith(where)
-    for fact in ("resources.gpu = 1", f"torch {torch.__version__}", f"CUDA {torch.version.cuda}", "torch.cuda.is_available() = False"):
+    for fact in (
+        "resources.gpu = 1",
+        f"torch {torch.__version__}",
+        f"CUDA {torch.version.cuda}",
+        "torch.cuda.is_available() = False",
+    ):
         assert fact in message, fact
     with pytest.raises(DeviceUnavailableError, match="expected device cuda:1"):
         resolve_device("cuda:1", where="infer")
@@ -60,7 +65,9 @@ def test_dtype_auto_is_bf16_only_on_capable_cuda_or_the_saved_dtype(tiny_llama_d
     assert resolve_dtype("auto", cpu) == torch.float32
     assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
     assert resolve_dtype("auto", cpu, saved_in=tiny_llama_dir) == torch.float32
-    with pytest.raises(ValueError, match=r"merge.dtype: expected one of \['auto', 'float32', 'bfloat16', 'float16'\], got 'float8'"):
+    with pytest.raises(
+        ValueError, match=r"merge.dtype: expected one of \['auto', 'float32', 'bfloat16', 'float16'\], got 'float8'"
+    ):
         resolve_dtype("float8", cpu, where="merge.dtype")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
@@ -76,7 +83,9 @@ def test_attention_follows_what_each_model_class_supports(monkeypatch):
     with pytest.raises(ValueError, match=r"Gemma2ForCausalLM does not support 'sdpa'; use auto or one of \["):
         choose_attention(Gemma2ForCausalLM, "sdpa", cpu, torch.float32)
     assert choose_attention(None, "auto", cpu, torch.float32) is None  # remote code: transformers decides
-    monkeypatch.setattr(hf, "flash_attention_2_usable", lambda device, dtype: device.type == "cuda" and dtype == torch.bfloat16)
+    monkeypatch.setattr(
+        hf, "flash_attention_2_usable", lambda device, dtype: device.type == "cuda" and dtype == torch.bfloat16
+    )
     assert choose_attention(LlamaForCausalLM, "auto", cuda, torch.bfloat16) == "flash_attention_2"
     assert choose_attention(Gemma2ForCausalLM, "auto", cuda, torch.bfloat16) == "flash_attention_2"
     assert choose_attention(LlamaForCausalLM, "auto", cuda, torch.float32) == "sdpa"
@@ -100,7 +109,19 @@ def test_a_gpu_inference_job_without_cuda_stops_before_any_work(tmp_path, tiny_l
     from rekalm.infer import InferenceSettings, run_inference
 
     test = tmp_path / "test.jsonl"
-    test.write_text('{"user": "u1", "prompt": "p", "answer_prefix": "a", "candidates": [{"item": "i1", "name": "n1"}]}\n')
-    with pytest.raises(DeviceUnavailableError, match=r"^rule infer \(x/no_kn\): expected a CUDA device \(the job asked for resources.gpu = 1\)"):
-        run_inference(test, tiny_llama_dir, InferenceSettings(device="auto"), tmp_path / "chunks", gpus=1, where="rule infer (x/no_kn)")
+    test.write_text(
+        '{"user": "u1", "prompt": "p", "answer_prefix": "a", "candidates": [{"item": "i1", "name": "n1"}]}\n'
+    )
+    with pytest.raises(
+        DeviceUnavailableError,
+        match=r"^rule infer \(x/no_kn\): expected a CUDA device \(the job asked for resources.gpu = 1\)",
+    ):
+        run_inference(
+            test,
+            tiny_llama_dir,
+            InferenceSettings(device="auto"),
+            tmp_path / "chunks",
+            gpus=1,
+            where="rule infer (x/no_kn)",
+        )
     assert not (tmp_path / "chunks").exists()  # nothing started, nothing to resume

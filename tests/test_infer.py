@@ -27,12 +27,24 @@ from rekalm.io import write_jsonl
 from rekalm.parse import PARSE_COUNT_COLUMNS
 
 ANSWER_PREFIX = "Here a list:\n1. "
-NAMES = ["Matrix, The (1999)", "Toy Story (1995)", "Amélie (2001)", "Heat (1995)", "Star Wars: Episode IV - A New Hope (1977)", "M"]
+NAMES = [
+    "Matrix, The (1999)",
+    "Toy Story (1995)",
+    "Amélie (2001)",
+    "Heat (1995)",
+    "Star Wars: Episode IV - A New Hope (1977)",
+    "M",
+]
 
 
 def render(tokenizer, liked: list[str], candidates: list[str]) -> str:
-    user = "I like the following items:\n" + "\n".join(liked) + "\n\nRank the following items:\n" + "\n".join(candidates)
-    messages = [{"role": "system", "content": "You're operating as a movie recommendation system."}, {"role": "user", "content": user}]
+    user = (
+        "I like the following items:\n" + "\n".join(liked) + "\n\nRank the following items:\n" + "\n".join(candidates)
+    )
+    messages = [
+        {"role": "system", "content": "You're operating as a movie recommendation system."},
+        {"role": "user", "content": user},
+    ]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
@@ -41,7 +53,14 @@ def write_test_set(path: Path, tokenizer, n_users: int = 5) -> list[dict]:
     for index in range(n_users):
         names = NAMES[index % 3 : index % 3 + 3 + index % 2]  # 3 or 4 candidates, varying lengths
         candidates = [{"item": f"i{NAMES.index(name)}", "name": name} for name in names]
-        rows.append({"user": f"u{index}", "prompt": render(tokenizer, ["Heat (1995)"], names), "answer_prefix": ANSWER_PREFIX, "candidates": candidates})
+        rows.append(
+            {
+                "user": f"u{index}",
+                "prompt": render(tokenizer, ["Heat (1995)"], names),
+                "answer_prefix": ANSWER_PREFIX,
+                "candidates": candidates,
+            }
+        )
     write_jsonl(rows, path)
     return rows
 
@@ -69,9 +88,18 @@ def brute_force_scores(model, tokenizer, context: str, names: list[str]) -> np.n
 
 
 def test_settings_from_presets() -> None:
-    settings = InferenceSettings.from_config({"mode": "generate", "batch_size": 4, "resources": {"gpu": 1, "mem_mb": 1000, "runtime": 60}})
+    settings = InferenceSettings.from_config(
+        {"mode": "generate", "batch_size": 4, "resources": {"gpu": 1, "mem_mb": 1000, "runtime": 60}}
+    )
     assert settings.mode == "generate" and settings.batch_size == 4 and settings.load == "merged"
-    for bad in ({"mode": "beam"}, {"load": "lora"}, {"dtype": "int4"}, {"batch_size": 0}, {"fuzzy_threshold": 101}, {"max_new_tokens": 0}):
+    for bad in (
+        {"mode": "beam"},
+        {"load": "lora"},
+        {"dtype": "int4"},
+        {"batch_size": 0},
+        {"fuzzy_threshold": 101},
+        {"max_new_tokens": 0},
+    ):
         with pytest.raises(ValueError, match="inference"):
             InferenceSettings.from_config(bad)
     with pytest.raises(ValueError, match="unknown key"):
@@ -84,7 +112,15 @@ def test_settings_from_presets() -> None:
         ({"prompt": "p", "answer_prefix": "a", "candidates": []}, "'user'"),
         ({"user": "u", "prompt": 3, "answer_prefix": "a", "candidates": []}, "'prompt'"),
         ({"user": "u", "prompt": "p", "answer_prefix": "a", "candidates": [{"item": "x"}]}, "candidate"),
-        ({"user": "u", "prompt": "p", "answer_prefix": "a", "candidates": [{"item": "x", "name": "X"}, {"item": "x", "name": "Y"}]}, "twice"),
+        (
+            {
+                "user": "u",
+                "prompt": "p",
+                "answer_prefix": "a",
+                "candidates": [{"item": "x", "name": "X"}, {"item": "x", "name": "Y"}],
+            },
+            "twice",
+        ),
     ],
 )
 def test_bad_test_rows_name_file_and_field(tmp_path: Path, row: dict, message: str) -> None:
@@ -130,7 +166,11 @@ def test_packed_scoring_with_eager_attention(tiny_llama_dir: Path) -> None:
     eager = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="eager").eval()
     context = render(tokenizer, [], NAMES) + ANSWER_PREFIX
     assert infer._packing_supported(eager)  # the additive-mask path
-    np.testing.assert_allclose(score_candidates(eager, tokenizer, context, NAMES, 4, device), brute_force_scores(eager, tokenizer, context, NAMES), atol=1e-4)
+    np.testing.assert_allclose(
+        score_candidates(eager, tokenizer, context, NAMES, 4, device),
+        brute_force_scores(eager, tokenizer, context, NAMES),
+        atol=1e-4,
+    )
 
 
 def test_scores_do_not_depend_on_candidate_order(tiny) -> None:
@@ -158,21 +198,40 @@ def test_generation_budget_grows_with_the_candidate_list(tiny) -> None:
 def test_left_padded_batches_generate_what_single_prompts_do(tiny) -> None:
     model, tokenizer, device = tiny
     prompts = [
-        UserPrompt(f"u{i}", render(tokenizer, ["Heat (1995)"] * (i + 1), NAMES[: i + 2]), ANSWER_PREFIX, tuple(f"i{j}" for j in range(i + 2)), tuple(NAMES[: i + 2]))
+        UserPrompt(
+            f"u{i}",
+            render(tokenizer, ["Heat (1995)"] * (i + 1), NAMES[: i + 2]),
+            ANSWER_PREFIX,
+            tuple(f"i{j}" for j in range(i + 2)),
+            tuple(NAMES[: i + 2]),
+        )
         for i in range(3)
     ]
+
     def answers(batch_size: int) -> list[str]:
         settings = InferenceSettings(mode="generate", max_new_tokens=6, batch_size=batch_size)
         return infer.generate_answers(model, tokenizer, device, prompts, settings, lambda n: None)[0]
 
     batched, single = answers(3), answers(1)
     assert batched == single
-    assert all(answer.startswith(ANSWER_PREFIX.rstrip()) for answer in batched)  # the prefix's tokens every trained answer has
+    assert all(
+        answer.startswith(ANSWER_PREFIX.rstrip()) for answer in batched
+    )  # the prefix's tokens every trained answer has
 
 
 def test_generations_become_complete_flagged_lists() -> None:
-    prompts = [UserPrompt("u1", "p", ANSWER_PREFIX, ("a", "b", "c"), ("Toy Story", "Heat", "Amélie")), UserPrompt("u2", "p", ANSWER_PREFIX, ("x",), ("Heat",))]
-    raw = pd.DataFrame({"user": ["u2", "u1"], "text": ["¯\\_(ツ)_/¯", "Here a list:\n1. Amelie\n2. Amelie\n3. Jaws"], "n_budget_cut": [0, 0], "n_context_cut": [0, 0]})
+    prompts = [
+        UserPrompt("u1", "p", ANSWER_PREFIX, ("a", "b", "c"), ("Toy Story", "Heat", "Amélie")),
+        UserPrompt("u2", "p", ANSWER_PREFIX, ("x",), ("Heat",)),
+    ]
+    raw = pd.DataFrame(
+        {
+            "user": ["u2", "u1"],
+            "text": ["¯\\_(ツ)_/¯", "Here a list:\n1. Amelie\n2. Amelie\n3. Jaws"],
+            "n_budget_cut": [0, 0],
+            "n_context_cut": [0, 0],
+        }
+    )
     predictions = predictions_from_generations(prompts, raw, threshold=85)
     u1 = predictions[predictions["user"] == "u1"]
     assert u1["item"].tolist() == ["c", "a", "b"] and u1["source"].tolist() == ["model", "appended", "appended"]
@@ -196,7 +255,9 @@ def test_adapter_and_merged_model_rank_alike(tiny_llama_dir: Path, tmp_path: Pat
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
     # init_lora_weights=False: a non-zero update, so the adapter really changes the scores
-    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    peft_model = get_peft_model(
+        base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    )
     peft_model.save_pretrained(tmp_path / "adapter")
     merged = peft_model.merge_and_unload()
     merged.save_pretrained(tmp_path / "merged")
@@ -204,7 +265,11 @@ def test_adapter_and_merged_model_rank_alike(tiny_llama_dir: Path, tmp_path: Pat
 
     context = None
     results = {}
-    for name, (model_dir, adapter_dir) in {"base": (tiny_llama_dir, None), "adapter": (tiny_llama_dir, tmp_path / "adapter"), "merged": (tmp_path / "merged", None)}.items():
+    for name, (model_dir, adapter_dir) in {
+        "base": (tiny_llama_dir, None),
+        "adapter": (tiny_llama_dir, tmp_path / "adapter"),
+        "merged": (tmp_path / "merged", None),
+    }.items():
         model, tokenizer, device = load_model(model_dir, adapter_dir, dtype="float32", device="cpu")
         context = context or render(tokenizer, ["Heat (1995)"], NAMES) + ANSWER_PREFIX
         results[name] = score_candidates(model, tokenizer, context, NAMES, 4, device)
@@ -220,9 +285,20 @@ def test_run_inference_score_mode_outputs(tiny_llama_dir: Path, tiny, tmp_path: 
     rows = write_test_set(tmp_path / "test.jsonl", tokenizer)
     settings = InferenceSettings(mode="score", chunk_size=2, batch_size=3, dtype="float32", device="cpu")
     predictions, run = run_inference(tmp_path / "test.jsonl", tiny_llama_dir, settings, tmp_path / "chunks", threads=1)
-    assert list(predictions.columns) == ["user", "item", "rank", "score", "source", *PARSE_COUNT_COLUMNS, "n_context_cut", "n_budget_cut"]
+    assert list(predictions.columns) == [
+        "user",
+        "item",
+        "rank",
+        "score",
+        "source",
+        *PARSE_COUNT_COLUMNS,
+        "n_context_cut",
+        "n_budget_cut",
+    ]
     assert predictions["rank"].dtype == np.int32 and predictions["score"].dtype == np.float64
-    assert sorted((tmp_path / "chunks").glob("chunk-*.parquet")) == [tmp_path / "chunks" / f"chunk-{i:05d}.parquet" for i in range(3)]
+    assert sorted((tmp_path / "chunks").glob("chunk-*.parquet")) == [
+        tmp_path / "chunks" / f"chunk-{i:05d}.parquet" for i in range(3)
+    ]
     for row in rows:
         mine = predictions[predictions["user"] == row["user"]]
         assert sorted(mine["item"]) == sorted(c["item"] for c in row["candidates"])  # complete, no duplicates
@@ -235,7 +311,9 @@ def test_run_inference_score_mode_outputs(tiny_llama_dir: Path, tiny, tmp_path: 
     assert json.loads(json.dumps(run)) == run
 
 
-def test_killed_run_resumes_from_finished_chunks(tiny_llama_dir: Path, tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_killed_run_resumes_from_finished_chunks(
+    tiny_llama_dir: Path, tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, tokenizer, _ = tiny
     write_test_set(tmp_path / "test.jsonl", tokenizer)
     settings = InferenceSettings(mode="score", chunk_size=2, dtype="float32", device="cpu")
@@ -253,7 +331,10 @@ def test_killed_run_resumes_from_finished_chunks(tiny_llama_dir: Path, tiny, tmp
     monkeypatch.setattr(infer, "score_chunk", dies_on_second_chunk)
     with pytest.raises(KeyboardInterrupt):
         run_inference(tmp_path / "test.jsonl", tiny_llama_dir, settings, tmp_path / "chunks")
-    assert [p.name for p in sorted((tmp_path / "chunks").glob("chunk-*"))] == ["chunk-00000.parquet"]  # nothing half-written
+    assert [p.name for p in sorted((tmp_path / "chunks").glob("chunk-*"))] == [
+        "chunk-00000.parquet"
+    ]  # nothing half-written
+
     def counts_chunks(model, tokenizer, device, prompts, settings, advance):
         calls.append([p.user for p in prompts])
         return real_score_chunk(model, tokenizer, device, prompts, settings, advance)
@@ -266,12 +347,19 @@ def test_killed_run_resumes_from_finished_chunks(tiny_llama_dir: Path, tiny, tmp
 
     # other settings: the old chunks are not reused
     calls.clear()
-    run_inference(tmp_path / "test.jsonl", tiny_llama_dir, InferenceSettings(mode="score", chunk_size=5, dtype="float32", device="cpu"), tmp_path / "chunks")
+    run_inference(
+        tmp_path / "test.jsonl",
+        tiny_llama_dir,
+        InferenceSettings(mode="score", chunk_size=5, dtype="float32", device="cpu"),
+        tmp_path / "chunks",
+    )
     assert calls == [["u0", "u1", "u2", "u3", "u4"]]
     assert [p.name for p in sorted((tmp_path / "chunks").glob("chunk-*"))] == ["chunk-00000.parquet"]
 
 
-def test_finished_run_needs_no_model(tiny_llama_dir: Path, tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finished_run_needs_no_model(
+    tiny_llama_dir: Path, tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, tokenizer, _ = tiny
     write_test_set(tmp_path / "test.jsonl", tokenizer, n_users=2)
     settings = InferenceSettings(mode="score", dtype="float32", device="cpu")
@@ -285,10 +373,15 @@ def test_finished_run_needs_no_model(tiny_llama_dir: Path, tiny, tmp_path: Path,
 def test_run_inference_generate_mode(tiny_llama_dir: Path, tiny, tmp_path: Path) -> None:
     _, tokenizer, _ = tiny
     rows = write_test_set(tmp_path / "test.jsonl", tokenizer, n_users=3)
-    settings = InferenceSettings(mode="generate", batch_size=2, chunk_size=2, max_new_tokens=12, dtype="float32", device="cpu")
+    settings = InferenceSettings(
+        mode="generate", batch_size=2, chunk_size=2, max_new_tokens=12, dtype="float32", device="cpu"
+    )
     predictions, run = run_inference(tmp_path / "test.jsonl", tiny_llama_dir, settings, tmp_path / "chunks")
     raw = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "chunks").glob("chunk-*.parquet"))])
-    assert list(raw.columns) == ["user", "text", "n_budget_cut", "n_context_cut"] and raw["text"].str.startswith(ANSWER_PREFIX.rstrip()).all()
+    assert (
+        list(raw.columns) == ["user", "text", "n_budget_cut", "n_context_cut"]
+        and raw["text"].str.startswith(ANSWER_PREFIX.rstrip()).all()
+    )
     for row in rows:  # a random model writes nonsense: the lists are still complete
         mine = predictions[predictions["user"] == row["user"]]
         assert sorted(mine["item"]) == sorted(c["item"] for c in row["candidates"])
@@ -322,9 +415,16 @@ def test_generate_mode_is_greedy_whatever_the_model_config_says(tiny_llama_dir: 
     torch.manual_seed(0)  # larger random weights than the fixture's: logits a penalty can reorder
     model = LlamaForCausalLM(AutoConfig.from_pretrained(tiny_llama_dir, initializer_range=0.1)).eval()
     # An instruct checkpoint's generation_config.json: sampling and a repetition penalty.
-    own = GenerationConfig(do_sample=True, repetition_penalty=1.3, top_k=5, temperature=0.7, eos_token_id=tokenizer.eos_token_id)
+    own = GenerationConfig(
+        do_sample=True, repetition_penalty=1.3, top_k=5, temperature=0.7, eos_token_id=tokenizer.eos_token_id
+    )
     model.generation_config = own
-    prompts = [UserPrompt(f"u{i}", render(tokenizer, ["Heat (1995)"], NAMES[i:]), ANSWER_PREFIX, tuple(NAMES[i:]), tuple(NAMES[i:])) for i in range(2)]
+    prompts = [
+        UserPrompt(
+            f"u{i}", render(tokenizer, ["Heat (1995)"], NAMES[i:]), ANSWER_PREFIX, tuple(NAMES[i:]), tuple(NAMES[i:])
+        )
+        for i in range(2)
+    ]
     settings = InferenceSettings(mode="generate", max_new_tokens=20, batch_size=2)
     answers, plans = infer.generate_answers(model, tokenizer, device, prompts, settings, lambda n: None)
     assert model.generation_config is own  # lent, then given back
@@ -332,8 +432,19 @@ def test_generate_mode_is_greedy_whatever_the_model_config_says(tiny_llama_dir: 
         expected = greedy_loop(model, plan.input_ids, 20, tokenizer.eos_token_id)
         assert answer == tokenizer.decode(plan.input_ids[plan.answer_start :] + expected, skip_special_tokens=True)
         # The test can fail: decoding with the checkpoint's penalty gives another answer.
-        penalized = GenerationConfig(max_new_tokens=20, do_sample=False, repetition_penalty=1.3, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        assert model.generate(input_ids=torch.tensor([plan.input_ids]), generation_config=penalized)[0, len(plan.input_ids) :].tolist() != expected
+        penalized = GenerationConfig(
+            max_new_tokens=20,
+            do_sample=False,
+            repetition_penalty=1.3,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        assert (
+            model.generate(input_ids=torch.tensor([plan.input_ids]), generation_config=penalized)[
+                0, len(plan.input_ids) :
+            ].tolist()
+            != expected
+        )
 
 
 @pytest.fixture()
@@ -365,7 +476,12 @@ def test_score_mode_scores_only_candidates_that_fit(short_context) -> None:
 
 def test_generate_mode_budget_fits_the_context(short_context, monkeypatch: pytest.MonkeyPatch) -> None:
     limited, tokenizer, device = short_context
-    prompts = [UserPrompt(f"u{i}", render(tokenizer, ["Heat (1995)"] * (5 * i + 1), NAMES), ANSWER_PREFIX, tuple(NAMES), tuple(NAMES)) for i in range(4)]
+    prompts = [
+        UserPrompt(
+            f"u{i}", render(tokenizer, ["Heat (1995)"] * (5 * i + 1), NAMES), ANSWER_PREFIX, tuple(NAMES), tuple(NAMES)
+        )
+        for i in range(4)
+    ]
     settings = InferenceSettings(mode="generate", batch_size=4)
     lengths = [len(infer.plan_generation(tokenizer, p, settings, None).input_ids) for p in prompts]
     wanted = infer.generation_budget(tokenizer, NAMES, settings)
@@ -385,7 +501,9 @@ def test_generate_mode_budget_fits_the_context(short_context, monkeypatch: pytes
     assert [plan.budget for plan in plans] == [limit - lengths[0], 7, 0, 0]
     assert [plan.budget_cut for plan in plans] == [wanted - (limit - lengths[0]), wanted - 7, wanted, wanted]
     assert [plan.context_cut for plan in plans] == [0, 0, len(NAMES), len(NAMES)]
-    assert calls and all(length + budget <= limit for rows, budget in calls for length in rows)  # no row decodes past the context
+    assert calls and all(
+        length + budget <= limit for rows, budget in calls for length in rows
+    )  # no row decodes past the context
     assert answers[2] == answers[3] == ANSWER_PREFIX.rstrip()  # nothing generated
 
 
@@ -397,8 +515,13 @@ def test_run_inference_counts_context_cuts_and_never_fails(tiny_llama_dir: Path,
     config = json.loads((model_dir / "config.json").read_text())
     _, tokenizer, _ = load_model(tiny_llama_dir, dtype="float32", device="cpu")
     rows = write_test_set(tmp_path / "test.jsonl", tokenizer, n_users=3)
-    prompt_tokens = [len(candidate_token_ids(tokenizer, r["prompt"] + ANSWER_PREFIX, [c["name"] for c in r["candidates"]])[0]) for r in rows]
-    config["max_position_embeddings"] = min(prompt_tokens) + 6  # the shortest candidates fit for some users; no list fits
+    prompt_tokens = [
+        len(candidate_token_ids(tokenizer, r["prompt"] + ANSWER_PREFIX, [c["name"] for c in r["candidates"]])[0])
+        for r in rows
+    ]
+    config["max_position_embeddings"] = (
+        min(prompt_tokens) + 6
+    )  # the shortest candidates fit for some users; no list fits
     (model_dir / "config.json").write_text(json.dumps(config))
     for mode in ("score", "generate"):
         settings = InferenceSettings(mode=mode, chunk_size=2, dtype="float32", device="cpu")

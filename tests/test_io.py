@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,10 @@ def mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
 
 
-@pytest.mark.parametrize("mask,file_mode,dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750), (0o002, 0o664, 0o775), (0o077, 0o600, 0o700)])
+@pytest.mark.parametrize(
+    "mask,file_mode,dir_mode",
+    [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750), (0o002, 0o664, 0o775), (0o077, 0o600, 0o700)],
+)
 def test_outputs_get_the_umask_mode(tmp_path, umask, mask, file_mode, dir_mode):
     import pandas as pd
     import torch
@@ -54,7 +56,13 @@ def test_outputs_get_the_umask_mode(tmp_path, umask, mask, file_mode, dir_mode):
         assert mode(tmp_path / name) == file_mode, name
     assert mode(tmp_path / "model") == mode(tmp_path / "model" / "sub") == dir_mode
     assert mode(tmp_path / "model" / "sub" / "run.sh") == dir_mode  # executables stay executable
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "raw.bin", "x.json", "x.jsonl", "x.parquet"]  # no lock or temp left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "model",
+        "raw.bin",
+        "x.json",
+        "x.jsonl",
+        "x.parquet",
+    ]  # no lock or temp left
 
 
 WRITER = textwrap.dedent(

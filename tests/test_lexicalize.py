@@ -18,12 +18,24 @@ MOVIE = {
     "item_noun": "movie",
     "item_intro": "{name} is a {item_noun}.",
     "relations": {
-        "director": {"uri": "http://dbpedia.org/ontology/director", "template": "Guiding the vision of this movie is the director, {values}."},
-        "cinematography": {"uri": "http://dbpedia.org/ontology/cinematography", "template": "The cinematography of this movie is by {values}."},
+        "director": {
+            "uri": "http://dbpedia.org/ontology/director",
+            "template": "Guiding the vision of this movie is the director, {values}.",
+        },
+        "cinematography": {
+            "uri": "http://dbpedia.org/ontology/cinematography",
+            "template": "The cinematography of this movie is by {values}.",
+        },
         "basedOn": {"uri": "http://dbpedia.org/ontology/basedOn", "template": "This movie is based on {values}."},
         "editing": {"uri": "http://dbpedia.org/ontology/editing", "template": "This movie was edited by {values}."},
-        "starring": {"uri": "http://dbpedia.org/ontology/starring", "template": "The cast of this movie includes {values}."},
-        "musicComposer": {"uri": "http://dbpedia.org/ontology/musicComposer", "template": "The music of this movie was composed by {values}."},
+        "starring": {
+            "uri": "http://dbpedia.org/ontology/starring",
+            "template": "The cast of this movie includes {values}.",
+        },
+        "musicComposer": {
+            "uri": "http://dbpedia.org/ontology/musicComposer",
+            "template": "The music of this movie was composed by {values}.",
+        },
     },
     "attribute_relations": {
         "genre": {"column": "genres", "template": "This movie belongs to the {values} genre."},
@@ -52,7 +64,9 @@ def items_table(rows: list[tuple[str, str]]) -> pd.DataFrame:
 
 
 def triples_table(item: str, facts: list[tuple[str, str]], source: str = "dbpedia") -> pd.DataFrame:
-    return pd.DataFrame({"item": item, "relation": [r for r, _ in facts], "value": [v for _, v in facts], "source": source})
+    return pd.DataFrame(
+        {"item": item, "relation": [r for r, _ in facts], "value": [v for _, v in facts], "source": source}
+    )
 
 
 def test_graph_sentences_align_relations_and_values_for_a_known_item():
@@ -64,7 +78,9 @@ def test_graph_sentences_align_relations_and_values_for_a_known_item():
     for relation, sentence in by_relation.items():
         own = {v for r, v in JUMANJI if r == relation}
         assert all(v in sentence for v in own), (relation, sentence)
-        assert not any(v in sentence for v in all_values - own), f"{relation!r} sentence carries another relation's value: {sentence}"
+        assert not any(v in sentence for v in all_values - own), (
+            f"{relation!r} sentence carries another relation's value: {sentence}"
+        )
         template = lx.relation_templates(MOVIE)[relation]
         assert sentence == template.format(values=lx.join_values([v for r, v in JUMANJI if r == relation]))
     assert by_relation["director"] == "Guiding the vision of this movie is the director, Joe Johnston."
@@ -76,8 +92,10 @@ def test_graph_text_of_known_item_contains_each_sentence_once():
     rows, stats = lx.lexicalize("graph", triples_table("2", JUMANJI), items_table([("2", "Jumanji (1995)")]), MOVIE)
     assert [r["item"] for r in rows] == ["2"]
     text = rows[0]["text"]
-    assert text.startswith("Jumanji (1995) is a movie. Guiding the vision of this movie is the director, Joe Johnston.")
-    for relation, sentence in lx.graph_sentences("Jumanji (1995)", _facts(JUMANJI), MOVIE)[1:]:
+    assert text.startswith(
+        "Jumanji (1995) is a movie. Guiding the vision of this movie is the director, Joe Johnston."
+    )
+    for _relation, sentence in lx.graph_sentences("Jumanji (1995)", _facts(JUMANJI), MOVIE)[1:]:
         assert text.count(sentence) == 1
     assert "based on Thomas" not in text and "edited by Robert Dalva" in text
     assert "The cast of this movie includes Robin Williams, Kirsten Dunst and Bonnie Hunt." in text
@@ -87,8 +105,12 @@ def test_graph_text_of_known_item_contains_each_sentence_once():
 def test_graph_accepts_attribute_triples_and_skips_untemplated_relations_with_a_count():
     triples = pd.concat(
         [
-            triples_table("1", [("genre", "Action"), ("genre", "Sci-Fi"), ("release_year", "1999")], source="attributes"),
-            triples_table("1", [("director", "Lana Wachowski"), ("director", "Lana Wachowski"), ("budget", "63000000")]),
+            triples_table(
+                "1", [("genre", "Action"), ("genre", "Sci-Fi"), ("release_year", "1999")], source="attributes"
+            ),
+            triples_table(
+                "1", [("director", "Lana Wachowski"), ("director", "Lana Wachowski"), ("budget", "63000000")]
+            ),
         ]
     )
     rows, stats = lx.lexicalize("graph", triples, items_table([("1", "Matrix, The (1999)")]), MOVIE)
@@ -104,8 +126,15 @@ def test_graph_accepts_attribute_triples_and_skips_untemplated_relations_with_a_
 def test_templates_come_from_relations_then_attribute_relations():
     domain = {
         "item_noun": "book",
-        "relations": {"author": {"uri": "x", "template": "This book was written by {values}."}, "genre": {"uri": "y", "template": "Its genre is {values}."}, "series": {"uri": "z"}},
-        "attribute_relations": {"genre": {"column": "genres", "template": "Ignored {values}."}, "publication_year": {"column": "year", "template": "It was published in {values}."}},
+        "relations": {
+            "author": {"uri": "x", "template": "This book was written by {values}."},
+            "genre": {"uri": "y", "template": "Its genre is {values}."},
+            "series": {"uri": "z"},
+        },
+        "attribute_relations": {
+            "genre": {"column": "genres", "template": "Ignored {values}."},
+            "publication_year": {"column": "year", "template": "It was published in {values}."},
+        },
     }
     assert lx.relation_templates(domain) == {
         "author": "This book was written by {values}.",
@@ -115,14 +144,25 @@ def test_templates_come_from_relations_then_attribute_relations():
 
 
 def test_display_names_are_kept_intact_in_every_source():
-    names = [("1", "Matrix, The (1999)"), ("2", "Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)"), ("3", "Se7en (1995)")]
+    names = [
+        ("1", "Matrix, The (1999)"),
+        ("2", "Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)"),
+        ("3", "Se7en (1995)"),
+    ]
     items = items_table(names)
     graph, _ = lx.lexicalize("graph", triples_table("2", [("director", "Jean-Pierre Jeunet")]), items, MOVIE)
     assert graph[0]["text"].startswith("Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001) is a movie.")
-    rules = pd.DataFrame({"antecedent": [["1", "3"]], "consequent": [["2"]], "support": [0.1], "confidence": [0.5], "lift": [1.2]})
+    rules = pd.DataFrame(
+        {"antecedent": [["1", "3"]], "consequent": [["2"]], "support": [0.1], "confidence": [0.5], "lift": [1.2]}
+    )
     collab, _ = lx.lexicalize("collab", rules, items, MOVIE)
-    assert collab[0]["text"] == "People who like Matrix, The (1999) and Se7en (1995) also tend to like Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)."
-    text, _ = lx.lexicalize("text", pd.DataFrame({"item": ["1"], "abstract": ["The Matrix is a 1999 film."]}), items, MOVIE)
+    assert collab[0]["text"] == (
+        "People who like Matrix, The (1999) and Se7en (1995) also tend to like Amélie (Fabuleux destin "
+        "d'Amélie Poulain, Le) (2001)."
+    )
+    text, _ = lx.lexicalize(
+        "text", pd.DataFrame({"item": ["1"], "abstract": ["The Matrix is a 1999 film."]}), items, MOVIE
+    )
     assert text[0]["text"].startswith("Matrix, The (1999) is a movie. ")
 
 
@@ -139,8 +179,20 @@ def test_collab_one_sentence_per_rule_with_rule_fields_for_in_prompt_use():
     )
     rows, stats = lx.lexicalize("collab", rules, items, MOVIE)
     assert rows == [
-        {"rule": "r000000", "antecedent": ["a", "b"], "consequent": ["c"], "confidence": 0.75, "text": "People who like Heat (1995) and Casino (1995) also tend to like Goodfellas (1990)."},
-        {"rule": "r000001", "antecedent": ["c"], "consequent": ["a", "b"], "confidence": 0.4, "text": "People who like Goodfellas (1990) also tend to like Heat (1995) and Casino (1995)."},
+        {
+            "rule": "r000000",
+            "antecedent": ["a", "b"],
+            "consequent": ["c"],
+            "confidence": 0.75,
+            "text": "People who like Heat (1995) and Casino (1995) also tend to like Goodfellas (1990).",
+        },
+        {
+            "rule": "r000001",
+            "antecedent": ["c"],
+            "consequent": ["a", "b"],
+            "confidence": 0.4,
+            "text": "People who like Goodfellas (1990) also tend to like Heat (1995) and Casino (1995).",
+        },
     ]
     assert stats["rules"] == 2 and stats["key"] == "rule"
 
@@ -158,9 +210,17 @@ def test_a_new_source_is_one_registered_function(monkeypatch):
 
     @lx.register_lexicalizer("captions", key="item", required_columns=("item", "caption"))
     def lexicalize_captions(table, names, domain):
-        return [{"item": i, "text": f"The poster of {names[i]} shows {c}."} for i, c in zip(table["item"], table["caption"])], {}
+        return [
+            {"item": i, "text": f"The poster of {names[i]} shows {c}."}
+            for i, c in zip(table["item"], table["caption"])
+        ], {}
 
-    rows, stats = lx.lexicalize("captions", pd.DataFrame({"item": ["1"], "caption": ["a man in a coat"]}), items_table([("1", "Heat (1995)")]), MOVIE)
+    rows, stats = lx.lexicalize(
+        "captions",
+        pd.DataFrame({"item": ["1"], "caption": ["a man in a coat"]}),
+        items_table([("1", "Heat (1995)")]),
+        MOVIE,
+    )
     assert rows == [{"item": "1", "text": "The poster of Heat (1995) shows a man in a coat."}]
     assert stats == {"source": "captions", "key": "item", "rows": 1}
 
@@ -169,10 +229,25 @@ def test_a_new_source_is_one_registered_function(monkeypatch):
     ("source", "table", "domain", "message"),
     [
         ("pictures", pd.DataFrame({"item": ["1"]}), MOVIE, "unknown source 'pictures'"),
-        ("graph", pd.DataFrame({"item": ["1"], "relation": ["director"]}), MOVIE, r"graph input: missing column\(s\) \['value'\]"),
+        (
+            "graph",
+            pd.DataFrame({"item": ["1"], "relation": ["director"]}),
+            MOVIE,
+            r"graph input: missing column\(s\) \['value'\]",
+        ),
         ("graph", triples_table("9", [("director", "X")]), MOVIE, "triples.parquet: item '9' is not in items.parquet"),
-        ("graph", triples_table("1", [("director", "X")]), {**MOVIE, "relations": {"director": {"template": "By {director}."}}}, r"unknown placeholder\(s\) \['director'\]"),
-        ("graph", triples_table("1", [("director", "X")]), {**MOVIE, "relations": {"director": {"template": "  "}}}, "non-empty template"),
+        (
+            "graph",
+            triples_table("1", [("director", "X")]),
+            {**MOVIE, "relations": {"director": {"template": "By {director}."}}},
+            r"unknown placeholder\(s\) \['director'\]",
+        ),
+        (
+            "graph",
+            triples_table("1", [("director", "X")]),
+            {**MOVIE, "relations": {"director": {"template": "  "}}},
+            "non-empty template",
+        ),
     ],
 )
 def test_bad_input_raises_one_line_value_error(source, table, domain, message):
@@ -183,9 +258,20 @@ def test_bad_input_raises_one_line_value_error(source, table, domain, message):
 
 def test_files_are_byte_identical_across_runs(tmp_path: Path):
     items_path = tmp_path / "items.parquet"
-    write_parquet(pd.DataFrame({"item": ["1", "2"], "name": ["Heat (1995)", "Jumanji (1995)"], "year": pd.array([1995, 1995], dtype="Int64")}), items_path)
+    write_parquet(
+        pd.DataFrame(
+            {
+                "item": ["1", "2"],
+                "name": ["Heat (1995)", "Jumanji (1995)"],
+                "year": pd.array([1995, 1995], dtype="Int64"),
+            }
+        ),
+        items_path,
+    )
     triples_path = tmp_path / "triples.parquet"
-    write_parquet(pd.concat([triples_table("2", JUMANJI), triples_table("1", [("director", "Michael Mann")])]), triples_path)
+    write_parquet(
+        pd.concat([triples_table("2", JUMANJI), triples_table("1", [("director", "Michael Mann")])]), triples_path
+    )
     outputs = []
     for run in ("a", "b"):
         texts, stats = tmp_path / run / "graph.jsonl", tmp_path / run / "graph.stats.json"

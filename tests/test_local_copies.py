@@ -54,13 +54,18 @@ def test_two_origins_or_a_missing_file_stop_at_start(tmp_path):
     config = shipped_config()
     both = copy.deepcopy(config)
     both["datasets"]["ml1m_mini"]["files"]["ratings"]["url"] = "https://example.org/r.inter"
-    with pytest.raises(ConfigError, match=r"datasets\.ml1m_mini\.files\.ratings: give one of url, path, package; got \['url', 'package'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"datasets\.ml1m_mini\.files\.ratings: give one of url, path, package; got \['url', 'package'\]",
+    ):
         check_config(both, SCHEMA)
     missing = copy.deepcopy(config)
     missing["run"]["datasets"] = ["dbbook"]
     missing["datasets"]["dbbook"]["files"]["test"]["path"] = str(tmp_path / "absent.tsv")
     resolve_local_copies(missing)
-    with pytest.raises(ConfigError, match=rf"datasets\.dbbook\.files\.test\.path: {tmp_path}/absent\.tsv is not a file"):
+    with pytest.raises(
+        ConfigError, match=rf"datasets\.dbbook\.files\.test\.path: {tmp_path}/absent\.tsv is not a file"
+    ):
         check_config(missing, SCHEMA)
 
 
@@ -85,13 +90,17 @@ def test_extra_config_file_points_a_dataset_at_local_copies(original_data, tmp_p
     with open(copy_dir / "test.tsv", "a") as handle:
         handle.write("1\t2\t1\n")  # not the file the checksum pins
     files["test"] = {"path": str(copy_dir / "test.tsv")}
-    wrong = write_override(tmp_path, {"datasets": {"dbbook": {"files": files}}, "run": {"datasets": ["dbbook"]}}, "wrong.yaml")
+    wrong = write_override(
+        tmp_path, {"datasets": {"dbbook": {"files": files}}, "run": {"datasets": ["dbbook"]}}, "wrong.yaml"
+    )
     (tmp_path / target).unlink()
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 (the Snakemake API's own failure type)
         api_run(tmp_path, [target], "local", [*CONFIG_FILES, wrong])
     assert "sha256 mismatch" in (tmp_path / "logs/dbbook/download.log").read_text()
 
     files["test"] = {"path": str(copy_dir / "absent.tsv")}
-    absent = write_override(tmp_path, {"datasets": {"dbbook": {"files": files}}, "run": {"datasets": ["dbbook"]}}, "absent.yaml")
+    absent = write_override(
+        tmp_path, {"datasets": {"dbbook": {"files": files}}, "run": {"datasets": ["dbbook"]}}, "absent.yaml"
+    )
     with pytest.raises(Exception, match=r"datasets\.dbbook\.files\.test\.path: .*absent\.tsv is not a file"):
         planned_jobs(tmp_path, [target], overrides=[absent])

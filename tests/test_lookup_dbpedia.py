@@ -76,7 +76,9 @@ def _require_oxigraph() -> None:
 
 
 def benchmark_module():
-    spec = importlib.util.spec_from_file_location("dbpedia_lookup_benchmark", REPO / "benchmarks" / "dbpedia_lookup.py")
+    spec = importlib.util.spec_from_file_location(
+        "dbpedia_lookup_benchmark", REPO / "benchmarks" / "dbpedia_lookup.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve their module by name
     spec.loader.exec_module(module)
@@ -239,7 +241,9 @@ def test_language_tags_and_iris_are_validated_and_encoded():
     assert sparql_string("Heat", "en") == '"Heat"@en'
     with pytest.raises(ValueError, match="language tag"):
         sparql_string("Heat", 'en" } DROP')
-    assert sparql_iri("http://dbpedia.org/resource/Heat_(1995_film)") == "<http://dbpedia.org/resource/Heat_(1995_film)>"
+    assert (
+        sparql_iri("http://dbpedia.org/resource/Heat_(1995_film)") == "<http://dbpedia.org/resource/Heat_(1995_film)>"
+    )
     assert sparql_iri('http://x.org/a b>"{}') == "<http://x.org/a%20b%3E%22%7B%7D>"
     with pytest.raises(ValueError, match="absolute IRI"):
         sparql_iri("Heat_(film)")
@@ -266,10 +270,14 @@ def test_label_lookup_maps_tricky_titles_and_respects_type_and_year(synthetic_en
         "city": "City of Lost Children, The (Cité des enfants perdus, La) (1995)",
         "absent": "No Such Film (1990)",
     }
-    items = pd.DataFrame({"item": list(names), "name": list(names.values()), "year": pd.array([None] * len(names), dtype="Int64")})
+    items = pd.DataFrame(
+        {"item": list(names), "name": list(names.values()), "year": pd.array([None] * len(names), dtype="Int64")}
+    )
     items["dbpedia_uri"] = None
     settings = fast_settings(tmp_path)
-    result = lookup_knowledge(items, KnowledgeRoute("dbpedia", "none"), MOVIE, settings, client_for(synthetic_endpoint, settings))
+    result = lookup_knowledge(
+        items, KnowledgeRoute("dbpedia", "none"), MOVIE, settings, client_for(synthetic_endpoint, settings)
+    )
     mapped = dict(zip(result.mapping["item"], result.mapping["dbpedia_uri"]))
     for number in range(len(TRICKY_TITLES)):
         assert mapped[f"t{number}"] == str(DBR[f"Tricky_{number}"]), TRICKY_TITLES[number]
@@ -324,7 +332,9 @@ def test_facts_are_named_by_their_own_predicate_and_resolved_to_english_labels(s
         }, number
     # Order: items as in items.parquet, relations as in config, values sorted.
     relation_rank = {relation.name: i for i, relation in enumerate(MOVIE.relations)}
-    keys = list(zip(triples["item"].map(lambda i: int(i[1:])), triples["relation"].map(relation_rank), triples["value"]))
+    keys = list(
+        zip(triples["item"].map(lambda i: int(i[1:])), triples["relation"].map(relation_rank), triples["value"])
+    )
     assert keys == sorted(keys)
     abstracts = dict(zip(result.abstracts["item"], result.abstracts["abstract"]))
     assert abstracts == {f"m{n}": f"Film {n:03d} is a film." for n in range(12)}
@@ -346,8 +356,14 @@ def test_movielens_facts_match_the_source_rows_relation_by_relation(original_dat
         result = lookup_knowledge(rdf.items, BOTH, MOVIE, settings, client_for(url, settings))
     uri_of_item = dict(zip(rdf.items["item"], rdf.items["dbpedia_uri"]))
     name_of_relation = {uri: relation.name for relation in MOVIE.relations for uri in relation.uris}
-    got = {(uri_of_item[item], relation, value) for item, relation, value in zip(result.triples["item"], result.triples["relation"], result.triples["value"])}
-    expected = {(uri, name_of_relation[relation_uri], value) for uri, relation_uri, value in rdf.expected.itertuples(index=False)}
+    got = {
+        (uri_of_item[item], relation, value)
+        for item, relation, value in zip(result.triples["item"], result.triples["relation"], result.triples["value"])
+    }
+    expected = {
+        (uri, name_of_relation[relation_uri], value)
+        for uri, relation_uri, value in rdf.expected.itertuples(index=False)
+    }
     assert len(expected) > 3000
     for relation in sorted({r for _, r, _ in expected}):
         assert {f for f in got if f[1] == relation} == {f for f in expected if f[1] == relation}, relation
@@ -386,7 +402,13 @@ def test_one_request_per_50_items_per_group_then_none_on_a_rerun(synthetic_endpo
 
 def test_large_results_are_paged_without_losing_rows(synthetic_endpoint, tmp_path):
     items = film_items(20)
-    whole = lookup_knowledge(items, BOTH, MOVIE, fast_settings(tmp_path / "a"), client_for(synthetic_endpoint, fast_settings(tmp_path / "a")))
+    whole = lookup_knowledge(
+        items,
+        BOTH,
+        MOVIE,
+        fast_settings(tmp_path / "a"),
+        client_for(synthetic_endpoint, fast_settings(tmp_path / "a")),
+    )
     paged_settings = fast_settings(tmp_path / "b", page_size=7)
     paged = lookup_knowledge(items, BOTH, MOVIE, paged_settings, client_for(synthetic_endpoint, paged_settings))
     pd.testing.assert_frame_equal(whole.triples, paged.triples)
@@ -411,9 +433,17 @@ def test_an_answer_over_the_row_cap_is_asked_for_in_smaller_batches(synthetic_en
     """Virtuoso caps answers at ResultSetMaxRows (10,000) and refuses to sort or page past
     it; a batch whose facts exceed the cap is split, and nothing is cut silently."""
     uris = [str(DBR[f"Big_Film_{film}"]) for film in range(BIG_FILMS)]
-    items = pd.DataFrame({"item": [f"big{n}" for n in range(BIG_FILMS)], "name": [f"Big {n}" for n in range(BIG_FILMS)], "dbpedia_uri": uris})
+    items = pd.DataFrame(
+        {
+            "item": [f"big{n}" for n in range(BIG_FILMS)],
+            "name": [f"Big {n}" for n in range(BIG_FILMS)],
+            "dbpedia_uri": uris,
+        }
+    )
     settings = fast_settings(tmp_path)  # page_size 10,000: public DBpedia's cap
-    result = lookup_knowledge(items, KnowledgeRoute("dbpedia", "none"), MOVIE, settings, client_for(synthetic_endpoint, settings))
+    result = lookup_knowledge(
+        items, KnowledgeRoute("dbpedia", "none"), MOVIE, settings, client_for(synthetic_endpoint, settings)
+    )
     assert len(result.triples) == BIG_FILMS * BIG_FILM_SUBJECTS
     for film in range(BIG_FILMS):
         values = set(result.triples.loc[result.triples["item"] == f"big{film}", "value"])
@@ -445,7 +475,15 @@ def test_a_killed_run_loses_nothing_fetched_and_resumes(synthetic_endpoint, tmp_
     items.to_parquet(tmp_path / "items.parquet", index=False)
     cache = tmp_path / "cache"
     child = subprocess.Popen(
-        [sys.executable, "-c", KILLED_RUN, synthetic_endpoint, str(cache), str(tmp_path / "items.parquet"), str(REPO / "config" / "domains.yaml")],
+        [
+            sys.executable,
+            "-c",
+            KILLED_RUN,
+            synthetic_endpoint,
+            str(cache),
+            str(tmp_path / "items.parquet"),
+            str(REPO / "config" / "domains.yaml"),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -485,7 +523,9 @@ def test_unreadable_cache_entries_are_fetched_again(synthetic_endpoint, tmp_path
 # Faults: a scripted local server
 # --------------------------------------------------------------------------------------
 
-OK_BODY = json.dumps({"head": {"vars": ["x"]}, "results": {"bindings": [{"x": {"type": "literal", "value": "ok"}}]}}).encode()
+OK_BODY = json.dumps(
+    {"head": {"vars": ["x"]}, "results": {"bindings": [{"x": {"type": "literal", "value": "ok"}}]}}
+).encode()
 
 
 class ScriptedServer:
@@ -511,9 +551,17 @@ class ScriptedServer:
                 status, headers, body = {
                     "ok": (200, {"Content-Type": "application/sparql-results+json"}, OK_BODY),
                     "garbage": (200, {"Content-Type": "application/sparql-results+json"}, b'{"head": {"vars": ["x"'),
-                    "partial": (200, {"Content-Type": "application/sparql-results+json", "X-SQL-State": "S1TAT"}, OK_BODY),
+                    "partial": (
+                        200,
+                        {"Content-Type": "application/sparql-results+json", "X-SQL-State": "S1TAT"},
+                        OK_BODY,
+                    ),
                     "html": (200, {"Content-Type": "text/html"}, b"<html>Service busy</html>"),
-                    "shape": (200, {"Content-Type": "application/sparql-results+json"}, b'{"head": {}, "boolean": true}'),
+                    "shape": (
+                        200,
+                        {"Content-Type": "application/sparql-results+json"},
+                        b'{"head": {}, "boolean": true}',
+                    ),
                     "429": (429, {}, b"Too Many Requests"),
                     "429-retry-after": (429, {"Retry-After": "7"}, b"slow down"),
                     "500": (500, {}, b"Virtuoso 42000 Error"),
@@ -550,7 +598,9 @@ def recording_client(url: str, tmp_path: Path, **settings) -> tuple[SparqlClient
     sleeps: list[float] = []
     values = {"request_delay_s": 0, "retries": 8, "backoff_initial_s": 0.5, "backoff_max_s": 4.0, "timeout_s": 5.0}
     values.update(settings)
-    client = SparqlClient(url, QueryCache(tmp_path / "cache", url), ClientSettings(**values), sleep=sleeps.append, jitter=lambda: 1.0)
+    client = SparqlClient(
+        url, QueryCache(tmp_path / "cache", url), ClientSettings(**values), sleep=sleeps.append, jitter=lambda: 1.0
+    )
     return client, sleeps
 
 
@@ -656,7 +706,11 @@ def test_attributes_route_builds_triples_from_item_columns_without_network(tmp_p
     )
     items.to_parquet(tmp_path / "items.parquet", index=False)
     outputs = {name: tmp_path / "out" / f"{name}.parquet" for name in ("triples", "abstracts", "mapping")}
-    unreachable = {"endpoint": f"http://127.0.0.1:{closed_port()}/sparql", "retries": 0, "cache_dir": str(tmp_path / "cache")}
+    unreachable = {
+        "endpoint": f"http://127.0.0.1:{closed_port()}/sparql",
+        "retries": 0,
+        "cache_dir": str(tmp_path / "cache"),
+    }
     lookup_dbpedia_files(
         tmp_path / "items.parquet",
         outputs["triples"],
@@ -707,7 +761,9 @@ def test_attribute_relations_take_any_column_and_name_a_missing_one():
         ("min_players", "3"),
         ("release_year", "1995"),
     ]
-    with pytest.raises(ValueError, match=r"items.parquet: column 'mechanics' \(attribute relation 'mechanic'\) is missing"):
+    with pytest.raises(
+        ValueError, match=r"items.parquet: column 'mechanics' \(attribute relation 'mechanic'\) is missing"
+    ):
         attribute_triples(games.drop(columns="mechanics"), boardgame.attribute_relations)
 
 
@@ -717,16 +773,24 @@ def test_settings_reject_unknown_keys_and_duplicate_relation_iris():
     settings = DbpediaSettings.from_config({"backoff": {"initial_s": 1, "max_s": 9}, "local_dump": "x.ttl"})
     assert (settings.backoff_initial_s, settings.backoff_max_s, settings.local_dump) == (1.0, 9.0, ("x.ttl",))
     with pytest.raises(ValueError, match="listed under both 'a' and 'b'"):
-        DomainSettings.from_config("d", {"relations": {"a": {"uri": "http://x/p"}, "b": {"uri": ["http://x/q", "http://x/p"]}}})
+        DomainSettings.from_config(
+            "d", {"relations": {"a": {"uri": "http://x/p"}, "b": {"uri": ["http://x/q", "http://x/p"]}}}
+        )
 
 
 def test_domain_relations_are_the_original_relation_lists(original_data):
     def original_uris(dataset: str) -> set[str]:
-        rows = [line.split("\t") for line in (original_data / dataset / "mapping_relations.tsv").read_text().splitlines() if line.strip()]
+        rows = [
+            line.split("\t")
+            for line in (original_data / dataset / "mapping_relations.tsv").read_text().splitlines()
+            if line.strip()
+        ]
         return {field for row in rows for field in row if field.startswith("http")}
 
     def configured(domain: str) -> set[str]:
-        return {uri for relation in DomainSettings.from_config(domain, DOMAINS[domain]).relations for uri in relation.uris}
+        return {
+            uri for relation in DomainSettings.from_config(domain, DOMAINS[domain]).relations for uri in relation.uris
+        }
 
     assert configured("movie") == original_uris("movielens")
     assert configured("book") == original_uris("dbbook")
@@ -746,7 +810,12 @@ def test_a_bz2_dump_is_loaded_once_and_served_locally(synthetic_dump, tmp_path):
     compressed = tmp_path / "films.ttl.bz2"
     compressed.write_bytes(bz2.compress(synthetic_dump.read_bytes()))
     settings = DbpediaSettings.from_config(
-        {"local_dump": [str(compressed)], "local_store_dir": str(tmp_path / "stores"), "cache_dir": str(tmp_path / "cache"), "request_delay_s": 0}
+        {
+            "local_dump": [str(compressed)],
+            "local_store_dir": str(tmp_path / "stores"),
+            "cache_dir": str(tmp_path / "cache"),
+            "request_delay_s": 0,
+        }
     )
     first = lookup_knowledge(film_items(3), BOTH, MOVIE, settings)
     assert first.stats["requests_made"] == 2 and first.stats["endpoint"].startswith("local dump")
@@ -756,7 +825,9 @@ def test_a_bz2_dump_is_loaded_once_and_served_locally(synthetic_dump, tmp_path):
     assert again.stats["requests_made"] == 0 and marker.stat().st_mtime_ns == loaded_at
     pd.testing.assert_frame_equal(first.triples, again.triples)
     with pytest.raises(ValueError, match="dbpedia.local_dump: file .*missing.ttl not found"):
-        lookup_knowledge(film_items(1), BOTH, MOVIE, DbpediaSettings.from_config({"local_dump": [str(tmp_path / "missing.ttl")]}))
+        lookup_knowledge(
+            film_items(1), BOTH, MOVIE, DbpediaSettings.from_config({"local_dump": [str(tmp_path / "missing.ttl")]})
+        )
 
 
 @pytest.mark.slow
@@ -765,11 +836,17 @@ def test_the_rule_runs_the_offline_and_the_local_dump_routes(synthetic_dump, tmp
     from snakemake_helpers import api_run
 
     (tmp_path / "Snakefile").write_text(
-        "".join(f"include: {str(REPO / 'rules' / name)!r}\n" for name in ("common.smk", "lookup_dbpedia.smk"))  # real rule + input functions
+        "".join(
+            f"include: {str(REPO / 'rules' / name)!r}\n" for name in ("common.smk", "lookup_dbpedia.smk")
+        )  # real rule + input functions
     )
     config = {
         "domains": DOMAINS,
-        "dbpedia": {"local_dump": [str(synthetic_dump)], "local_store_dir": "results/cache/oxigraph", "request_delay_s": 0},
+        "dbpedia": {
+            "local_dump": [str(synthetic_dump)],
+            "local_store_dir": "results/cache/oxigraph",
+            "request_delay_s": 0,
+        },
         "datasets": {
             "offline": {"domain": "movie", "knowledge": {"graph": {"source": "attributes"}}},
             "local": {"domain": "movie", "knowledge": {"graph": {"source": "dbpedia"}, "text": {"source": "dbpedia"}}},
@@ -779,7 +856,11 @@ def test_the_rule_runs_the_offline_and_the_local_dump_routes(synthetic_dump, tmp
     for dataset in ("offline", "local"):
         (tmp_path / "results" / dataset / "prepare").mkdir(parents=True)
         film_items(5).to_parquet(tmp_path / "results" / dataset / "prepare" / "items.parquet", index=False)
-    targets = [f"results/{d}/lookup_dbpedia/{f}" for d in ("offline", "local") for f in ("triples.parquet", "abstracts.parquet", "mapping.parquet", "stats.json")]
+    targets = [
+        f"results/{d}/lookup_dbpedia/{f}"
+        for d in ("offline", "local")
+        for f in ("triples.parquet", "abstracts.parquet", "mapping.parquet", "stats.json")
+    ]
     api_run(tmp_path, targets, "local", [tmp_path / "config.yaml"], snakefile=tmp_path / "Snakefile", quiet=True)
     offline = json.loads((tmp_path / "results" / "offline" / "lookup_dbpedia" / "stats.json").read_text())
     local = json.loads((tmp_path / "results" / "local" / "lookup_dbpedia" / "stats.json").read_text())

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from rekalm.hf import DeviceUnavailableError
-from rekalm.merge import CHECK_FILE, DEFAULT_TOLERANCE, UPDATE_TOLERANCE, check_merged_model, merge_adapter, merge_device_and_dtype
+from rekalm.merge import (
+    CHECK_FILE,
+    DEFAULT_TOLERANCE,
+    UPDATE_TOLERANCE,
+    check_merged_model,
+    merge_adapter,
+    merge_device_and_dtype,
+)
 
 DROPPED = "model.layers.1.self_attn.o_proj.weight"
 
@@ -41,7 +48,9 @@ def small_update_adapter(base_dir: Path, folder: Path, relative: float = 0.01) -
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, LoraLayer):
-                module.lora_B["default"].weight.mul_(relative * module.get_base_layer().weight.norm() / module.get_delta_weight("default").norm())
+                module.lora_B["default"].weight.mul_(
+                    relative * module.get_base_layer().weight.norm() / module.get_delta_weight("default").norm()
+                )
     model.save_pretrained(folder)
     return folder
 
@@ -68,7 +77,13 @@ def test_merged_model_matches_base_plus_adapter(tmp_path, tiny_llama_dir, adapte
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", CHECK_FILE} <= files
     assert not any(name.startswith("adapter_") for name in files)  # a plain model, no PEFT left
     written = json.loads((output / CHECK_FILE).read_text())
-    assert written["passed"] and {"relative_error", "max_abs_error", "top1_agreement", "worst_update_error", "device"} <= set(written)
+    assert written["passed"] and {
+        "relative_error",
+        "max_abs_error",
+        "top1_agreement",
+        "worst_update_error",
+        "device",
+    } <= set(written)
     assert (output / "chat_template.jinja").read_text() == (Path(tiny_llama_dir) / "chat_template.jinja").read_text()
     # The merge changed the model (the adapter is not a no-op), and the check can tell.
     unmerged = check_merged_model(tiny_llama_dir, tiny_llama_dir, adapter)
@@ -99,7 +114,9 @@ def drop_one_module(merged_dir: Path, base_dir: Path, target: Path) -> Path:
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_a_merge_that_drops_one_module_fails_and_a_correct_one_passes(tmp_path, tiny_llama_dir, adapters, dtype, monkeypatch):
+def test_a_merge_that_drops_one_module_fails_and_a_correct_one_passes(
+    tmp_path, tiny_llama_dir, adapters, dtype, monkeypatch
+):
     import torch
     from peft.tuners.lora import LoraModel
 
@@ -111,7 +128,12 @@ def test_a_merge_that_drops_one_module_fails_and_a_correct_one_passes(tmp_path, 
     with safe_open(tmp_path / "merged" / "model.safetensors", "pt") as saved:
         assert saved.get_tensor(DROPPED).dtype == getattr(torch, dtype)  # rounded once, saved in the dtype asked for
 
-    dropped = check_merged_model(drop_one_module(tmp_path / "merged", tiny_llama_dir, tmp_path / "dropped"), tiny_llama_dir, adapter, dtype=dtype)
+    dropped = check_merged_model(
+        drop_one_module(tmp_path / "merged", tiny_llama_dir, tmp_path / "dropped"),
+        tiny_llama_dir,
+        adapter,
+        dtype=dtype,
+    )
     assert not dropped.passed and dropped.worst_module == DROPPED and dropped.worst_update_error > UPDATE_TOLERANCE
 
     # The same fault inside the merge job: the job fails and writes nothing.
@@ -123,7 +145,9 @@ def test_a_merge_that_drops_one_module_fails_and_a_correct_one_passes(tmp_path, 
         return real_merge(self, *args, **kwargs)
 
     monkeypatch.setattr(LoraModel, "merge_and_unload", merge_all_but_one)
-    with pytest.raises(ValueError, match=r"worst module model\.layers\.1\.self_attn\.o_proj\.weight lost 100\.0% of its update"):
+    with pytest.raises(
+        ValueError, match=r"worst module model\.layers\.1\.self_attn\.o_proj\.weight lost 100\.0% of its update"
+    ):
         merge_adapter(tiny_llama_dir, adapter, tmp_path / "faulty", dtype=dtype)
     assert not (tmp_path / "faulty").exists()
 
@@ -133,7 +157,12 @@ def test_a_lost_small_update_escapes_the_logits_but_not_the_module_check(tmp_pat
     than their tolerance, so only the per-module check can see it."""
     good = merge_adapter(tiny_llama_dir, small_adapter, tmp_path / "merged", dtype="bfloat16")
     assert good.passed and good.worst_update_error < 0.2
-    dropped = check_merged_model(drop_one_module(tmp_path / "merged", tiny_llama_dir, tmp_path / "dropped"), tiny_llama_dir, small_adapter, dtype="bfloat16")
+    dropped = check_merged_model(
+        drop_one_module(tmp_path / "merged", tiny_llama_dir, tmp_path / "dropped"),
+        tiny_llama_dir,
+        small_adapter,
+        dtype="bfloat16",
+    )
     assert dropped.relative_error <= dropped.tolerance  # the logits alone would pass it
     assert not dropped.passed and dropped.worst_module == DROPPED and dropped.worst_update_error > UPDATE_TOLERANCE
 
@@ -146,6 +175,8 @@ def test_dtype_follows_the_base_model_and_a_gpu_job_needs_its_gpu(tmp_path, tiny
     assert merge_device_and_dtype(tiny_llama_dir, "bfloat16") == (cpu, torch.bfloat16)
     with pytest.raises(ValueError, match="merge.dtype: expected one of"):
         merge_device_and_dtype(tiny_llama_dir, "float8")
-    with pytest.raises(DeviceUnavailableError, match=r"^rule merge: expected a CUDA device \(the job asked for resources.gpu = 1\)"):
+    with pytest.raises(
+        DeviceUnavailableError, match=r"^rule merge: expected a CUDA device \(the job asked for resources.gpu = 1\)"
+    ):
         merge_adapter(tiny_llama_dir, adapters[0], tmp_path / "merged", gpus=1)
     assert not (tmp_path / "merged").exists()

@@ -109,7 +109,9 @@ def test_engines_give_identical_tables(max_len: int) -> None:
     assert len(expected) > 200 and max(sizes) == min(max_len, 6)
     assert any(len(c) >= 2 for _, c in rules_as_tuples(expected)) == (max_len > 2)
     for engine in REFERENCE_ENGINES:
-        pd.testing.assert_frame_equal(mine_rules(transactions, RuleParams(**params, engine=engine)), expected, obj=engine)
+        pd.testing.assert_frame_equal(
+            mine_rules(transactions, RuleParams(**params, engine=engine)), expected, obj=engine
+        )
 
 
 def test_default_itemset_length_cap_is_efficient_aprioris_8() -> None:
@@ -155,7 +157,10 @@ def test_no_leakage_from_test_users_or_held_out_items() -> None:
     rows = []
     for u in range(8):  # train users: history likes {h1, h2}, held-out likes {leak_held_1, leak_held_2}
         rows += [(f"train{u}", "train", "h1", 1, "history"), (f"train{u}", "train", "h2", 1, "history")]
-        rows += [(f"train{u}", "train", "leak_held_1", 1, "held_out"), (f"train{u}", "train", "leak_held_2", 1, "held_out")]
+        rows += [
+            (f"train{u}", "train", "leak_held_1", 1, "held_out"),
+            (f"train{u}", "train", "leak_held_2", 1, "held_out"),
+        ]
         rows += [(f"train{u}", "train", "leak_disliked", 0, "history")]
     for u in range(20):  # many test users with a strong pattern of their own
         for item in ("leak_test_1", "leak_test_2", "h1"):
@@ -191,7 +196,11 @@ def test_no_rule_gives_an_empty_typed_table_and_a_warning(tmp_path: Path, caplog
     split = split_frame([(f"u{i}", "train", f"item{i}", 1, "history") for i in range(5)])
     write_parquet(split, tmp_path / "split.parquet")
     with caplog.at_level(logging.WARNING, logger="rekalm.mine_rules"):
-        table = mine_rules_file(tmp_path / "split.parquet", tmp_path / "out" / "rules.parquet", RuleParams(min_support=0.5, min_confidence=0.5))
+        table = mine_rules_file(
+            tmp_path / "split.parquet",
+            tmp_path / "out" / "rules.parquet",
+            RuleParams(min_support=0.5, min_confidence=0.5),
+        )
     assert table.empty
     assert any("no association rule" in record.getMessage() for record in caplog.records)
     schema = pq.read_schema(tmp_path / "out" / "rules.parquet")
@@ -212,14 +221,30 @@ def test_max_len_one_gives_no_rules() -> None:
     assert mine_rules(HAND_BUILT, RuleParams(min_support=0.1, min_confidence=0.1, max_len=1)).empty
 
 
-ODD_IDS = ["Amélie (2001)", 'say "hi", then; leave', "tab\there", "new\nline", "[1, 2]", "🎲 Catan", " leading space", "Ω", "a|b"]
+ODD_IDS = [
+    "Amélie (2001)",
+    'say "hi", then; leave',
+    "tab\there",
+    "new\nline",
+    "[1, 2]",
+    "🎲 Catan",
+    " leading space",
+    "Ω",
+    "a|b",
+]
 
 
 def test_odd_characters_in_item_ids_survive_mining_and_parquet(tmp_path: Path) -> None:
     transactions = [ODD_IDS[:5], ODD_IDS[:5], ODD_IDS[4:], ODD_IDS[4:], ODD_IDS]
-    split = split_frame([(f"u{u}", "train", item, 1, "history") for u, items in enumerate(transactions) for item in items])
+    split = split_frame(
+        [(f"u{u}", "train", item, 1, "history") for u, items in enumerate(transactions) for item in items]
+    )
     write_parquet(split, tmp_path / "split.parquet")
-    table = mine_rules_file(tmp_path / "split.parquet", tmp_path / "rules.parquet", RuleParams(min_support=0.4, min_confidence=0.9, max_len=2))
+    table = mine_rules_file(
+        tmp_path / "split.parquet",
+        tmp_path / "rules.parquet",
+        RuleParams(min_support=0.4, min_confidence=0.9, max_len=2),
+    )
     back = read_rules(tmp_path / "rules.parquet")
     pd.testing.assert_frame_equal(back, table)
     seen = {item for a, c in rules_as_tuples(back) for item in a + c}
@@ -239,7 +264,14 @@ def test_output_is_deterministic_across_runs_and_transaction_order() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("min_support", 0), ("min_support", 1.5), ("min_confidence", -0.1), ("max_len", 0), ("max_rules_per_consequent", 0), ("engine", "pyfim")],
+    [
+        ("min_support", 0),
+        ("min_support", 1.5),
+        ("min_confidence", -0.1),
+        ("max_len", 0),
+        ("max_rules_per_consequent", 0),
+        ("engine", "pyfim"),
+    ],
 )
 def test_bad_params_raise_one_line_errors(field: str, value: object) -> None:
     params = {"min_support": 0.1, "min_confidence": 0.1, field: value}
@@ -267,7 +299,9 @@ def test_rule_and_script_run_through_snakemake(tmp_path: Path) -> None:
     for dataset in ("toy", "sparse"):
         write_parquet(split_frame(rows), tmp_path / "results" / dataset / "split" / "split.parquet")
     # The real rule and the input functions it calls, on a config with only what they read.
-    (tmp_path / "Snakefile").write_text("".join(f"include: {str(repo / 'rules' / name)!r}\n" for name in ("common.smk", "mine_rules.smk")))
+    (tmp_path / "Snakefile").write_text(
+        "".join(f"include: {str(repo / 'rules' / name)!r}\n" for name in ("common.smk", "mine_rules.smk"))
+    )
     (tmp_path / "config.yaml").write_text(
         "datasets:\n"
         "  toy: {knowledge: {collab: {min_support: 0.5, min_confidence: 0.5}}}\n"
@@ -294,7 +328,10 @@ def test_reproduces_the_original_rule_counts(
     from rekalm.split import SplitConfig, split_interactions
 
     folder = original_data / dataset / "user-item"
-    files = [pd.read_csv(folder / f"{part}.tsv", sep="\t", names=["user", "item", "liked"], dtype=str) for part in ("train", "test")]
+    files = [
+        pd.read_csv(folder / f"{part}.tsv", sep="\t", names=["user", "item", "liked"], dtype=str)
+        for part in ("train", "test")
+    ]
     interactions = pd.concat(files, ignore_index=True)
     # object columns: split.py converts the item column to numpy once per user, which is
     # instant for object dtype and slow for pandas' Arrow-backed str dtype.

@@ -15,7 +15,14 @@ from rekalm.hf import load_tokenizer
 from rekalm.io import write_jsonl
 from rekalm.train import IGNORE_INDEX, PackedRowCollator, TrainingJob, TrainingSettings, plan_device, run_training_job
 
-SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+SHAPE = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+)
 # Sliding windows shorter than the packed rows, so packing is checked against them too.
 # Training and ranking use a window longer than every prompt here (see the last test).
 FAMILIES = {
@@ -36,7 +43,9 @@ def build_family(name: str, tokenizer_dir: Path, folder: Path, sliding_window: i
     if sliding_window and "sliding_window" in extra:
         extra = {**extra, "sliding_window": sliding_window}
     tokenizer = load_tokenizer(tokenizer_dir)
-    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    ids = dict(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
     config = getattr(transformers, config_class)(vocab_size=len(tokenizer), **SHAPE, **ids, **extra)
     torch.manual_seed(22)
     AutoModelForCausalLM.from_config(config).save_pretrained(folder)
@@ -66,8 +75,18 @@ def ranking_rows(tokenizer, count: int) -> list[dict[str, str]]:
 
     rows = []
     for index in range(count):
-        prompt = render_chat(tokenizer, "You're operating as a movie recommendation system.", f"Liked: {MOVIES[index % 2]}. Rank: {', '.join(MOVIES[2:])}.")
-        rows.append({"kind": "ranking", "prompt": prompt, "completion": "Here a list:\n" + "\n".join(f"{r}. {m}" for r, m in enumerate(MOVIES[2:], 1))})
+        prompt = render_chat(
+            tokenizer,
+            "You're operating as a movie recommendation system.",
+            f"Liked: {MOVIES[index % 2]}. Rank: {', '.join(MOVIES[2:])}.",
+        )
+        rows.append(
+            {
+                "kind": "ranking",
+                "prompt": prompt,
+                "completion": "Here a list:\n" + "\n".join(f"{r}. {m}" for r, m in enumerate(MOVIES[2:], 1)),
+            }
+        )
     return rows
 
 
@@ -81,15 +100,27 @@ def test_family_trains_packs_and_ranks(family, smollm2_tokenizer_dir, tmp_path, 
     windowed = build_family(family, smollm2_tokenizer_dir, tmp_path / "windowed")
     base = build_family(family, smollm2_tokenizer_dir, tmp_path / "base", sliding_window=512)
     expected_attention = FAMILIES[family][2]
-    settings = TrainingSettings(lora_r=4, lora_alpha=8, lora_dropout=0.0, seq_len=256, learning_rate=1e-2, epochs=1, max_steps=2,
-                                per_device_batch_size=2, save_steps=100, gradient_checkpointing=False)  # fmt: skip
+    settings = TrainingSettings(
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        seq_len=256,
+        learning_rate=1e-2,
+        epochs=1,
+        max_steps=2,
+        per_device_batch_size=2,
+        save_steps=100,
+        gradient_checkpointing=False,
+    )
     plan = plan_device(settings, base)
     assert plan.attn_implementation == expected_attention
 
     # Packed rows = single examples, under the attention this family gets.
     cpu = torch.device("cpu")
     with caplog.at_level(logging.INFO, logger="rekalm.hf"):
-        model = load_causal_lm(windowed, dtype=torch.float32, device=cpu, attn_implementation=plan.attn_implementation).eval()
+        model = load_causal_lm(
+            windowed, dtype=torch.float32, device=cpu, attn_implementation=plan.attn_implementation
+        ).eval()
     assert f"with {expected_attention} attention" in caplog.text
     first = {"input_ids": list(range(100, 113)), "labels": list(range(100, 113))}
     second = {"input_ids": list(range(200, 210)), "labels": [IGNORE_INDEX] + list(range(201, 210))}
@@ -107,7 +138,16 @@ def test_family_trains_packs_and_ranks(family, smollm2_tokenizer_dir, tmp_path, 
     rows = ranking_rows(tokenizer, 6)
     write_jsonl(rows, tmp_path / "train.jsonl")
     out = tmp_path / "out"
-    job = TrainingJob(str(tmp_path / "train.jsonl"), str(base), str(out / "adapter"), str(out / "log.tsv"), str(out / "loss.png"), str(tmp_path / "ckpt"), settings, threads=1)
+    job = TrainingJob(
+        str(tmp_path / "train.jsonl"),
+        str(base),
+        str(out / "adapter"),
+        str(out / "log.tsv"),
+        str(out / "loss.png"),
+        str(tmp_path / "ckpt"),
+        settings,
+        threads=1,
+    )
     result = run_training_job(job)
     assert result.global_step == 2 and (out / "adapter" / "adapter_model.safetensors").is_file()
 

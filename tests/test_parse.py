@@ -47,7 +47,7 @@ def ranked_names(text: str | None, threshold: float = 85.0) -> tuple[list[str], 
         ("1 - A\n2 - B", ["A", "B"]),
         ("1.A\n2.B", ["A", "B"]),
         ("**1.** A\n**2.** B", ["A", "B"]),
-        ("1. **A**\n2. *B*\n3. \"C\"", ["A", "B", "C"]),
+        ('1. **A**\n2. *B*\n3. "C"', ["A", "B", "C"]),
         ("- A\n* B\n• C", ["A", "B", "C"]),
         ("No. 1 A\nNo. 2 B", ["A", "B"]),
         # the whole list on one line, the header included
@@ -73,7 +73,9 @@ def test_titles_with_numbers_keep_their_numbers() -> None:
     assert parse_ranked_names(text) == ["2001: A Space Odyssey (1968)", "12 Angry Men (1957)", "Apollo 13 (1995)"]
 
 
-@pytest.mark.parametrize("garbage", ["", None, "   \n\n  ", "!!!!", "\x00\x01\x02", "1.\n2.\n3.", "<|im_end|>", 12345, ["1. A"]])
+@pytest.mark.parametrize(
+    "garbage", ["", None, "   \n\n  ", "!!!!", "\x00\x01\x02", "1.\n2.\n3.", "<|im_end|>", 12345, ["1. A"]]
+)
 def test_garbage_never_raises_and_reads_no_name(garbage: object) -> None:
     names = parse_ranked_names(garbage)  # type: ignore[arg-type]
     assert all(any(ch.isalnum() for ch in name) for name in names)
@@ -147,8 +149,18 @@ def test_renumbered_partial_repeated_invented_generation() -> None:
         "5. Star Wars: Episode IV - A New Hop"  # cut off by the token budget
     )
     model, tail, counts = ranked_names(text)
-    assert model == ["Matrix, The (1999)", "Toy Story 2 (1999)", "Amélie (2001)", "Star Wars: Episode IV - A New Hope (1977)"]
-    assert tail == ["Toy Story (1995)", "2001: A Space Odyssey (1968)", "Psycho (1960)", "Psycho (1998)"]  # prompt order
+    assert model == [
+        "Matrix, The (1999)",
+        "Toy Story 2 (1999)",
+        "Amélie (2001)",
+        "Star Wars: Episode IV - A New Hope (1977)",
+    ]
+    assert tail == [
+        "Toy Story (1995)",
+        "2001: A Space Odyssey (1968)",
+        "Psycho (1960)",
+        "Psycho (1998)",
+    ]  # prompt order
     assert counts == ParseCounts(n_generated=6, n_exact=3, n_fuzzy=1, n_duplicates=1, n_hallucinated=1, n_appended=4)
 
 
@@ -178,7 +190,14 @@ def test_every_list_is_a_complete_permutation() -> None:
 def test_match_names_counts_and_columns() -> None:
     ranked, counts = match_names(["Toy Story", "Toy Story", "Nope Nope Nope"], CANDIDATES)
     assert ranked == [1]
-    assert counts.as_dict() == {"n_generated": 3, "n_exact": 1, "n_fuzzy": 0, "n_duplicates": 1, "n_hallucinated": 1, "n_appended": 7}
+    assert counts.as_dict() == {
+        "n_generated": 3,
+        "n_exact": 1,
+        "n_fuzzy": 0,
+        "n_duplicates": 1,
+        "n_hallucinated": 1,
+        "n_appended": 7,
+    }
     assert tuple(counts.as_dict()) == PARSE_COUNT_COLUMNS
 
 

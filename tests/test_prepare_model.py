@@ -20,7 +20,9 @@ from rekalm.prepare_model import (
 
 
 def test_model_sources_are_validated():
-    with pytest.raises(ValueError, match=r"models.m.source: expected one of \['gguf_package', 'hub', 'local'\], got 'ftp'"):
+    with pytest.raises(
+        ValueError, match=r"models.m.source: expected one of \['gguf_package', 'hub', 'local'\], got 'ftp'"
+    ):
         ModelSource.from_config("m", {"source": "ftp"})
     with pytest.raises(ValueError, match=r"models.m: source 'hub' needs \['revision'\]"):
         ModelSource.from_config("m", {"source": "hub", "repo_id": "meta-llama/Meta-Llama-3-8B"})
@@ -43,11 +45,15 @@ def test_local_folder_is_mirrored_with_provenance(tmp_path, tiny_llama_dir):
     record = prepare_base_model(source, output)
     assert record["model_type"] == "llama" and record["has_chat_template"]
     assert json.loads((output / PROVENANCE_FILE).read_text())["path"] == str(Path(tiny_llama_dir).resolve())
-    assert sorted(p.name for p in output.iterdir()) == sorted([*(p.name for p in Path(tiny_llama_dir).iterdir()), PROVENANCE_FILE])
+    assert sorted(p.name for p in output.iterdir()) == sorted(
+        [*(p.name for p in Path(tiny_llama_dir).iterdir()), PROVENANCE_FILE]
+    )
     assert not list(output.parent.glob(".base.*"))  # no staging folder left behind
 
     with pytest.raises(ValueError, match="models.gone.path: .* is not a folder"):
-        prepare_base_model(ModelSource.from_config("gone", {"source": "local", "path": str(tmp_path / "nope")}), tmp_path / "gone")
+        prepare_base_model(
+            ModelSource.from_config("gone", {"source": "local", "path": str(tmp_path / "nope")}), tmp_path / "gone"
+        )
     assert not (tmp_path / "gone").exists()
 
 
@@ -73,7 +79,9 @@ def test_hub_download_uses_pinned_revision_and_token_from_env(tmp_path, tiny_lla
     spec = {"source": "hub", "repo_id": "org/tiny", "revision": revision, "token_env": "MY_HF_TOKEN"}
     output = tmp_path / "base"
     record = prepare_base_model(ModelSource.from_config("tiny", spec), output)
-    assert calls == [{"repo_id": "org/tiny", "revision": revision, "token": "hf_secret", "allow_patterns": HUB_ALLOW_PATTERNS}]
+    assert calls == [
+        {"repo_id": "org/tiny", "revision": revision, "token": "hf_secret", "allow_patterns": HUB_ALLOW_PATTERNS}
+    ]
     assert record["revision"] == revision and "hf_secret" not in (output / PROVENANCE_FILE).read_text()
     assert not any(p.is_symlink() for p in output.iterdir())  # real files, not links into a cache
     assert "*.pth" not in HUB_ALLOW_PATTERNS and "*.py" not in HUB_ALLOW_PATTERNS  # no 16 GB originals, no remote code
@@ -102,16 +110,24 @@ def test_embedded_gguf_converts_to_an_equivalent_plain_folder(tmp_path):
     # Weights equal the GGUF's own dequantization (gguf's reader, independent of transformers).
     tensors = {tensor.name: tensor for tensor in GGUFReader(gguf).tensors}
     with safe_open(output / "model.safetensors", "pt") as saved:
-        for gguf_name, hf_name in (("token_embd.weight", "model.embed_tokens.weight"), ("blk.3.ffn_down.weight", "model.layers.3.mlp.down_proj.weight")):
+        for gguf_name, hf_name in (
+            ("token_embd.weight", "model.embed_tokens.weight"),
+            ("blk.3.ffn_down.weight", "model.layers.3.mlp.down_proj.weight"),
+        ):
             ours = saved.get_tensor(hf_name)
             assert ours.dtype == torch.float32
-            theirs = torch.from_numpy(np.array(dequantize(tensors[gguf_name].data, tensors[gguf_name].tensor_type))).reshape(ours.shape)
+            theirs = torch.from_numpy(
+                np.array(dequantize(tensors[gguf_name].data, tensors[gguf_name].tensor_type))
+            ).reshape(ours.shape)
             assert torch.equal(ours, theirs), hf_name
 
     tokenizer = AutoTokenizer.from_pretrained(output)
     model = AutoModelForCausalLM.from_pretrained(output).eval()
     prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
     )
     with torch.no_grad():
         answer = model.generate(**prompt, max_new_tokens=12, do_sample=False)

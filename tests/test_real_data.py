@@ -19,12 +19,17 @@ from rekalm.config import load_yaml
 REPO = Path(__file__).resolve().parents[1]
 # The reproduction figures: the original's shipped split and rule files (see
 # tests/test_mine_rules.py for the 13,244 / 13,390 rules).
-EXPECTED = {"dbbook": {"test_users": 1132, "train_users": 4528, "rules": 13244}, "lastfm": {"test_users": 376, "train_users": 1505, "rules": 13390}}
+EXPECTED = {
+    "dbbook": {"test_users": 1132, "train_users": 4528, "rules": 13244},
+    "lastfm": {"test_users": 376, "train_users": 1505, "rules": 13390},
+}
 BASELINES = ["popularity", "random", "itemknn", "bpr", "ease"]
 
 
 @pytest.mark.slow
-def test_dbbook_and_lastfm_full_size_through_every_cpu_stage(original_data: Path, tiny_llama_dir: Path, tmp_path: Path):
+def test_dbbook_and_lastfm_full_size_through_every_cpu_stage(
+    original_data: Path, tiny_llama_dir: Path, tmp_path: Path
+):
     datasets = {
         name: {
             "files": local_original_files(original_data, name),
@@ -41,10 +46,20 @@ def test_dbbook_and_lastfm_full_size_through_every_cpu_stage(original_data: Path
             "datasets": datasets,
             "models": {"tiny": {"source": "local", "path": str(tiny_llama_dir)}},
             # One grid point per baseline keeps CI short; tuning itself is tested in test_baselines.
-            "baselines": {"grids": {"ease": {"l2": [500]}, "itemknn": {"k": [50]}, "bpr": {"factors": [32], "lr": [0.05], "reg": [0.01], "iterations": [30]}}},
+            "baselines": {
+                "grids": {
+                    "ease": {"l2": [500]},
+                    "itemknn": {"k": [50]},
+                    "bpr": {"factors": [32], "lr": [0.05], "reg": [0.01], "iterations": [30]},
+                }
+            },
         },
     )
-    targets = [f"results/{name}/{target}" for name in EXPECTED for target in ("compare/table.md", "build_sets/collab_graph/stats.json")]
+    targets = [
+        f"results/{name}/{target}"
+        for name in EXPECTED
+        for target in ("compare/table.md", "build_sets/collab_graph/stats.json")
+    ]
     run_workflow(tmp_path, targets=targets, overrides=[override], cores=2)
 
     for name, expected in EXPECTED.items():
@@ -84,6 +99,10 @@ def check_dataset(results: Path, domain_name: str, expected: dict[str, int]) -> 
         assert users["evaluated"] + users["without_relevant"] == expected["test_users"], (name, baseline)
         for definition in ("standard", "clayrs"):
             values = metrics[definition]
-            assert values and all(math.isfinite(v) and 0 <= v <= 1 for v in values.values()), (name, baseline, definition)
+            assert values and all(math.isfinite(v) and 0 <= v <= 1 for v in values.values()), (
+                name,
+                baseline,
+                definition,
+            )
     table = (results / "compare/table.md").read_text()
     assert all(f"| {baseline} |" in table for baseline in BASELINES), name

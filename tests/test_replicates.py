@@ -7,7 +7,11 @@ from rekalm.replicates import check_seeds, replicate_names, replicate_seed, repl
 
 def test_first_seed_keeps_the_plain_name_and_others_add_a_suffix():
     assert replicate_names("graph", [22]) == ["graph"]
-    assert replicate_names("collab_graph", [22, 23, 24]) == ["collab_graph", "collab_graph.seed23", "collab_graph.seed24"]
+    assert replicate_names("collab_graph", [22, 23, 24]) == [
+        "collab_graph",
+        "collab_graph.seed23",
+        "collab_graph.seed24",
+    ]
     assert replicate_suffix(24, [22, 23, 24]) == ".seed24"
     # adding a seed adds names and renames none: Snakemake plans only the new seed's jobs
     assert set(replicate_names("graph", [22, 23])) <= set(replicate_names("graph", [22, 23, 7]))

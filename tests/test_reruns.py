@@ -22,7 +22,14 @@ DATASET = "ml1m_mini"
 UPSTREAM = {"download", "prepare", "split", "prepare_model"}  # shared by every ablation
 
 
-def plan(workdir: Path, targets: list[str], overrides: list[Path] = (), forcerun: list[str] = (), forceall: bool = False, executor: str = "dryrun") -> list[tuple[str, dict[str, str]]]:
+def plan(
+    workdir: Path,
+    targets: list[str],
+    overrides: list[Path] = (),
+    forcerun: list[str] = (),
+    forceall: bool = False,
+    executor: str = "dryrun",
+) -> list[tuple[str, dict[str, str]]]:
     """(rule, wildcards) of every job `executor` runs, the `all` target aside; like
     snakemake_helpers.planned_jobs, plus --forcerun and the touch executor."""
     dag = api_run(workdir, targets, executor, [*CONFIG_FILES, *overrides], forceall=forceall, forcerun=forcerun)
@@ -127,7 +134,10 @@ def test_adding_a_seed_plans_only_the_new_seeds_jobs(finished_workdir, tmp_path)
     assert replicates_of(jobs, "infer") == {(f"{a}.seed23", "") for a in ablations}
     # seeded baselines replicate; deterministic ones and zero-shot ranking do not
     assert replicates_of(jobs, "baselines") == {("random", ".seed23"), ("bpr", ".seed23")}
-    assert {w["system"] for rule, w in jobs if rule == "evaluate"} == {f"{a}.seed23" for a in ablations} | {"random.seed23", "bpr.seed23"}
+    assert {w["system"] for rule, w in jobs if rule == "evaluate"} == {f"{a}.seed23" for a in ablations} | {
+        "random.seed23",
+        "bpr.seed23",
+    }
     assert rules_of(jobs) == {"train", "infer", "baselines", "evaluate", "compare"}
     assert len(jobs) == 3 * len(ablations) + 2 * 2 + 1  # nothing of seed 22 re-runs
 
@@ -166,19 +176,29 @@ def test_replicates_outside_run_seeds_are_refused(tmp_path, target, message):
 def test_resplit_replicates_the_split_and_everything_after_it(tmp_path):
     override = write_override(tmp_path, {"run": {"seeds": [22, 23], "resplit": True}})
     jobs = planned_jobs(tmp_path, overrides=[override])
-    datasets = {rule: sorted(w["dataset"] for r, w in jobs if r == rule) for rule in rules_of(jobs) - {"all", "prepare_model"}}
+    datasets = {
+        rule: sorted(w["dataset"] for r, w in jobs if r == rule) for rule in rules_of(jobs) - {"all", "prepare_model"}
+    }
     both = [DATASET, f"{DATASET}.seed23"]
     # split-free stages run once for the base dataset, the split and all after it per seed
     for rule in ("download", "prepare", "lookup_dbpedia", "compare"):
         assert datasets[rule] == [DATASET], rule
     assert datasets["split"] == datasets["mine_rules"] == both
     lexicalized = {(w["dataset"], w["source"]) for rule, w in jobs if rule == "lexicalize"}
-    assert lexicalized == {(DATASET, "graph"), (DATASET, "collab"), (f"{DATASET}.seed23", "collab")}  # facts do not depend on the split
+    assert lexicalized == {
+        (DATASET, "graph"),
+        (DATASET, "collab"),
+        (f"{DATASET}.seed23", "collab"),
+    }  # facts do not depend on the split
     ablations = default_ablations()
-    assert {(w["dataset"], w["ablation"], w["replicate"]) for rule, w in jobs if rule == "train"} == {(d, a, "") for d in both for a in ablations}
+    assert {(w["dataset"], w["ablation"], w["replicate"]) for rule, w in jobs if rule == "train"} == {
+        (d, a, "") for d in both for a in ablations
+    }
     # every system, deterministic ones too, ranks each split's own test users
     evaluated = {(w["dataset"], w["system"]) for rule, w in jobs if rule == "evaluate"}
-    assert {system for dataset, system in evaluated if dataset == f"{DATASET}.seed23"} == {system for dataset, system in evaluated if dataset == DATASET}
+    assert {system for dataset, system in evaluated if dataset == f"{DATASET}.seed23"} == {
+        system for dataset, system in evaluated if dataset == DATASET
+    }
     assert len(evaluated) == 2 * (len(ablations) + 2 + 5)
 
 

@@ -29,7 +29,9 @@ def test_generated_bgg_shape_survives_the_original_filters(tmp_path):
     expected_ratings = round(scale.RATINGS * users / scale.USERS)
     assert shape["ratings"] == expected_ratings and shape["users"] == users
     files = {"ratings": tmp_path / "bgg-19m-reviews.csv", "items": tmp_path / "games_detailed_info.csv"}
-    interactions, items = prepare_dataset("bgg_kaggle", files, PrepareOptions(like_if="> 7", min_user_interactions=11, max_user_interactions=99))
+    interactions, items = prepare_dataset(
+        "bgg_kaggle", files, PrepareOptions(like_if="> 7", min_user_interactions=11, max_user_interactions=99)
+    )
     assert len(interactions) == expected_ratings and interactions["user"].nunique() == users
     per_user = interactions.groupby("user").size()
     assert per_user.min() >= 11 and per_user.max() <= 99

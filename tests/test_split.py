@@ -14,7 +14,14 @@ def make_interactions(users: int = 50, seed: int = 0) -> pd.DataFrame:
     for user in range(users):
         count = int(rng.integers(3, 31))
         for position, item in enumerate(rng.choice(200, size=count, replace=False)):
-            rows.append({"user": f"u{user}", "item": f"i{item}", "liked": int(rng.random() < 0.6), "timestamp": 1000 + position})
+            rows.append(
+                {
+                    "user": f"u{user}",
+                    "item": f"i{item}",
+                    "liked": int(rng.random() < 0.6),
+                    "timestamp": 1000 + position,
+                }
+            )
     frame = pd.DataFrame(rows)
     frame["timestamp"] = frame["timestamp"].astype("Int64")
     return frame
@@ -82,7 +89,9 @@ def test_seeded_split_does_not_depend_on_row_order():
 def test_original_split_depends_on_first_appearance_order():
     """The original takes users in order of first appearance; reordering users changes who is tested."""
     interactions = make_interactions(users=60)
-    reordered = pd.concat([g for _, g in sorted(interactions.groupby("user"), key=lambda kv: kv[0], reverse=True)], ignore_index=True)
+    reordered = pd.concat(
+        [g for _, g in sorted(interactions.groupby("user"), key=lambda kv: kv[0], reverse=True)], ignore_index=True
+    )
     test_a = set(split_interactions(interactions, SplitConfig())[0].query("user_set == 'test'")["user"])
     test_b = set(split_interactions(reordered, SplitConfig())[0].query("user_set == 'test'")["user"])
     assert test_a != test_b
@@ -140,7 +149,9 @@ def test_no_interactions_is_an_error():
 
 @pytest.mark.parametrize("method", ["original", "seeded"])
 def test_a_test_fraction_that_selects_no_test_user_is_an_error(method):
-    with pytest.raises(ValueError, match=r"split\.test_fraction=0\.2 of 4 users leaves no test user; raise split\.test_fraction"):
+    with pytest.raises(
+        ValueError, match=r"split\.test_fraction=0\.2 of 4 users leaves no test user; raise split\.test_fraction"
+    ):
         split_interactions(make_interactions(users=4), SplitConfig(method=method))
 
 

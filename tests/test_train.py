@@ -20,7 +20,6 @@ from rekalm.train import (
     IGNORE_INDEX,
     FlattenedRowCollator,
     PackedRowCollator,
-    TokenizedSet,
     TrainingJob,
     TrainingSettings,
     build_trainer,
@@ -69,7 +68,9 @@ def training_rows(tokenizer, count: int = 12) -> list[dict[str, str]]:
         )
         answer = "Here a list:\n" + "\n".join(f"{rank}. {name}" for rank, name in enumerate(candidates, start=1))
         rows.append({"kind": "ranking", "prompt": prompt, "completion": answer})
-        rows.append({"kind": "collab", "prompt": "", "completion": f"People who like {liked[0]} also tend to like {liked[1]}."})
+        rows.append(
+            {"kind": "collab", "prompt": "", "completion": f"People who like {liked[0]} also tend to like {liked[1]}."}
+        )
     return rows
 
 
@@ -115,7 +116,9 @@ def test_settings_from_config_reject_unknown_and_bad_values():
 
 def test_bad_training_rows_name_file_and_line(tmp_path):
     path = tmp_path / "train.jsonl"
-    path.write_text('{"kind": "ranking", "prompt": "a", "completion": "b"}\n{"kind": "text", "prompt": null, "completion": "c"}\n')
+    path.write_text(
+        '{"kind": "ranking", "prompt": "a", "completion": "b"}\n{"kind": "text", "prompt": null, "completion": "c"}\n'
+    )
     with pytest.raises(ValueError, match=r"train.jsonl:2: field 'prompt' must be a string"):
         load_training_rows(path)
 
@@ -152,7 +155,9 @@ class BosTokenizer:
     bos_token, bos_token_id, eos_token_id = "<s>", 1, 2
 
     def __call__(self, texts, add_special_tokens=True):
-        encode = lambda text: ([self.bos_token_id] if add_special_tokens else []) + [ord(c) for c in text.replace("<s>", "\x01")]
+        def encode(text):
+            return ([self.bos_token_id] if add_special_tokens else []) + [ord(c) for c in text.replace("<s>", "\x01")]
+
         return {"input_ids": [encode(t) for t in texts] if isinstance(texts, list) else encode(texts)}
 
 
@@ -246,7 +251,12 @@ def test_config_values_reach_the_trainer(tmp_path, tiny_llama_dir, tokenizer):
     args = trainer.args
     assert (args.learning_rate, args.num_train_epochs, args.max_steps) == (3e-4, 2, 3)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (3, 2)
-    assert (args.weight_decay, args.max_grad_norm, args.optim.value, args.lr_scheduler_type.value) == (0.02, 0.5, "adamw_torch", "cosine")
+    assert (args.weight_decay, args.max_grad_norm, args.optim.value, args.lr_scheduler_type.value) == (
+        0.02,
+        0.5,
+        "adamw_torch",
+        "cosine",
+    )
     assert (args.warmup_steps, args.seed, args.data_seed) == (1, 7, 7)
     assert args.activation_checkpointing and args.activation_checkpointing_kwargs == {"use_reentrant": False}
     assert (args.save_steps, args.save_total_limit, args.logging_steps) == (5, 1, 2)
@@ -305,7 +315,10 @@ def test_a_few_steps_lower_the_loss_and_the_adapter_reloads(tmp_path, tiny_llama
     adapter = Path(job.adapter_dir)
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     record = json.loads((adapter / "rekalm_training.json").read_text())
-    assert record["settings"]["learning_rate"] == TINY["learning_rate"] and record["result"]["global_step"] == result.global_step
+    assert (
+        record["settings"]["learning_rate"] == TINY["learning_rate"]
+        and record["result"]["global_step"] == result.global_step
+    )
     base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
     ids = torch.tensor([tokenizer(training_rows(tokenizer, 1)[0]["prompt"] + "Here a list:\n1.")["input_ids"]])
     with torch.no_grad():
@@ -337,7 +350,9 @@ def test_training_resumes_after_a_hard_kill(tmp_path, tiny_llama_dir, tokenizer)
     job_file = tmp_path / "job.json"
     job_file.write_text(json.dumps(job.to_dict()))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    killed = subprocess.run([sys.executable, "-c", KILLER, str(job_file), "5"], env=env, capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, str(job_file), "5"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert newest_complete_checkpoint(job.checkpoint_dir).name == "checkpoint-4"
     assert not Path(job.adapter_dir).exists()  # nothing half-written
@@ -368,7 +383,9 @@ def test_stale_or_incomplete_checkpoints_are_not_resumed(tmp_path, tiny_llama_di
     changed = TrainingJob(**{**job.__dict__, "settings": TrainingSettings(**{**TINY, "learning_rate": 1e-3})})
     assert prepare_checkpoint_dir(changed) is None  # other settings: start over
     assert not (folder / "checkpoint-2").exists()
-    interval_only = TrainingJob(**{**changed.__dict__, "settings": TrainingSettings(**{**TINY, "learning_rate": 1e-3, "save_steps": 7})})
+    interval_only = TrainingJob(
+        **{**changed.__dict__, "settings": TrainingSettings(**{**TINY, "learning_rate": 1e-3, "save_steps": 7})}
+    )
     (folder / "checkpoint-3").mkdir()
     (folder / "checkpoint-3" / "trainer_state.json").write_text("{}")
     assert prepare_checkpoint_dir(interval_only).name == "checkpoint-3"  # the save interval may change
@@ -407,7 +424,9 @@ def test_several_gpus_start_one_worker_each(tmp_path, tiny_llama_dir, tokenizer,
     assert command[command.index("--num_processes") + 1] == "4"
     assert command[-4:] == ["-m", "rekalm.train", "--job", str(Path(job.checkpoint_dir) / train.JOB_FILE)]
     worker_job = json.loads((Path(job.checkpoint_dir) / train.JOB_FILE).read_text())
-    assert TrainingJob.from_dict({k: v for k, v in worker_job.items() if k != "resume_from"}) == TrainingJob(**{**job.__dict__, "threads": 2})
+    assert TrainingJob.from_dict({k: v for k, v in worker_job.items() if k != "resume_from"}) == TrainingJob(
+        **{**job.__dict__, "threads": 2}
+    )
     assert launched["env"]["OMP_NUM_THREADS"] == "2"  # 8 cores shared by 4 workers
     # The workers import exactly this process's rekalm, wherever the workflow runs.
     assert launched["env"]["PYTHONPATH"].split(os.pathsep)[0] == str(REPO)
@@ -416,7 +435,6 @@ def test_several_gpus_start_one_worker_each(tmp_path, tiny_llama_dir, tokenizer,
 
 
 # --------------------------------------------------------------------------- the rules
-
 
 
 @pytest.mark.slow
@@ -431,14 +449,36 @@ def test_prepare_train_and_merge_rules_run_end_to_end(tmp_path, tiny_llama_dir, 
         "models": {"tiny": {"source": "local", "path": str(tiny_llama_dir)}},
         "datasets": {"toy": {"model": "tiny", "training": "tiny"}},
         "training": {"tiny": {**TINY, "max_steps": 3, "resources": {"gpu": 0, "mem_mb": 2000, "runtime": 5}}},
-        "merge": {"temporary": False, "dtype": "auto", "device": "auto", "tolerance": None, "gpu": 0, "mem_mb": 4000, "runtime": 30},
+        "merge": {
+            "temporary": False,
+            "dtype": "auto",
+            "device": "auto",
+            "tolerance": None,
+            "gpu": 0,
+            "mem_mb": 4000,
+            "runtime": 30,
+        },
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     # The real rules and their input functions, on a config with only what they read.
-    includes = "".join(f'include: "{REPO}/rules/{stage}.smk"\n' for stage in ("common", "prepare_model", "train", "merge"))
+    includes = "".join(
+        f'include: "{REPO}/rules/{stage}.smk"\n' for stage in ("common", "prepare_model", "train", "merge")
+    )
     (work / "Snakefile").write_text(includes, encoding="utf-8")
     targets = ["results/toy/merge/no_kn/model", "results/toy/train/no_kn/loss.png"]
-    command = [sys.executable, "-m", "snakemake", "--snakefile", "Snakefile", "--configfile", "config.yaml", "--cores", "1", "--nolock", *targets]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        "Snakefile",
+        "--configfile",
+        "config.yaml",
+        "--cores",
+        "1",
+        "--nolock",
+        *targets,
+    ]
     done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((work / "results/models/tiny/base/rekalm_source.json").read_text())["source"] == "local"

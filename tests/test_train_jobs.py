@@ -23,15 +23,30 @@ REPO = Path(__file__).resolve().parents[1]
 MOVIES = ["The Matrix (1999)", "Toy Story (1995)", "Heat (1995)", "Alien (1979)", "Fargo (1996)", "Jaws (1975)"]
 ROWS = 16  # one example per item (no packing): 8 steps per epoch with 2 workers x batch 1
 WORKER_PRESET = {
-    "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "seq_len": 128, "learning_rate": 1e-2, "epochs": 2,
-    "per_device_batch_size": 1, "packing": False, "gradient_checkpointing": False, "save_steps": 1,
-    "save_total_limit": 2, "keep_checkpoints": True, "device": "cpu", "processes": 2,
-}  # fmt: skip
+    "lora_r": 4,
+    "lora_alpha": 8,
+    "lora_dropout": 0.0,
+    "seq_len": 128,
+    "learning_rate": 1e-2,
+    "epochs": 2,
+    "per_device_batch_size": 1,
+    "packing": False,
+    "gradient_checkpointing": False,
+    "save_steps": 1,
+    "save_total_limit": 2,
+    "keep_checkpoints": True,
+    "device": "cpu",
+    "processes": 2,
+}
 
 
 def rows(count: int) -> list[dict[str, str]]:
     return [
-        {"kind": "ranking", "prompt": f"Liked: {MOVIES[i % 6]}. Rank: {', '.join(MOVIES[2:5])}.\nAnswer: ", "completion": f"Here a list:\n1. {MOVIES[(i + 2) % 6]}"}
+        {
+            "kind": "ranking",
+            "prompt": f"Liked: {MOVIES[i % 6]}. Rank: {', '.join(MOVIES[2:5])}.\nAnswer: ",
+            "completion": f"Here a list:\n1. {MOVIES[(i + 2) % 6]}",
+        }
         for i in range(count)
     ]
 
@@ -57,13 +72,32 @@ def write_workflow(work: Path, tiny_llama_dir: Path, datasets: dict[str, tuple[l
 
 
 def worker_preset(max_slices: int, **changes) -> dict:
-    return {**WORKER_PRESET, **changes, "resources": {"gpu": 0, "mem_mb": 2000, "runtime": 5, "max_slices": max_slices}}
+    return {
+        **WORKER_PRESET,
+        **changes,
+        "resources": {"gpu": 0, "mem_mb": 2000, "runtime": 5, "max_slices": max_slices},
+    }
 
 
 def snakemake_command(work: Path, datasets: list[str]) -> list[str]:
     targets = [f"results/{name}/train/no_kn/loss.png" for name in datasets]
-    return [sys.executable, "-m", "snakemake", *targets, "--snakefile", str(work / "Snakefile"), "--directory", str(work),
-            "--configfile", str(work / "config.yaml"), "--cores", "2", "--nolock", "--show-failed-logs", "--keep-going"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *targets,
+        "--snakefile",
+        str(work / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(work / "config.yaml"),
+        "--cores",
+        "2",
+        "--nolock",
+        "--show-failed-logs",
+        "--keep-going",
+    ]
 
 
 def clean_environment() -> dict[str, str]:
@@ -72,7 +106,9 @@ def clean_environment() -> dict[str, str]:
 
 
 def newest_complete_step(checkpoints: Path) -> int:
-    steps = [int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    steps = [
+        int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
+    ]
     return max(steps, default=0)
 
 
@@ -93,11 +129,22 @@ def test_two_workers_from_elsewhere_killed_twice_finish_from_checkpoints(tmp_pat
     elsewhere.mkdir()
     write_workflow(work, tiny_llama_dir, {"toy": (rows(ROWS), worker_preset(max_slices=3))})
     checkpoints = work / "results/toy/checkpoints/no_kn"
-    snakemake = subprocess.Popen(snakemake_command(work, ["toy"]), cwd=elsewhere, env=clean_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    snakemake = subprocess.Popen(
+        snakemake_command(work, ["toy"]),
+        cwd=elsewhere,
+        env=clean_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         for kill_after in (2, 4):  # both inside the first epoch (8 steps), so epoch 2 runs whole
             deadline = time.monotonic() + 240
-            while newest_complete_step(checkpoints) < kill_after and snakemake.poll() is None and time.monotonic() < deadline:
+            while (
+                newest_complete_step(checkpoints) < kill_after
+                and snakemake.poll() is None
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.05)
             assert snakemake.poll() is None, snakemake.stdout.read()[-4000:]
             time_limit(snakemake)
@@ -125,13 +172,21 @@ def test_two_workers_from_elsewhere_killed_twice_finish_from_checkpoints(tmp_pat
 
     # Disjoint shards: per epoch the two ranks never train on the same item, no item comes
     # twice, and the second (uninterrupted) epoch covers every item exactly once.
-    shards = {rank: [json.loads(line) for line in (checkpoints / "shards" / f"rank-{rank}.jsonl").read_text().splitlines()] for rank in (0, 1)}
+    shards = {
+        rank: [json.loads(line) for line in (checkpoints / "shards" / f"rank-{rank}.jsonl").read_text().splitlines()]
+        for rank in (0, 1)
+    }
     for epoch in (0, 1):
-        seen = {rank: [item for entry in shards[rank] if entry["epoch"] == epoch for item in entry["items"]] for rank in (0, 1)}
+        seen = {
+            rank: [item for entry in shards[rank] if entry["epoch"] == epoch for item in entry["items"]]
+            for rank in (0, 1)
+        }
         assert seen[0] and seen[1], (epoch, shards)
         assert len(set(seen[0])) == len(seen[0]) and len(set(seen[1])) == len(seen[1])
         assert not set(seen[0]) & set(seen[1]), epoch
-    last = {rank: {item for entry in shards[rank] if entry["epoch"] == 1 for item in entry["items"]} for rank in (0, 1)}
+    last = {
+        rank: {item for entry in shards[rank] if entry["epoch"] == 1 for item in entry["items"]} for rank in (0, 1)
+    }
     assert last[0] | last[1] == set(range(ROWS)) and len(last[0]) == len(last[1]) == ROWS // 2
 
 
@@ -148,7 +203,14 @@ def test_failing_jobs_say_why_in_the_rule_log(tmp_path, tiny_llama_dir):
     gpu_job = worker_preset(max_slices=1, device="auto", processes=None)  # max_slices 1: no retries
     gpu_job["resources"]["gpu"] = 1  # what the full preset asks for
     write_workflow(work, tiny_llama_dir, {"bad": (bad, worker_preset(max_slices=1)), "nogpu": (rows(4), gpu_job)})
-    done = subprocess.run(snakemake_command(work, ["bad", "nogpu"]), cwd=tmp_path, env=clean_environment(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        snakemake_command(work, ["bad", "nogpu"]),
+        cwd=tmp_path,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode != 0
 
     worker_log = (work / "logs/bad/train/no_kn.log").read_text()
@@ -158,7 +220,10 @@ def test_failing_jobs_say_why_in_the_rule_log(tmp_path, tiny_llama_dir):
 
     gpu_log = (work / "logs/nogpu/train/no_kn.log").read_text()
     (error,) = [line for line in gpu_log.splitlines() if " ERROR " in line]
-    assert "rule train (nogpu/no_kn), preset training.nogpu: expected a CUDA device (the job asked for resources.gpu = 1)" in error
+    assert (
+        "rule train (nogpu/no_kn), preset training.nogpu: expected a CUDA device (the job asked for resources.gpu = 1)"
+        in error
+    )
     assert f"torch {torch.__version__}" in error and "torch.cuda.is_available() = False" in error
     assert "Traceback" not in gpu_log and not (work / "results/nogpu/checkpoints/no_kn").exists()
 
@@ -168,12 +233,22 @@ def test_multi_gpu_train_jobs_ask_for_one_node_cpus_per_gpu_and_retries(tmp_path
     from snakemake_executor_plugin_slurm.submit_string import get_submit_command
     from snakemake_helpers import CONFIG_FILES, api_run, write_override
 
-    override = write_override(tmp_path, {"run": {"datasets": ["dbbook"], "ablations": ["no_kn"]}, "training": {"full": {"resources": {"gpu": 4}}}})
+    override = write_override(
+        tmp_path,
+        {"run": {"datasets": ["dbbook"], "ablations": ["no_kn"]}, "training": {"full": {"resources": {"gpu": 4}}}},
+    )
     dag = api_run(tmp_path, ["results/dbbook/train/no_kn/loss.png"], "dryrun", [*CONFIG_FILES, override], cores=64)
     (train,) = [job for job in dag.finished_jobs if job.rule.name == "train"]
     assert train.threads == 32 and train.resources["nodes"] == 1 and train.resources["runtime"] == 1440
     assert train.rule.restart_times == 3  # full: max_slices 4 -> three resubmissions
-    params = {"run_uuid": "x", "slurm_logfile": "x.log", "comment_str": "rule_train", "account": "-A acct", "partition": "-p gpu", "workdir": str(tmp_path)}
+    params = {
+        "run_uuid": "x",
+        "slurm_logfile": "x.log",
+        "comment_str": "rule_train",
+        "account": "-A acct",
+        "partition": "-p gpu",
+        "workdir": str(tmp_path),
+    }
     command = get_submit_command(train, params)
     assert train.resources["gpu"] == 4  # the plugin adds --gpus=4 elsewhere
     assert "--nodes=1" in command and "-t 1440" in command and "--cpus-per-task=32" in command, command

@@ -42,7 +42,14 @@ def test_each_knowledge_ablation_against_the_reference_and_the_best_baseline():
         "popularity": {"ndcg@10": base + 0.05},
         "ease": {"ndcg@10": base + 0.2},  # the best baseline
     }
-    kinds = {"no_kn": "ablation", "graph": "ablation", "collab": "ablation", "zero_shot_score": "zero_shot", "popularity": "baseline", "ease": "baseline"}
+    kinds = {
+        "no_kn": "ablation",
+        "graph": "ablation",
+        "collab": "ablation",
+        "zero_shot_score": "zero_shot",
+        "popularity": "baseline",
+        "ease": "baseline",
+    }
     results = verdicts(scores, kinds, "ndcg@10", "no_kn", 0.95, {"graph": 0.01, "ease": None})
     assert [(r.system, r.comparator, r.role) for r in results] == [
         ("graph", "no_kn", "reference"),
@@ -51,7 +58,12 @@ def test_each_knowledge_ablation_against_the_reference_and_the_best_baseline():
         ("collab", "ease", "best baseline"),
     ]
     words = {(r.system, r.comparator): r.word for r in results}
-    assert words == {("graph", "no_kn"): BETTER, ("graph", "ease"): WORSE, ("collab", "no_kn"): WORSE, ("collab", "ease"): WORSE}
+    assert words == {
+        ("graph", "no_kn"): BETTER,
+        ("graph", "ease"): WORSE,
+        ("collab", "no_kn"): WORSE,
+        ("collab", "ease"): WORSE,
+    }
     graph = results[0]
     assert graph.difference == pytest.approx(0.1) and graph.users == users and graph.system_sd == 0.01
     headers, rows = verdict_rows(results)

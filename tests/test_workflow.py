@@ -16,6 +16,7 @@ from rekalm.replicates import replicate_names
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 SNAKEFMT = Path(sys.executable).parent / "snakefmt"
+RUFF = Path(sys.executable).parent / "ruff"
 
 
 def test_full_grid_dry_run_lists_every_dataset_and_ablation(tmp_path):
@@ -33,14 +34,18 @@ def test_full_grid_dry_run_lists_every_dataset_and_ablation(tmp_path):
     for rule, wildcard_sets in by_rule.items():
         pairs = {(dict(w)["dataset"], dict(w)["ablation"]) for w in wildcard_sets if "ablation" in dict(w)}
         if rule == "merge":  # only datasets whose inference preset loads a merged model
-            merged = {d for d in datasets if config["inference"][config["datasets"][d]["inference"]]["load"] == "merged"}
+            merged = {
+                d for d in datasets if config["inference"][config["datasets"][d]["inference"]]["load"] == "merged"
+            }
             assert merged == set(datasets) - {"ml1m_mini"}
             assert pairs == {(d, a) for d, a in expected_pairs if d in merged}
         elif pairs:
             assert pairs == expected_pairs, rule
     zero_shot = {f"zero_shot_{mode}" for mode in config["run"]["zero_shot"]}
     assert zero_shot == {"zero_shot_score", "zero_shot_generate"}
-    systems = {rule: {(dict(w)["dataset"], dict(w)["system"]) for w in by_rule[rule]} for rule in ("infer", "evaluate")}
+    systems = {
+        rule: {(dict(w)["dataset"], dict(w)["system"]) for w in by_rule[rule]} for rule in ("infer", "evaluate")
+    }
     llm_systems = expected_pairs | {(d, z) for d in datasets for z in zero_shot}
     assert systems["infer"] == llm_systems
     assert systems["evaluate"] == llm_systems | {(d, b) for d in datasets for b in config["baselines"]["names"]}
@@ -67,15 +72,34 @@ def test_snakefmt_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_ruff_lint_and_format_are_clean():
+    """The Python side's style gate (pyproject.toml [tool.ruff]), as snakefmt is for the rules."""
+    lint = run_cli(str(RUFF), "check", ".")
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    formatted = run_cli(str(RUFF), "format", "--check", ".")
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+
+
 def test_malformed_input_stops_the_run_and_writes_nothing(tmp_path):
     (tmp_path / "train.tsv").write_text("1\t2\n")  # two columns, three expected
     (tmp_path / "test.tsv").write_text("1\t3\t1\n")
     (tmp_path / "names.json").write_text("{}")
-    files = {role: {"path": str(tmp_path / name)} for role, name in (("train", "train.tsv"), ("test", "test.tsv"), ("names", "names.json"))}
-    override = write_override(tmp_path, {"datasets": {"broken": {"domain": "book", "format": "rekalm_original", "files": files, "knowledge": {}}}, "run": {"datasets": ["broken"], "ablations": ["no_kn"]}})
-    with pytest.raises(Exception):
+    files = {
+        role: {"path": str(tmp_path / name)}
+        for role, name in (("train", "train.tsv"), ("test", "test.tsv"), ("names", "names.json"))
+    }
+    override = write_override(
+        tmp_path,
+        {
+            "datasets": {"broken": {"domain": "book", "format": "rekalm_original", "files": files, "knowledge": {}}},
+            "run": {"datasets": ["broken"], "ablations": ["no_kn"]},
+        },
+    )
+    with pytest.raises(Exception):  # noqa: B017 (the Snakemake API's own failure type)
         run_workflow(tmp_path, targets=["results/broken/split/split.parquet"], overrides=[override], cores=1)
-    assert not (tmp_path / "results/broken/prepare").exists() or not any((tmp_path / "results/broken/prepare").iterdir())
+    assert not (tmp_path / "results/broken/prepare").exists() or not any(
+        (tmp_path / "results/broken/prepare").iterdir()
+    )
     log = (tmp_path / "logs/broken/prepare.log").read_text()
     assert "train.tsv: expected 3 tab-separated columns (user, item, 0/1), found 2" in log
 
@@ -119,13 +143,21 @@ def test_embedded_default_runs_end_to_end(tmp_path):
 
 
 def trained_replicates(config: dict) -> list[str]:
-    return [name for ablation in ablations_for(config, "ml1m_mini") for name in replicate_names(ablation, config["run"]["seeds"])]
+    return [
+        name
+        for ablation in ablations_for(config, "ml1m_mini")
+        for name in replicate_names(ablation, config["run"]["seeds"])
+    ]
 
 
 def baseline_replicates(config: dict) -> list[str]:
     from rekalm.baselines import SEEDED_BASELINES
 
-    return [name for b in config["baselines"]["names"] for name in (replicate_names(b, config["run"]["seeds"]) if b in SEEDED_BASELINES else [b])]
+    return [
+        name
+        for b in config["baselines"]["names"]
+        for name in (replicate_names(b, config["run"]["seeds"]) if b in SEEDED_BASELINES else [b])
+    ]
 
 
 def check_replicates(workdir: Path, config: dict) -> None:
@@ -134,35 +166,61 @@ def check_replicates(workdir: Path, config: dict) -> None:
     results = workdir / "results/ml1m_mini"
     first, second = config["run"]["seeds"]
     for ablation in ablations_for(config, "ml1m_mini"):
-        adapters = [(results / "train" / name / "adapter/adapter_model.safetensors").read_bytes() for name in replicate_names(ablation, [first, second])]
+        adapters = [
+            (results / "train" / name / "adapter/adapter_model.safetensors").read_bytes()
+            for name in replicate_names(ablation, [first, second])
+        ]
         assert adapters[0] != adapters[1], f"{ablation}: both seeds trained the same adapter"
         assert not (results / "build_sets" / f"{ablation}.seed{second}").exists()  # one training set for every seed
-    random_rankings = [pd.read_parquet(results / "baselines" / name / "predictions.parquet") for name in replicate_names("random", [first, second])]
+    random_rankings = [
+        pd.read_parquet(results / "baselines" / name / "predictions.parquet")
+        for name in replicate_names("random", [first, second])
+    ]
     assert not random_rankings[0].equals(random_rankings[1])
-    tunings = [json.loads((results / "baselines" / name / "tuning.json").read_text()) for name in replicate_names("bpr", [first, second])]
+    tunings = [
+        json.loads((results / "baselines" / name / "tuning.json").read_text())
+        for name in replicate_names("bpr", [first, second])
+    ]
     assert [t["seed"] for t in tunings] == [first, second]
-    assert tunings[0]["validation_users"] == tunings[1]["validation_users"] and tunings[0]["validation_seed"] == tunings[1]["validation_seed"]
+    assert (
+        tunings[0]["validation_users"] == tunings[1]["validation_users"]
+        and tunings[0]["validation_seed"] == tunings[1]["validation_seed"]
+    )
     for deterministic in ("popularity", "ease", "zero_shot_score"):
         assert not list(results.glob(f"*/{deterministic}.seed*")), deterministic
     summary = json.loads((results / "compare/compare.json").read_text())
     for system in ablations_for(config, "ml1m_mini") + ["random", "bpr"]:
-        per_seed = [json.loads((results / "metrics" / f"{name}.json").read_text()) for name in replicate_names(system, [first, second])]
+        per_seed = [
+            json.loads((results / "metrics" / f"{name}.json").read_text())
+            for name in replicate_names(system, [first, second])
+        ]
         values = [m["standard"]["ndcg@10"] for m in per_seed]
         assert summary["metrics"][system]["standard"]["ndcg@10"] == pytest.approx(sum(values) / 2), system
-        assert summary["sd"][system]["standard"]["ndcg@10"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5), system
+        assert summary["sd"][system]["standard"]["ndcg@10"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5), (
+            system
+        )
         assert summary["seeds"][system] == [first, second]
     assert summary["seeds"]["popularity"] == [None]
     verdict = summary["verdict"]
-    assert {(row["system"], row["role"]) for row in verdict} == {("collab_graph", "reference"), ("collab_graph", "best baseline")}
+    assert {(row["system"], row["role"]) for row in verdict} == {
+        ("collab_graph", "reference"),
+        ("collab_graph", "best baseline"),
+    }
     for row in verdict:
-        assert row["word"] == ("better" if row["low"] > 0 else "worse" if row["high"] < 0 else "no detectable difference"), row
+        assert row["word"] == (
+            "better" if row["low"] > 0 else "worse" if row["high"] < 0 else "no detectable difference"
+        ), row
     assert "## Verdict" in (results / "compare/table.md").read_text()
 
 
 def check_rankings_and_metrics(workdir: Path, config: dict, candidates: pd.DataFrame) -> None:
     """Every system ranked every test candidate once and has finite metrics in [0, 1]."""
     test = candidates[candidates["user_set"] == "test"]
-    systems = [f"zero_shot_{mode}" for mode in config["run"]["zero_shot"]] + trained_replicates(config) + baseline_replicates(config)
+    systems = (
+        [f"zero_shot_{mode}" for mode in config["run"]["zero_shot"]]
+        + trained_replicates(config)
+        + baseline_replicates(config)
+    )
     for system in systems:
         if system.split(".")[0] in config["baselines"]["names"]:
             ranked = pd.read_parquet(workdir / "results/ml1m_mini/baselines" / system / "predictions.parquet")
@@ -185,7 +243,18 @@ def check_rankings_and_metrics(workdir: Path, config: dict, candidates: pd.DataF
 
 def check_report(workdir: Path, override: Path) -> None:
     report = workdir / "report.html"
-    args = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", *map(str, CONFIG_FILES), str(override), "--report", str(report)]
+    args = [
+        str(SNAKEMAKE),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        *map(str, CONFIG_FILES),
+        str(override),
+        "--report",
+        str(report),
+    ]
     result = run_cli(*args, cwd=workdir)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert report.stat().st_size > 100_000  # self-contained: plots and tables embedded

@@ -94,7 +94,12 @@ def _free_port() -> int:
 
 
 def _isql(sql_port: int, statement: str) -> None:
-    result = subprocess.run(["isql-vt", f"127.0.0.1:{sql_port}", "dba", "dba", f"exec={statement}"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        ["isql-vt", f"127.0.0.1:{sql_port}", "dba", "dba", f"exec={statement}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if result.returncode != 0 or "*** Error" in result.stdout + result.stderr:
         raise RuntimeError(f"isql-vt failed on {statement[:80]!r}: {(result.stdout + result.stderr).strip()[-500:]}")
 
@@ -108,22 +113,33 @@ def virtuoso_endpoint(turtle_files: Sequence[Path], root: Path, startup_timeout_
     data.mkdir(exist_ok=True)
     sql_port, http_port = _free_port(), _free_port()
     ini = root / "virtuoso.ini"
-    ini.write_text(INI.format(root=root, data=data, sql_port=sql_port, http_port=http_port, max_rows=RESULT_SET_MAX_ROWS))
+    ini.write_text(
+        INI.format(root=root, data=data, sql_port=sql_port, http_port=http_port, max_rows=RESULT_SET_MAX_ROWS)
+    )
     with open(root / "server.log", "wb") as server_log:
-        process = subprocess.Popen(["virtuoso-t", "+foreground", "+configfile", str(ini)], cwd=root, stdout=server_log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            ["virtuoso-t", "+foreground", "+configfile", str(ini)],
+            cwd=root,
+            stdout=server_log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{http_port}/sparql"
     try:
         deadline = time.monotonic() + startup_timeout_s
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"virtuoso-t exited with {process.returncode}: {(root / 'server.log').read_text()[-500:]}")
+                raise RuntimeError(
+                    f"virtuoso-t exited with {process.returncode}: {(root / 'server.log').read_text()[-500:]}"
+                )
             try:
                 probe = url + "?" + urllib.parse.urlencode({"query": "ASK {}"})
                 with urllib.request.urlopen(probe, timeout=2):
                     break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"virtuoso-t did not answer on {url} within {startup_timeout_s:.0f} s") from None
+                    raise RuntimeError(
+                        f"virtuoso-t did not answer on {url} within {startup_timeout_s:.0f} s"
+                    ) from None
                 time.sleep(0.2)
         for number, path in enumerate(turtle_files):
             local = data / f"{number}.ttl"  # file_to_string_output reads only DirsAllowed

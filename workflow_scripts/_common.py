@@ -31,7 +31,9 @@ def start(snakemake: Any) -> logging.Logger:
         sys.path.insert(0, str(REPO_ROOT))
     if snakemake.log:
         sys.stderr = open(snakemake.log[0], "w", buffering=1)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
     return logging.getLogger(f"rekalm.{snakemake.rule}")
 
 

@@ -12,7 +12,14 @@ predictions, run, tuning = run_baseline(
     candidates=read_parquet(snakemake.input.candidates, required=["user", "user_set", "position", "item", "liked"]),
     settings=BaselineSettings(**snakemake.params.settings, threads=snakemake.threads),
 )
-log.info("%s/%s: chose %s (%s %s)", snakemake.wildcards.dataset, name, tuning["chosen"], tuning["metric"], tuning["chosen_score"])
+log.info(
+    "%s/%s: chose %s (%s %s)",
+    snakemake.wildcards.dataset,
+    name,
+    tuning["chosen"],
+    tuning["metric"],
+    tuning["chosen_score"],
+)
 write_parquet(predictions, snakemake.output.predictions)
 write_json(run, snakemake.output.run)
 write_json(tuning, snakemake.output.tuning)

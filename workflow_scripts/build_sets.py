@@ -20,4 +20,9 @@ stats = build_sets_files(
     ablation=snakemake.wildcards.ablation,  # noqa: F821
     trust_remote_code=snakemake.params.trust_remote_code,  # noqa: F821
 )
-log.info("build_sets %s/%s: %s", snakemake.wildcards.dataset, snakemake.wildcards.ablation, stats["train"]["examples_per_kind"])  # noqa: F821
+log.info(
+    "build_sets %s/%s: %s",
+    snakemake.wildcards.dataset,
+    snakemake.wildcards.ablation,
+    stats["train"]["examples_per_kind"],
+)  # noqa: F821

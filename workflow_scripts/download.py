@@ -8,5 +8,7 @@ from rekalm.download import RetryPolicy, fetch_dataset
 from rekalm.io import write_json
 
 output = Path(snakemake.output[0])
-manifest = fetch_dataset(snakemake.wildcards.dataset, snakemake.params.files, output.parent, RetryPolicy(**snakemake.params.retry))
+manifest = fetch_dataset(
+    snakemake.wildcards.dataset, snakemake.params.files, output.parent, RetryPolicy(**snakemake.params.retry)
+)
 write_json(manifest, output)

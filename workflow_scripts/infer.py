@@ -16,7 +16,10 @@ with one_line_errors(log, DeviceUnavailableError):
         threads=snakemake.threads,
         trust_remote_code=snakemake.params.trust_remote_code,
         gpus=int(snakemake.resources.get("gpu", 0)),
-        where=f"rule infer ({snakemake.wildcards.dataset}/{snakemake.wildcards.system}), preset inference.{snakemake.config['datasets'][snakemake.wildcards.dataset]['inference']}",
+        where=(
+            f"rule infer ({snakemake.wildcards.dataset}/{snakemake.wildcards.system}), preset "
+            f"inference.{snakemake.config['datasets'][snakemake.wildcards.dataset]['inference']}"
+        ),
     )
 write_parquet(predictions, snakemake.output.predictions)
 write_json(run, snakemake.output.run)

@@ -11,7 +11,9 @@ from rekalm.prepare import PrepareOptions, Repairs, dataset_stats, prepare_datas
 manifest = json.loads(Path(snakemake.input[0]).read_text())
 files = {role: Path(entry["path"]) for role, entry in manifest.items()}
 repairs = Repairs()
-interactions, items = prepare_dataset(snakemake.params.format, files, PrepareOptions(**snakemake.params.options), repairs)
+interactions, items = prepare_dataset(
+    snakemake.params.format, files, PrepareOptions(**snakemake.params.options), repairs
+)
 stats = dataset_stats(interactions, items, repairs)
 log.info("prepared %s: %s", snakemake.wildcards.dataset, stats)
 write_parquet(interactions, snakemake.output.interactions)

@@ -16,7 +16,10 @@ job = TrainingJob(
     threads=snakemake.threads,
     trust_remote_code=snakemake.params.trust_remote_code,
     gpus=int(snakemake.resources.get("gpu", 0)),
-    where=f"rule train ({snakemake.wildcards.dataset}/{snakemake.wildcards.ablation}), preset training.{snakemake.params.preset_name}",
+    where=(
+        f"rule train ({snakemake.wildcards.dataset}/{snakemake.wildcards.ablation}), preset "
+        f"training.{snakemake.params.preset_name}"
+    ),
 )
 with one_line_errors(log, DeviceUnavailableError):
     result = run_training_job(job)
