@@ -5,13 +5,14 @@ import sys
 from pathlib import Path
 
 from snakemake.logging import logger
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
 sys.path.insert(0, workflow.basedir)  # the `rekalm` package, installed or not
 
 from rekalm.config import check_config, check_config_files, resolve_local_copies
+from rekalm.extensions import load_extensions, rule_files
 from rekalm.replicates import SUFFIX_PATTERN
 
 # Syntax errors and duplicate keys with file and line, before Snakemake reads the files.
@@ -26,8 +27,10 @@ configfile: "config/domains.yaml"
 
 for change in resolve_local_copies(config):  # a local `path` wins over a `url`
     logger.info(change)
+# Extension modules register their units before the check (schema enums follow the registries).
+load_extensions(config.get("extensions") or [])
+# Validates, fills in the schema's defaults, checks cross-references (one-line errors).
 check_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
-validate(config, "config/schema.yaml")  # fills schema defaults
 
 
 wildcard_constraints:
@@ -53,6 +56,11 @@ include: "rules/evaluate.smk"
 include: "rules/compare.smk"
 
 
+for extension_rules in rule_files(config["extensions"]):  # a new stage's rule file
+
+    include: extension_rules
+
+
 localrules:
     all,
     download,
@@ -61,4 +69,4 @@ localrules:
 rule all:
     default_target: True
     input:
-        all_targets,
+        get_all_targets,

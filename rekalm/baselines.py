@@ -61,9 +61,26 @@ class Interactions:
     items: np.ndarray  # column index -> item id
 
 
+Baseline = Callable[..., PairScorer]
+#: The registry (``baselines.names``): name -> fit function ``fit(data, seed, threads, **grid)``
+#: returning a scorer of (user index, item index) pairs; its keyword parameters are the
+#: tunable grid (``baselines.grids.<name>``).
+BASELINES: dict[str, Baseline] = {}
 #: Baselines whose result depends on their seed: they run once per seed of run.seeds
-#: (rekalm/replicates.py); the others are deterministic and run once.
-SEEDED_BASELINES = frozenset({"random", "bpr"})
+#: (rekalm.replicates); the others are deterministic and run once.
+SEEDED_BASELINES: set[str] = set()
+
+
+def register_baseline(name: str, seeded: bool = False) -> Callable[[Baseline], Baseline]:
+    """Register a fit function as baseline ``name``; ``seeded``: its scores depend on the seed."""
+
+    def decorate(fit: Baseline) -> Baseline:
+        BASELINES[name] = fit
+        if seeded:
+            SEEDED_BASELINES.add(name)
+        return fit
+
+    return decorate
 
 
 @dataclass(frozen=True)
@@ -103,12 +120,14 @@ def _rows_scorer(row_scores: Callable[[np.ndarray], np.ndarray]) -> PairScorer:
     return score_pairs
 
 
+@register_baseline("popularity")
 def fit_popularity(data: Interactions, seed: int, threads: int) -> PairScorer:
     """Score = number of training users who liked the item."""
     likes = np.asarray(data.matrix.sum(axis=0)).ravel().astype(np.float64)
     return lambda user_index, item_index: likes[item_index]
 
 
+@register_baseline("random", seeded=True)
 def fit_random(data: Interactions, seed: int, threads: int) -> PairScorer:
     """A uniform score per (seed, user, item).
 
@@ -125,6 +144,7 @@ def fit_random(data: Interactions, seed: int, threads: int) -> PairScorer:
     return score_pairs
 
 
+@register_baseline("itemknn")
 def fit_itemknn(data: Interactions, seed: int, threads: int, k: int = 50) -> PairScorer:
     """Cosine item-item kNN (implicit's CosineRecommender); score = sum of similarities
     between the candidate and the user's liked items, each item keeping its k neighbours."""
@@ -144,6 +164,7 @@ def fit_itemknn(data: Interactions, seed: int, threads: int, k: int = 50) -> Pai
     return _rows_scorer(lambda users: (data.matrix[users] @ similarity).toarray())
 
 
+@register_baseline("bpr", seeded=True)
 def fit_bpr(
     data: Interactions,
     seed: int,
@@ -223,6 +244,7 @@ def _spd_inverse(matrix: np.ndarray, block: int = 2048) -> np.ndarray:
     return inverse
 
 
+@register_baseline("ease")
 def fit_ease(data: Interactions, seed: int, threads: int, l2: float = 500.0) -> PairScorer:
     """EASE (Steck 2019): B = I - P diagMat(1/diag(P)), P = (X'X + l2 I)^-1; score = X_u B.
 
@@ -251,16 +273,6 @@ def fit_ease(data: Interactions, seed: int, threads: int, l2: float = 500.0) -> 
         return scores
 
     return _rows_scorer(row_scores)
-
-
-Baseline = Callable[..., PairScorer]
-BASELINES: dict[str, Baseline] = {
-    "popularity": fit_popularity,
-    "random": fit_random,
-    "itemknn": fit_itemknn,
-    "bpr": fit_bpr,
-    "ease": fit_ease,
-}
 
 
 def get_baseline(name: str) -> Baseline:

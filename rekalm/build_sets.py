@@ -112,10 +112,10 @@ class BuildSettings:
     @classmethod
     def from_config(cls, lexicalize: Mapping[str, Any], seq_len: int) -> BuildSettings:
         """Settings from the ``lexicalize:`` config block plus the training ``seq_len``."""
-        placement = lexicalize.get("placement", "documents")
+        placement = lexicalize.get("placement", cls.placement)
         if placement not in PLACEMENTS:
             raise ValueError(f"lexicalize.placement: expected one of {list(PLACEMENTS)}, got {placement!r}")
-        document_items = lexicalize.get("document_items", "interacted")
+        document_items = lexicalize.get("document_items", cls.document_items)
         if document_items not in DOCUMENT_ITEMS:
             raise ValueError(
                 f"lexicalize.document_items: expected one of {list(DOCUMENT_ITEMS)}, got {document_items!r}"

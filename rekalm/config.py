@@ -12,6 +12,7 @@ revision is a branch rather than a commit, before any job starts.
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -21,11 +22,14 @@ from typing import Any
 import jsonschema
 import yaml
 
+from rekalm.original_knowledge import FILE_ROLES as ORIGINAL_KNOWLEDGE_ROLES
+from rekalm.prepare import FORMATS
+from rekalm.registries import schema_with_registries
+from rekalm.systems import ablations_for, dataset_sources, reserved_name_errors
+
 log = logging.getLogger(__name__)
 
 Config = Mapping[str, Any]
-# The files `knowledge.graph.source: original` reads (rekalm.original_knowledge.FILE_ROLES).
-ORIGINAL_KNOWLEDGE_ROLES = ("item_props", "relations", "entities", "names")
 
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -107,11 +111,15 @@ def reference_errors(config: Config) -> list[str]:
             messages.append(
                 f"run.ablations: {name!r} is not defined under ablations (known: {sorted(config['ablations'])})"
             )
-    baseline_names = set((config.get("baselines") or {}).get("names") or [])
-    for name in config["ablations"]:
-        # Ablations, zero-shot systems and baselines share results/<ds>/metrics/<name>.json.
-        if name.startswith("zero_shot_") or name in baseline_names:
-            messages.append(f"ablations.{name}: the name is taken by a zero-shot system or a baseline; choose another")
+    messages += reserved_name_errors(config)
+    sources = config["lexicalize"]["sources"]
+    for name, ablation_sources in config["ablations"].items():
+        for source in ablation_sources:
+            if source not in sources:
+                messages.append(
+                    f"ablations.{name}: source {source!r} has no lexicalize.sources.{source} entry naming its "
+                    f"input table (known: {sorted(sources)})"
+                )
     known = all(name in config["ablations"] for name in config["run"]["ablations"])
     # run.ablations: [] is a deliberate baselines/zero-shot-only run; a list of which a
     # dataset can run nothing trains nothing there without a word.
@@ -137,6 +145,13 @@ def reference_errors(config: Config) -> list[str]:
                     f"datasets.{dataset}.{key}: {spec[key]!r} is not defined under {block} (known: "
                     f"{sorted(config[block])})"
                 )
+        needed = FORMATS[spec["format"]].roles
+        missing = [role for role in needed if role not in spec["files"]]
+        if missing:
+            messages.append(
+                f"datasets.{dataset}.files: format {spec['format']!r} needs the file role(s) {missing} "
+                f"(it reads {list(needed)}, optionally {list(FORMATS[spec['format']].optional_roles)})"
+            )
         graph = (spec.get("knowledge") or {}).get("graph") or {}
         if graph.get("source") == "original":
             missing = [role for role in ORIGINAL_KNOWLEDGE_ROLES if role not in spec["files"]]
@@ -220,23 +235,33 @@ def origin_errors(config: Config) -> list[str]:
     return messages
 
 
-def check_config(config: Config, schema_path: str | Path) -> None:
-    """Raise ConfigError with the first problem, naming its key."""
-    problems = schema_errors(config, load_yaml(schema_path))
+def _default_filling_validator(schema: Mapping[str, Any]) -> jsonschema.protocols.Validator:
+    """jsonschema's validator that also sets each missing key's schema default (the recipe
+    of the jsonschema FAQ, which Snakemake's ``validate`` uses too; Snakemake's takes a
+    schema *file*, and ours is extended by the registries at run time)."""
+    base = jsonschema.Draft202012Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator: Any, properties: Any, instance: Any, subschema: Any) -> Any:
+        if isinstance(instance, dict):
+            for key, spec in properties.items():
+                if "default" in spec:
+                    instance.setdefault(key, copy.deepcopy(spec["default"]))
+        yield from validate_properties(validator, properties, instance, subschema)
+
+    return jsonschema.validators.extend(base, {"properties": set_defaults})(schema)
+
+
+def check_config(config: dict[str, Any], schema_path: str | Path) -> None:
+    """Validate ``config`` against the schema (its registry-backed enums extended by the
+    registries, :mod:`rekalm.registries`), fill in the schema's defaults in place, then check
+    the names that point across blocks. Raise ConfigError with the first problem, naming its key.
+    """
+    schema = schema_with_registries(load_yaml(schema_path))
+    problems = schema_errors(config, schema)
     if not problems:
+        _default_filling_validator(schema).validate(config)
         problems = reference_errors(config) + revision_errors(config) + origin_errors(config)
     if problems:
         extra = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ConfigError(f"config: {problems[0]}{extra}")
-
-
-def dataset_sources(config: Config, dataset: str) -> list[str]:
-    """The knowledge sources a dataset provides (a source set to null is switched off)."""
-    return sorted(source for source, block in config["datasets"][dataset]["knowledge"].items() if block is not None)
-
-
-def ablations_for(config: Config, dataset: str, requested: list[str] | None = None) -> list[str]:
-    """Requested ablations (default: run.ablations) whose sources the dataset provides."""
-    available = set(dataset_sources(config, dataset))
-    names = requested if requested is not None else config["run"]["ablations"]
-    return [name for name in names if set(config["ablations"][name]) <= available]

@@ -56,7 +56,7 @@ class DownloadError(RuntimeError):
 class RetryPolicy:
     attempts: int = 4
     backoff_s: float = 2.0
-    timeout_s: float = 60.0
+    timeout_s: float = 60  # an int, as config files give it: settings are fingerprinted
 
 
 def sha256_of(path: Path) -> str:

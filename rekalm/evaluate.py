@@ -94,16 +94,16 @@ class MetricSettings:
         significance = dict(block.get("significance") or {})
         verdict = dict(block.get("verdict") or {})
         return cls(
-            cutoffs=tuple(sorted({int(k) for k in block.get("cutoffs", (1, 3, 5, 10))})),
-            definitions=tuple(block.get("definitions", DEFINITIONS)),
-            stat_test=significance.get("test", "student"),
-            max_p=float(significance.get("max_p", 0.05)),
-            n_permutations=int(significance.get("n_permutations", 1000)),
-            seed=int(significance.get("seed", 22)),
-            numba_cache_dir=block.get("numba_cache_dir"),
-            plot_metric=block.get("plot_metric", "ndcg"),
-            verdict_metric=verdict.get("metric"),
-            verdict_reference=verdict.get("reference", "no_kn"),
+            cutoffs=tuple(sorted({int(k) for k in block.get("cutoffs", cls.cutoffs)})),
+            definitions=tuple(block.get("definitions", cls.definitions)),
+            stat_test=significance.get("test", cls.stat_test),
+            max_p=float(significance.get("max_p", cls.max_p)),
+            n_permutations=int(significance.get("n_permutations", cls.n_permutations)),
+            seed=int(significance.get("seed", cls.seed)),
+            numba_cache_dir=block.get("numba_cache_dir", cls.numba_cache_dir),
+            plot_metric=block.get("plot_metric", cls.plot_metric),
+            verdict_metric=verdict.get("metric", cls.verdict_metric),
+            verdict_reference=verdict.get("reference", cls.verdict_reference),
         )
 
 

@@ -92,7 +92,7 @@ class InferenceSettings:
     token_slack: int = 32  # generate: fixed margin per user
     max_new_tokens: int | None = None  # generate: a fixed budget instead (512 = the original)
     prefill_answer: bool = True  # generate: start the answer with the trained prefix
-    fuzzy_threshold: float = 85.0  # generate: rapidfuzz ratio (0-100) to accept a name
+    fuzzy_threshold: float = 85  # generate: rapidfuzz ratio (0-100) to accept a name
 
     def __post_init__(self) -> None:
         if self.mode not in ("score", "generate"):

@@ -178,7 +178,7 @@ class DbpediaSettings:
     page_size: int = 10000
     request_delay_s: float = 0.5
     max_requests: int | None = None
-    timeout_s: float = 60.0
+    timeout_s: float = 60  # an int, as config files give it: settings are fingerprinted
     retries: int = 5
     backoff_initial_s: float = 2.0
     backoff_max_s: float = 120.0

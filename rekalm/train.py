@@ -89,7 +89,7 @@ class TrainingSettings:
     target_modules: str | list[str] = "all-linear"
     seq_len: int = 2048
     learning_rate: float = 1e-4
-    epochs: float = 10.0
+    epochs: float = 10  # an int, as config files give it: settings are fingerprinted
     max_steps: int | None = None  # a cap on optimizer steps; None trains all epochs
     per_device_batch_size: int = 4
     gradient_accumulation_steps: int = 1

@@ -23,6 +23,6 @@ rule baselines:
         mem_mb=8000,
         runtime=120,
     params:
-        settings=baseline_settings,
+        settings=get_baseline_settings,
     script:
         "../workflow_scripts/baselines.py"

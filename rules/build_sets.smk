@@ -4,7 +4,7 @@
 
 rule build_sets:
     input:
-        unpack(build_sets_inputs),
+        unpack(get_build_sets_inputs),
     output:
         train="results/{dataset}/build_sets/{ablation}/train.jsonl",
         test="results/{dataset}/build_sets/{ablation}/test.jsonl",
@@ -25,9 +25,9 @@ rule build_sets:
         mem_mb=4000,
         runtime=60,
     params:
-        sources=ablation_sources,
-        domain=domain_spec,
-        seq_len=training_seq_len,
+        sources=get_ablation_sources,
+        domain=get_domain_spec,
+        seq_len=get_training_seq_len,
         lexicalize=config["lexicalize"],
         trust_remote_code=config["trust_remote_code"],
     script:

@@ -1,6 +1,10 @@
-# Input/param functions shared by the rules (the rules themselves stay declarative).
-from rekalm.baselines import SEEDED_BASELINES
-from rekalm.config import ablations_for
+# Input, param and resource functions of the rules (the rules themselves stay declarative).
+# Naming: a function a rule directive calls is `get_<what>(wildcards)` (or, for a resource
+# family, `get_<family>_resource(name)` returning one); plain helpers take a dataset name.
+# Defaults are the schema's (filled in before any rule is read) or the settings dataclasses'
+# (see config/README.md); what a *system* is lives in rekalm/systems.py.
+from rekalm import systems
+from rekalm.baselines import SEEDED_BASELINES, BaselineSettings
 from rekalm.replicates import (
     SUFFIX_PATTERN,
     check_seeds,
@@ -8,13 +12,10 @@ from rekalm.replicates import (
     replicate_seed,
     split_replicate,
 )
+from rekalm.infer import InferenceSettings
+from rekalm.train import TrainingSettings
 
-
-def dataset_config(wildcards):
-    return dataset_block(wildcards.dataset)
-
-
-# --- replicates (run.seeds, run.resplit; rekalm/replicates.py) ------------------------
+# --- datasets and replicates (run.seeds, run.resplit; rekalm/replicates.py) -------------
 # Without run.resplit a replicate is a suffix on a system ({replicate}: '' or .seed<s>).
 # With run.resplit the replicate of seed s (not the first) is a dataset variant
 # "<dataset>.seed<s>" whose split is drawn with seed s: every stage from the split on runs
@@ -25,6 +26,11 @@ SPLIT_FREE_STAGES = ("download", "prepare", "lookup_dbpedia")
 def resplit():
     # .get: the rule tests run single rules on configs holding only what those rules read
     return bool(config.get("run", {}).get("resplit", False))
+
+
+def run_seeds():
+    """run.seeds: one replicate of every seeded system per seed (rekalm/replicates.py)."""
+    return check_seeds(config["run"]["seeds"])
 
 
 def base_dataset(dataset):
@@ -68,73 +74,11 @@ def stage_path(dataset, path_template):
     return path_template.format(dataset=stage_owner(dataset, path_template))
 
 
-def lexicalized_path(dataset, source):
-    """A source's text for a dataset variant: the base dataset's when its input table
-    comes from a split-free stage (facts, descriptions), the variant's otherwise (rules).
-    """
-    table = config["lexicalize"]["sources"][source]["input"]
-    return f"results/{stage_owner(dataset, table)}/lexicalize/{source}.jsonl"
+def get_dataset_config(wildcards):
+    return dataset_block(wildcards.dataset)
 
 
-def split_input(wildcards):
-    return stage_path(
-        wildcards.dataset, "results/{dataset}/prepare/interactions.parquet"
-    )
-
-
-def compare_candidate_files(wildcards):
-    """One candidates table per split: the dataset's, or with run.resplit each variant's
-    (in run.seeds order), whose test users that seed's replicates rank."""
-    return [
-        f"results/{variant}/split/candidates.parquet"
-        for _, variant in dataset_variants(wildcards.dataset)
-    ]
-
-
-def dataset_files(wildcards):
-    return dataset_config(wildcards)["files"]
-
-
-def dataset_format(wildcards):
-    return dataset_config(wildcards)["format"]
-
-
-def download_policy(wildcards):
-    return config.get("download", {})
-
-
-def prepare_options(wildcards):
-    spec = dataset_config(wildcards)
-    keys = (
-        "like_if",
-        "max_users",
-        "slice_seed",
-        "min_user_interactions",
-        "max_user_interactions",
-        "max_unnamed_share",
-    )
-    return {key: spec[key] for key in keys if key in spec}
-
-
-def split_options(wildcards):
-    """The dataset's split settings; with run.resplit the variant's seed draws the split."""
-    options = dict(dataset_config(wildcards).get("split", {}))
-    if resplit():
-        options["seed"] = dataset_seed(wildcards.dataset)
-    return options
-
-
-def run_ablations(dataset):
-    """The ablations of run.ablations that this dataset's knowledge sources allow."""
-    return ablations_for(config, dataset)
-
-
-def run_seeds():
-    """run.seeds: one replicate of every seeded system per seed (rekalm/replicates.py)."""
-    return check_seeds(config["run"]["seeds"])
-
-
-def replicate_seed_of(wildcards):
+def get_replicate_seed(wildcards):
     """The seed of the job's replicate: {replicate} ('' = the first of run.seeds,
     '.seed<s>' = s), or with run.resplit the dataset variant's seed."""
     if resplit():
@@ -147,30 +91,75 @@ def replicate_seed_of(wildcards):
     return replicate_seed(wildcards.replicate, run_seeds())
 
 
-def all_targets(wildcards):
+def get_all_targets(wildcards):
     """Per dataset: the comparison report (which pulls every system's metrics) plus the
     training logs of every replicate, which no other rule consumes but the report shows.
     """
     targets = []
     for dataset in config["run"]["datasets"]:
         targets.append(f"results/{dataset}/compare/table.md")
-        for ablation in run_ablations(dataset):
+        for ablation in systems.ablations_for(config, dataset):
             for replicate in system_replicates(dataset, ablation):
                 name = f"results/{replicate['dataset']}/train/{replicate['name']}"
                 targets.append(f"{name}/loss.png")
     return targets
 
 
-def collab_options(wildcards):
-    return dataset_config(wildcards)["knowledge"]["collab"]
+# --- download, prepare, split, mine_rules -------------------------------------------------
+
+
+def get_dataset_files(wildcards):
+    return get_dataset_config(wildcards)["files"]
+
+
+def get_dataset_format(wildcards):
+    return get_dataset_config(wildcards)["format"]
+
+
+def get_download_settings(wildcards):
+    return config.get("download", {})
+
+
+# The dataset keys the prepare stage reads (rekalm.prepare.PrepareOptions).
+PREPARE_KEYS = (
+    "like_if",
+    "max_users",
+    "slice_seed",
+    "min_user_interactions",
+    "max_user_interactions",
+    "max_unnamed_share",
+)
+
+
+def get_prepare_settings(wildcards):
+    spec = get_dataset_config(wildcards)
+    return {key: spec[key] for key in PREPARE_KEYS if key in spec}
+
+
+def get_split_input(wildcards):
+    return stage_path(
+        wildcards.dataset, "results/{dataset}/prepare/interactions.parquet"
+    )
+
+
+def get_split_settings(wildcards):
+    """The dataset's split settings; with run.resplit the variant's seed draws the split."""
+    options = dict(get_dataset_config(wildcards).get("split", {}))
+    if resplit():
+        options["seed"] = dataset_seed(wildcards.dataset)
+    return options
+
+
+def get_rule_mining_settings(wildcards):
+    return get_dataset_config(wildcards)["knowledge"]["collab"]
 
 
 # --- lookup_dbpedia -------------------------------------------------------------------
 
 
-def knowledge_routes(wildcards):
+def get_knowledge_routes(wildcards):
     """The dataset's graph/text source settings, e.g. {"graph": {"source": "dbpedia"}}."""
-    knowledge = dataset_config(wildcards).get("knowledge", {})
+    knowledge = get_dataset_config(wildcards).get("knowledge", {})
     return {
         source: knowledge[source]
         for source in ("graph", "text")
@@ -178,14 +167,14 @@ def knowledge_routes(wildcards):
     }
 
 
-def dataset_domain(wildcards):
-    return dataset_config(wildcards)["domain"]
+def get_domain_name(wildcards):
+    return get_dataset_config(wildcards)["domain"]
 
 
-def domain_settings(wildcards):
+def get_domain_settings(wildcards):
     """What the lookup needs of the dataset's domain: relation IRIs and attribute columns,
     not sentence templates, so editing a template does not re-run the lookup."""
-    domain = config["domains"][dataset_domain(wildcards)]
+    domain = config["domains"][get_domain_name(wildcards)]
     keys = ("dbpedia_types", "label_qualifiers", "year_property")
     settings = {key: domain[key] for key in keys if key in domain}
     settings["relations"] = {
@@ -199,33 +188,33 @@ def domain_settings(wildcards):
     return settings
 
 
-def _uses_dbpedia(wildcards):
+def uses_dbpedia(wildcards):
     return any(
         block.get("source") == "dbpedia"
-        for block in knowledge_routes(wildcards).values()
+        for block in get_knowledge_routes(wildcards).values()
     )
 
 
-def original_knowledge_manifest(wildcards):
+def get_original_knowledge_manifest(wildcards):
     """The download manifest naming the original study's knowledge files, for datasets
     whose graph source is `original` (none otherwise)."""
-    graph = knowledge_routes(wildcards).get("graph", {})
+    graph = get_knowledge_routes(wildcards).get("graph", {})
     if graph.get("source") != "original":
         return []
     return f"results/{wildcards.dataset}/download/manifest.json"
 
 
-def dbpedia_settings(wildcards):
+def get_dbpedia_settings(wildcards):
     """The dbpedia block for datasets that query DBpedia; {} for offline ones, so that
     editing it does not re-run their lookup."""
-    return config.get("dbpedia", {}) if _uses_dbpedia(wildcards) else {}
+    return config.get("dbpedia", {}) if uses_dbpedia(wildcards) else {}
 
 
-def dbpedia_dump_files(wildcards):
+def get_dbpedia_dump_files(wildcards):
     """Local RDF dump files served through oxigraph (none for a remote endpoint)."""
     return (
         (config.get("dbpedia", {}).get("local_dump") or [])
-        if _uses_dbpedia(wildcards)
+        if uses_dbpedia(wildcards)
         else []
     )
 
@@ -233,24 +222,49 @@ def dbpedia_dump_files(wildcards):
 # --- lexicalize, build_sets -----------------------------------------------------------
 
 
-def domain_spec(wildcards):
+def source_table(source):
+    """The path template of a knowledge source's input table: the named output of the rule
+    that produces it (lexicalize.sources.<source>.input = "<rule>.<output>")."""
+    reference = config["lexicalize"]["sources"][source]["input"]
+    rule_name, output_name = reference.split(".", 1)
+    where = f"lexicalize.sources.{source}.input: {reference!r}"
+    if not hasattr(rules, rule_name):
+        raise ValueError(
+            f"{where}: {rule_name!r} names no rule; known: {sorted(rules._rules)}"
+        )
+    outputs = getattr(rules, rule_name).output
+    if output_name not in outputs.keys():
+        raise ValueError(
+            f"{where}: {rule_name} has no output {output_name!r}; its outputs are {list(outputs.keys())}"
+        )
+    return getattr(outputs, output_name)
+
+
+def lexicalized_path(dataset, source):
+    """A source's text for a dataset variant: the base dataset's when its input table
+    comes from a split-free stage (facts, descriptions), the variant's otherwise (rules).
+    """
+    table = source_table(source)
+    return f"results/{stage_owner(dataset, table)}/lexicalize/{source}.jsonl"
+
+
+def get_domain_spec(wildcards):
     """The dataset's domain block plus its name (item noun, templates, label)."""
-    domain = dataset_domain(wildcards)
+    domain = get_domain_name(wildcards)
     return {"name": domain, **config["domains"][domain]}
 
 
-def lexicalize_inputs(wildcards):
+def get_lexicalize_inputs(wildcards):
     """The source's table (lexicalize.sources.<source>.input) and the item names."""
-    source = config["lexicalize"]["sources"][wildcards.source]
     return {
-        "knowledge": stage_path(wildcards.dataset, source["input"]),
+        "knowledge": stage_path(wildcards.dataset, source_table(wildcards.source)),
         "item_names": stage_path(
             wildcards.dataset, "results/{dataset}/prepare/items.parquet"
         ),
     }
 
 
-def ablation_sources(wildcards):
+def get_ablation_sources(wildcards):
     """The knowledge sources of an ablation, in config order."""
     return list(config["ablations"][wildcards.ablation])
 
@@ -259,7 +273,7 @@ def base_model_name(dataset):
     return dataset_block(dataset)["model"]
 
 
-def build_sets_inputs(wildcards):
+def get_build_sets_inputs(wildcards):
     """Split, names, base tokenizer folder and the lexicalized file of each of the ablation's sources."""
     dataset = wildcards.dataset
     inputs = {
@@ -268,7 +282,7 @@ def build_sets_inputs(wildcards):
         "item_names": stage_path(dataset, "results/{dataset}/prepare/items.parquet"),
         "tokenizer": f"results/models/{base_model_name(dataset)}/base",
     }
-    for source in ablation_sources(wildcards):
+    for source in get_ablation_sources(wildcards):
         inputs[f"knowledge_{source}"] = lexicalized_path(dataset, source)
     return inputs
 
@@ -277,83 +291,75 @@ def training_preset(dataset):
     return config["training"][dataset_block(dataset)["training"]]
 
 
-def training_seq_len(wildcards):
+def get_training_seq_len(wildcards):
     """The dataset's training sequence length: prompts + answers are fitted to it."""
-    return training_preset(wildcards.dataset).get(
-        "seq_len", 2048
-    )  # rekalm.train.TrainingSettings default
+    return training_preset(wildcards.dataset).get("seq_len", TrainingSettings.seq_len)
 
 
 # --- prepare_model, train, merge ------------------------------------------------------
 
 
-def base_model_dir(wildcards):
+def get_base_model_dir(wildcards):
     return f"results/models/{base_model_name(wildcards.dataset)}/base"
 
 
-def model_source(wildcards):
+def get_model_source(wildcards):
     return config["models"][wildcards.model]
 
 
-def training_preset_name(wildcards):
-    return dataset_config(wildcards)["training"]
+def get_training_preset_name(wildcards):
+    return get_dataset_config(wildcards)["training"]
 
 
-def training_settings(wildcards):
+def get_training_settings(wildcards):
     """The preset minus its resources (changing a job's runtime must not retrain it), with
     the replicate's seed (training seed and data order)."""
-    preset = config["training"][training_preset_name(wildcards)]
+    preset = config["training"][get_training_preset_name(wildcards)]
     settings = {key: value for key, value in preset.items() if key != "resources"}
-    return {**settings, "seed": replicate_seed_of(wildcards)}
+    return {**settings, "seed": get_replicate_seed(wildcards)}
 
 
-# The schema's defaults for a preset's resources block, per preset family.
-RESOURCE_DEFAULTS = {
-    "training": {"gpu": 0, "mem_mb": 8000, "runtime": 60, "max_slices": 1},
-    "inference": {"gpu": 0, "mem_mb": 8000, "runtime": 120},
-}
 # CPU threads per training worker (data collation, the optimizer step, logging): a job
 # with N GPUs starts N workers, so it asks for N times as many CPUs.
 CPUS_PER_TRAINING_WORKER = 8
 
 
-def preset_resource(family, name):
-    """A job resource from the dataset's `family` preset (training or inference)."""
+def get_preset_resource(family, name):
+    """A job resource from the dataset's `family` preset (training or inference); the
+    defaults are the schema's, filled in when the workflow starts."""
 
     def resource(wildcards):
-        preset = config[family][dataset_config(wildcards)[family]]
-        return preset.get("resources", {}).get(name, RESOURCE_DEFAULTS[family][name])
+        preset = config[family][get_dataset_config(wildcards)[family]]
+        return preset["resources"][name]
 
     return resource
 
 
-def training_resource(name):
-    return preset_resource("training", name)
+def get_training_resource(name):
+    return get_preset_resource("training", name)
 
 
-def training_workers(wildcards):
+def get_training_workers(wildcards):
     """Data-parallel workers of a train job: one per GPU, or the preset's `processes`."""
     preset = training_preset(wildcards.dataset)
-    gpus = training_resource("gpu")(wildcards)
+    gpus = get_training_resource("gpu")(wildcards)
     return max(gpus, preset.get("processes") or 1, 1)
 
 
-def training_threads(wildcards):
-    return CPUS_PER_TRAINING_WORKER * training_workers(wildcards)
+def get_training_threads(wildcards):
+    return CPUS_PER_TRAINING_WORKER * get_training_workers(wildcards)
 
 
-def training_retries():
+def get_training_retries():
     """Resubmissions of a train job: each resumes from the newest checkpoint, so a preset
     that needs `resources.max_slices` wall-time slices finishes within its retries.
     Snakemake takes one retry count per rule, so this is the largest any preset needs.
     """
     presets = config["training"].values()
-    return max(
-        preset.get("resources", {}).get("max_slices", 1) - 1 for preset in presets
-    )
+    return max(preset["resources"]["max_slices"] - 1 for preset in presets)
 
 
-def merged_model_output():
+def get_merged_model_output():
     model_dir = directory("results/{dataset}/merge/{ablation}{replicate}/model")
     return temp(model_dir) if config["merge"]["temporary"] else model_dir
 
@@ -361,60 +367,35 @@ def merged_model_output():
 # --- baselines ------------------------------------------------------------------------
 
 
-def baseline_seed(wildcards):
+def get_baseline_seed(wildcards):
     """A seeded baseline's replicate seed; deterministic baselines have one replicate and
     take the validation seed, so that a new run.seeds does not re-run them."""
     if wildcards.baseline in SEEDED_BASELINES:
-        return replicate_seed_of(wildcards)
+        return get_replicate_seed(wildcards)
     if wildcards.replicate:
         raise ValueError(
             f"baseline {wildcards.baseline!r} is deterministic and has no replicate "
             f"{wildcards.replicate!r}; seeded baselines: {sorted(SEEDED_BASELINES)}"
         )
-    return config["baselines"]["validation_seed"]
+    return config["baselines"].get("validation_seed", BaselineSettings.validation_seed)
 
 
-def baseline_settings(wildcards):
+# The keys of the baselines block every baseline reads (rekalm.baselines.BaselineSettings).
+BASELINE_SHARED_KEYS = ("validation_seed", "validation_fraction", "validation_cutoff")
+
+
+def get_baseline_settings(wildcards):
     """One baseline's settings: the shared keys plus its own grid only, so that editing one
     grid re-runs only that baseline (params are a rerun trigger)."""
     block = config["baselines"]
     return {
-        "seed": baseline_seed(wildcards),
-        "validation_seed": block["validation_seed"],
-        "validation_fraction": block["validation_fraction"],
-        "validation_cutoff": block["validation_cutoff"],
+        "seed": get_baseline_seed(wildcards),
+        **{key: block[key] for key in BASELINE_SHARED_KEYS if key in block},
         "grid": block["grids"].get(wildcards.baseline, {}),
     }
 
 
-def run_baselines():
-    """The baselines that join rule all and the comparison (run.baselines)."""
-    return list(config["baselines"]["names"]) if config["run"]["baselines"] else []
-
-
 # --- infer, evaluate, compare ---------------------------------------------------------
-# A "system" is anything that ranks the test candidates: a trained ablation, the untrained
-# base model (zero_shot_<mode>) or a classical baseline.
-
-ZERO_SHOT_PREFIX = "zero_shot_"
-ZERO_SHOT_SYSTEMS = [ZERO_SHOT_PREFIX + mode for mode in ("score", "generate")]
-
-
-def zero_shot_systems():
-    return [ZERO_SHOT_PREFIX + mode for mode in config["run"]["zero_shot"]]
-
-
-def _alternatives(names):
-    return "(" + "|".join(names) + ")"
-
-
-def llm_system_pattern():
-    """A trained ablation's replicate or a zero-shot system (deterministic: no replicates)."""
-    return f"{_alternatives(config['ablations'])}{SUFFIX_PATTERN}|{_alternatives(ZERO_SHOT_SYSTEMS)}"
-
-
-def any_system_pattern():
-    return f"{llm_system_pattern()}|{_alternatives(config['baselines']['names'])}{SUFFIX_PATTERN}"
 
 
 def system_replicates(dataset, system):
@@ -426,7 +407,7 @@ def system_replicates(dataset, system):
             {"seed": seed, "dataset": variant, "name": system}
             for seed, variant in dataset_variants(dataset)
         ]
-    if system in config["ablations"] or system in SEEDED_BASELINES:
+    if systems.is_seeded(config, system):
         names = replicate_names(system, run_seeds())
         return [
             {"seed": seed, "dataset": dataset, "name": name}
@@ -435,41 +416,36 @@ def system_replicates(dataset, system):
     return [{"seed": None, "dataset": dataset, "name": system}]
 
 
-def system_kind(system):
-    if system.startswith(ZERO_SHOT_PREFIX):
-        return "zero_shot"
-    return "baseline" if system in config["baselines"]["names"] else "ablation"
-
-
 def inference_preset(wildcards):
-    return config["inference"][dataset_config(wildcards)["inference"]]
+    return config["inference"][get_dataset_config(wildcards)["inference"]]
 
 
-def inference_settings(wildcards):
+def get_inference_settings(wildcards):
     """The preset minus its resources (a new runtime must not re-rank); zero-shot systems
     use their own mode."""
     preset = inference_preset(wildcards)
     settings = {key: value for key, value in preset.items() if key != "resources"}
-    if wildcards.system.startswith(ZERO_SHOT_PREFIX):
-        settings["mode"] = wildcards.system.removeprefix(ZERO_SHOT_PREFIX)
+    mode = systems.zero_shot_mode(wildcards.system)
+    if mode is not None:
+        settings["mode"] = mode
     return settings
 
 
-def inference_resource(name):
-    return preset_resource("inference", name)
+def get_inference_resource(name):
+    return get_preset_resource("inference", name)
 
 
-def infer_inputs(wildcards):
+def get_infer_inputs(wildcards):
     """Test prompts plus the model: the merged folder, or base + adapter. Zero-shot
     systems rank the no_kn prompts with the untrained base model."""
     dataset, system = wildcards.dataset, wildcards.system
     base = f"results/models/{base_model_name(dataset)}/base"
-    if system.startswith(ZERO_SHOT_PREFIX):
+    if systems.zero_shot_mode(system) is not None:
         return {"test": f"results/{dataset}/build_sets/no_kn/test.jsonl", "model": base}
     ablation, suffix = split_replicate(system)
     replicate_seed(suffix, run_seeds())  # a one-line error for a seed not in run.seeds
     inputs = {"test": f"results/{dataset}/build_sets/{ablation}/test.jsonl"}
-    if inference_preset(wildcards).get("load", "merged") == "merged":
+    if inference_preset(wildcards).get("load", InferenceSettings.load) == "merged":
         inputs["model"] = f"results/{dataset}/merge/{system}/model"
     else:
         inputs["model"] = base
@@ -477,25 +453,12 @@ def infer_inputs(wildcards):
     return inputs
 
 
-def ranking_dir(dataset, system):
-    """Where a system replicate's predictions.parquet and run.json live."""
-    if split_replicate(system)[0] in config["baselines"]["names"]:
-        return f"results/{dataset}/baselines/{system}"
-    return f"results/{dataset}/infer/{system}"
-
-
-def ranking_files(wildcards):
-    folder = ranking_dir(wildcards.dataset, wildcards.system)
+def get_ranking_files(wildcards):
+    folder = systems.ranking_dir(config, wildcards.dataset, wildcards.system)
     return {"predictions": f"{folder}/predictions.parquet", "run": f"{folder}/run.json"}
 
 
-def compared_systems(wildcards):
-    """Table order: zero-shot rows, the trained ablations, then the baselines."""
-    dataset = wildcards.dataset
-    return [*zero_shot_systems(), *run_ablations(dataset), *run_baselines()]
-
-
-def compared_replicates(wildcards):
+def get_compared_replicates(wildcards):
     """The compare rule's systems in table order, each with its kind and replicates
     [{seed, dataset, name}]; the metrics and run inputs follow the same order."""
     if split_replicate(wildcards.dataset)[1]:
@@ -506,24 +469,33 @@ def compared_replicates(wildcards):
     return [
         {
             "name": system,
-            "kind": system_kind(system),
+            "kind": systems.system_kind(config, system),
             "replicates": system_replicates(wildcards.dataset, system),
         }
-        for system in compared_systems(wildcards)
+        for system in systems.compared_systems(config, wildcards.dataset)
     ]
 
 
-def compare_metric_files(wildcards):
+def get_compare_metric_files(wildcards):
     return [
         f"results/{r['dataset']}/metrics/{r['name']}.json"
-        for system in compared_replicates(wildcards)
+        for system in get_compared_replicates(wildcards)
         for r in system["replicates"]
     ]
 
 
-def compare_run_files(wildcards):
+def get_compare_run_files(wildcards):
     return [
-        f"{ranking_dir(r['dataset'], r['name'])}/run.json"
-        for system in compared_replicates(wildcards)
+        f"{systems.ranking_dir(config, r['dataset'], r['name'])}/run.json"
+        for system in get_compared_replicates(wildcards)
         for r in system["replicates"]
+    ]
+
+
+def get_compare_candidate_files(wildcards):
+    """One candidates table per split: the dataset's, or with run.resplit each variant's
+    (in run.seeds order), whose test users that seed's replicates rank."""
+    return [
+        f"results/{variant}/split/candidates.parquet"
+        for _, variant in dataset_variants(wildcards.dataset)
     ]

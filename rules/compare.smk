@@ -1,8 +1,8 @@
 rule compare:
     input:
-        metrics=compare_metric_files,
-        runs=compare_run_files,
-        candidates=compare_candidate_files,
+        metrics=get_compare_metric_files,
+        runs=get_compare_run_files,
+        candidates=get_compare_candidate_files,
     output:
         table=report(
             "results/{dataset}/compare/table.md",
@@ -32,7 +32,7 @@ rule compare:
         mem_mb=4000,
         runtime=30,
     params:
-        systems=compared_replicates,
+        systems=get_compared_replicates,
         metrics=config["metrics"],
         resplit=resplit(),
     script:

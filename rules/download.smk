@@ -6,7 +6,7 @@ rule download:
     conda:
         "../envs/data.yaml"
     params:
-        files=dataset_files,
-        retry=download_policy,
+        files=get_dataset_files,
+        retry=get_download_settings,
     script:
         "../workflow_scripts/download.py"

@@ -2,7 +2,7 @@
 # standard and the ClayRS (original study) definitions, plus popularity and parse counts.
 rule evaluate:
     input:
-        unpack(ranking_files),
+        unpack(get_ranking_files),
         candidates="results/{dataset}/split/candidates.parquet",
         split="results/{dataset}/split/split.parquet",
     output:
@@ -15,7 +15,7 @@ rule evaluate:
     log:
         "logs/{dataset}/evaluate/{system}.log",
     wildcard_constraints:
-        system=any_system_pattern(),
+        system=systems.any_system_pattern(config),
     conda:
         "../envs/metrics.yaml"
     threads: 1

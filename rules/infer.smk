@@ -3,7 +3,7 @@
 # one chunk. GPU resources come from the dataset's inference preset.
 rule infer:
     input:
-        unpack(infer_inputs),
+        unpack(get_infer_inputs),
     output:
         predictions="results/{dataset}/infer/{system}/predictions.parquet",
         run="results/{dataset}/infer/{system}/run.json",
@@ -12,18 +12,18 @@ rule infer:
     benchmark:
         "logs/{dataset}/infer/{system}.benchmark.tsv"
     wildcard_constraints:
-        system=llm_system_pattern(),
+        system=systems.llm_system_pattern(config),
     conda:
         "../envs/llm.yaml"
     container:
         "envs/llm.sif"
     threads: 2
     resources:
-        gpu=inference_resource("gpu"),
-        mem_mb=inference_resource("mem_mb"),
-        runtime=inference_resource("runtime"),
+        gpu=get_inference_resource("gpu"),
+        mem_mb=get_inference_resource("mem_mb"),
+        runtime=get_inference_resource("runtime"),
     params:
-        settings=inference_settings,
+        settings=get_inference_settings,
         chunk_dir="results/{dataset}/infer_chunks/{system}",
         trust_remote_code=config["trust_remote_code"],
     script:

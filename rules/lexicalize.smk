@@ -4,7 +4,7 @@
 
 rule lexicalize:
     input:
-        unpack(lexicalize_inputs),
+        unpack(get_lexicalize_inputs),
     output:
         texts="results/{dataset}/lexicalize/{source}.jsonl",
         stats=report(
@@ -22,6 +22,6 @@ rule lexicalize:
         mem_mb=4000,
         runtime=30,
     params:
-        domain=domain_spec,
+        domain=get_domain_spec,
     script:
         "../workflow_scripts/lexicalize.py"

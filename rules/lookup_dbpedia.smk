@@ -8,8 +8,8 @@
 rule lookup_dbpedia:
     input:
         item_table="results/{dataset}/prepare/items.parquet",
-        dumps=dbpedia_dump_files,
-        downloads=original_knowledge_manifest,
+        dumps=get_dbpedia_dump_files,
+        downloads=get_original_knowledge_manifest,
     output:
         triples="results/{dataset}/lookup_dbpedia/triples.parquet",
         abstracts="results/{dataset}/lookup_dbpedia/abstracts.parquet",
@@ -31,9 +31,9 @@ rule lookup_dbpedia:
         mem_mb=4000,
         runtime=360,
     params:
-        knowledge=knowledge_routes,
-        domain_name=dataset_domain,
-        domain=domain_settings,
-        dbpedia=dbpedia_settings,
+        knowledge=get_knowledge_routes,
+        domain_name=get_domain_name,
+        domain=get_domain_settings,
+        dbpedia=get_dbpedia_settings,
     script:
         "../workflow_scripts/lookup_dbpedia.py"

@@ -6,10 +6,10 @@
 
 rule merge:
     input:
-        base_model=base_model_dir,
+        base_model=get_base_model_dir,
         adapter="results/{dataset}/train/{ablation}{replicate}/adapter",
     output:
-        model_dir=merged_model_output(),
+        model_dir=get_merged_model_output(),
     log:
         "logs/{dataset}/merge/{ablation}{replicate}.log",
     benchmark:

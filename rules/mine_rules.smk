@@ -18,6 +18,6 @@ rule mine_rules:
         mem_mb=4000,
         runtime=30,
     params:
-        options=collab_options,
+        options=get_rule_mining_settings,
     script:
         "../workflow_scripts/mine_rules.py"

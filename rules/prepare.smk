@@ -16,7 +16,7 @@ rule prepare:
     resources:
         mem_mb=8000,
     params:
-        format=dataset_format,
-        options=prepare_options,
+        format=get_dataset_format,
+        options=get_prepare_settings,
     script:
         "../workflow_scripts/prepare.py"

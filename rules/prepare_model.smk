@@ -21,7 +21,7 @@ rule prepare_model:
         mem_mb=8000,
         runtime=240,
     params:
-        source=model_source,
+        source=get_model_source,
         trust_remote_code=config["trust_remote_code"],
     script:
         "../workflow_scripts/prepare_model.py"

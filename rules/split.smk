@@ -1,6 +1,6 @@
 rule split:
     input:
-        split_input,
+        get_split_input,
     output:
         split="results/{dataset}/split/split.parquet",
         candidates="results/{dataset}/split/candidates.parquet",
@@ -14,6 +14,6 @@ rule split:
     conda:
         "../envs/data.yaml"
     params:
-        options=split_options,
+        options=get_split_settings,
     script:
         "../workflow_scripts/split.py"

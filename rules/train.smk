@@ -13,7 +13,7 @@
 rule train:
     input:
         train_set="results/{dataset}/build_sets/{ablation}/train.jsonl",
-        base_model=base_model_dir,
+        base_model=get_base_model_dir,
     output:
         adapter=directory("results/{dataset}/train/{ablation}{replicate}/adapter"),
         log_tsv="results/{dataset}/train/{ablation}{replicate}/train_log.tsv",
@@ -29,20 +29,20 @@ rule train:
         "logs/{dataset}/train/{ablation}{replicate}.benchmark.tsv"
     wildcard_constraints:
         replicate=SUFFIX_PATTERN,
-    retries: training_retries()
+    retries: get_training_retries()
     conda:
         "../envs/llm.yaml"
     container:
         "envs/llm.sif"
-    threads: training_threads
+    threads: get_training_threads
     resources:
-        gpu=training_resource("gpu"),
-        mem_mb=training_resource("mem_mb"),
-        runtime=training_resource("runtime"),
+        gpu=get_training_resource("gpu"),
+        mem_mb=get_training_resource("mem_mb"),
+        runtime=get_training_resource("runtime"),
         nodes=1,
     params:
-        settings=training_settings,
-        preset_name=training_preset_name,
+        settings=get_training_settings,
+        preset_name=get_training_preset_name,
         checkpoint_dir="results/{dataset}/checkpoints/{ablation}{replicate}",
         trust_remote_code=config["trust_remote_code"],
     script:

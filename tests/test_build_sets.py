@@ -758,16 +758,17 @@ def test_lexicalize_and_build_sets_rules_run_end_to_end(world, smollm2_tokenizer
             "placement": "documents",
             "seed": 22,
             "sources": {
-                "collab": {"input": "results/{dataset}/mine_rules/rules.parquet"},
-                "graph": {"input": "results/{dataset}/lookup_dbpedia/triples.parquet"},
+                "collab": {"input": "mine_rules.rules"},
+                "graph": {"input": "lookup_dbpedia.triples"},
             },
         },
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     (work / "Snakefile").write_text(
         "".join(
-            f'include: "{repo}/rules/{stage}.smk"\n' for stage in ("common", "lexicalize", "build_sets")
-        ),  # real rules + input functions
+            f'include: "{repo}/rules/{stage}.smk"\n'
+            for stage in ("common", "mine_rules", "lookup_dbpedia", "lexicalize", "build_sets")
+        ),  # real rules + input functions; the tables the producing rules make are given
         encoding="utf-8",
     )
     targets = [
@@ -786,6 +787,11 @@ def test_lexicalize_and_build_sets_rules_run_end_to_end(world, smollm2_tokenizer
         "--cores",
         "1",
         "--nolock",
+        # The producing rules name the sources' tables; the test gives those tables.
+        "--allowed-rules",
+        "lexicalize",
+        "build_sets",
+        "--",
         *targets,
     ]
     done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=600)

@@ -5,7 +5,8 @@ Snakemake puts this folder on ``sys.path`` when it runs a script, so every scrip
 to the rule's log file and makes the ``rekalm`` package importable from the repository
 even where it is not pip-installed (e.g. inside a conda env built from envs/). It also
 points matplotlib's config/cache folder at ``.snakemake/matplotlib`` in the working
-directory (unless ``MPLCONFIGDIR`` is set), so no job writes into ``$HOME``.
+directory (unless ``MPLCONFIGDIR`` is set), so no job writes into ``$HOME``, and imports
+the config's extension modules (``rekalm.extensions``), whose units the job may look up.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def start(snakemake: Any) -> logging.Logger:
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
+    from rekalm.extensions import load_extensions
+
+    # Units registered by extension modules (a dataset format, a baseline, ...) are known here too.
+    load_extensions(snakemake.config.get("extensions") or [])
     return logging.getLogger(f"rekalm.{snakemake.rule}")
 
 

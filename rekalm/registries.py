@@ -1,0 +1,80 @@
+"""The project's registries and the configuration choices each one backs.
+
+Four kinds of unit are looked up by a config name, each in one registry owned by its stage's
+module, where a decorator adds to it:
+
+===================  =====================================  ==============================
+registry             add one with                           config choice it backs
+===================  =====================================  ==============================
+dataset formats      ``rekalm.prepare.register_format``      ``datasets.<ds>.format``
+knowledge sources    ``rekalm.lexicalize.register_lexicalizer``  ``ablations.<name>`` items,
+                                                            ``datasets.<ds>.knowledge``
+baselines            ``rekalm.baselines.register_baseline``  ``baselines.names``
+rule-mining engines  ``rekalm.mine_rules.ENGINES``            ``knowledge.collab.engine``
+===================  =====================================  ==============================
+
+``config/schema.yaml`` lists the built-in names as enums (so the file documents them, and
+``tests/test_registries.py`` checks that they equal the registries); :func:`schema_with_registries`
+replaces those enums by the registries' keys, so that units registered by an extension
+module (``extensions:`` in the config, :mod:`rekalm.extensions`) validate like built-in ones.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+#: registry -> the paths of the schema's enums it backs (keys into the schema mapping).
+SCHEMA_ENUMS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "dataset formats": (("$defs", "dataset", "properties", "format", "enum"),),
+    "knowledge sources": (("properties", "ablations", "additionalProperties", "items", "enum"),),
+    "baselines": (("properties", "baselines", "properties", "names", "items", "enum"),),
+    "rule-mining engines": (("$defs", "knowledge", "properties", "collab", "properties", "engine", "enum"),),
+}
+_KNOWLEDGE_BLOCKS = ("$defs", "knowledge", "properties")
+
+
+def registry_keys() -> dict[str, list[str]]:
+    """Each registry's names, in registration order (built-ins first, then extensions)."""
+    from rekalm.baselines import BASELINES
+    from rekalm.lexicalize import LEXICALIZERS
+    from rekalm.mine_rules import ENGINES
+    from rekalm.prepare import FORMATS
+
+    return {
+        "dataset formats": list(FORMATS),
+        "knowledge sources": list(LEXICALIZERS),
+        "baselines": list(BASELINES),
+        "rule-mining engines": list(ENGINES),
+    }
+
+
+def _at(schema: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = schema
+    for key in path:
+        node = node[key]
+    return node
+
+
+def schema_enum(schema: Mapping[str, Any], path: tuple[str, ...]) -> list[str]:
+    return list(_at(schema, path))
+
+
+def schema_with_registries(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``schema`` whose registry-backed enums list the registries' current keys,
+    and whose ``datasets.<ds>.knowledge`` block accepts every registered knowledge source
+    (a source the schema does not describe takes a mapping of settings, or null)."""
+    extended = copy.deepcopy(dict(schema))
+    keys = registry_keys()
+    for registry, paths in SCHEMA_ENUMS.items():
+        for path in paths:
+            # The schema's order first (its error messages list it), then extension units.
+            listed = [name for name in _at(extended, path) if name in keys[registry]]
+            _at(extended, path[:-1])[path[-1]] = listed + [name for name in keys[registry] if name not in listed]
+    blocks = _at(extended, _KNOWLEDGE_BLOCKS)
+    for source in keys["knowledge sources"]:
+        blocks.setdefault(
+            source, {"type": ["object", "null"], "description": "settings of a registered knowledge source"}
+        )
+    return extended
