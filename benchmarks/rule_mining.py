@@ -1,4 +1,4 @@
-"""Rule-mining engines on MovieLens 1M, transactions built the original way (issue 3).
+"""Rule-mining engines on MovieLens 1M, transactions built the original way.
 
     .venv/bin/python benchmarks/rule_mining.py [--support 0.01] [--confidence 0.05]
         [--engines bitset,efficient_apriori,...] [--time-limit 300] [--mem-limit-gb 6]

@@ -14,8 +14,9 @@ under one name only) and which item columns serve as relations offline
         release_year: {column: year}
 
 gives ``DomainSettings(name="book", relations=(Relation("author", (".../author",
-".../authors")), Relation("genre", (".../genre",))), attribute_relations=(AttributeRelation("release_year",
-"year"),), ...)``. Config order is kept: it is the order of relations in the triples table.
+".../authors")), Relation("genre", (".../genre",))),
+attribute_relations=(AttributeRelation("release_year", "year"),), ...)``.
+Config order is kept: it is the order of relations in the triples table.
 Keys this view does not read (sentence templates) belong to the lexicalizer.
 """
 

@@ -1,4 +1,4 @@
-"""Rule mining (issue 3): semantics, engines, leakage, edge cases, original reproduction."""
+"""Rule mining: semantics, engines, leakage, edge cases, original reproduction."""
 
 from __future__ import annotations
 
