@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from urllib.parse import unquote
 
 import pandas as pd
@@ -110,6 +110,24 @@ def select_batch(
         )
 
 
+def _bindings_in_batches(
+    uris: Sequence[str],
+    make_query: Callable[[Sequence[str]], str],
+    client: SparqlClient,
+    settings: DbpediaSettings,
+    what: str,
+) -> Iterator[Binding]:
+    """Every answer row of ``make_query`` over ``uris``, ``batch_size`` URIs a query, in order."""
+    for batch in tqdm(
+        _batches(uris, settings.batch_size),
+        desc=f"lookup_dbpedia {what}",
+        unit="batch",
+        mininterval=10,
+        disable=not uris,
+    ):
+        yield from select_batch(client, batch, make_query, settings.page_size)
+
+
 def fetch_facts(
     uris: Sequence[str], relations: Sequence[Relation], client: SparqlClient, settings: DbpediaSettings
 ) -> pd.DataFrame:
@@ -122,39 +140,25 @@ def fetch_facts(
     rows: list[tuple[str, str, str]] = []
     if not relations:
         return pd.DataFrame(rows, columns=["uri", "relation", "value"], dtype="str")
-    for batch in tqdm(
-        _batches(uris, settings.batch_size),
-        desc="lookup_dbpedia facts",
-        unit="batch",
-        mininterval=10,
-        disable=not uris,
+    for binding in _bindings_in_batches(
+        uris, lambda uris: facts_query(uris, relations, settings.language), client, settings, "facts"
     ):
-        for binding in select_batch(
-            client, batch, lambda uris: facts_query(uris, relations, settings.language), settings.page_size
-        ):
-            predicate = binding.get("p", {}).get("value")
-            relation = relation_of.get(predicate)  # named by the returned predicate itself
-            value = fact_value(binding)
-            if relation is None or value is None or "uri" not in binding:
-                continue
-            rows.append((binding["uri"]["value"], relation, value))
+        predicate = binding.get("p", {}).get("value")
+        relation = relation_of.get(predicate)  # named by the returned predicate itself
+        value = fact_value(binding)
+        if relation is None or value is None or "uri" not in binding:
+            continue
+        rows.append((binding["uri"]["value"], relation, value))
     return pd.DataFrame(rows, columns=["uri", "relation", "value"], dtype="str").drop_duplicates(ignore_index=True)
 
 
 def fetch_abstracts(uris: Sequence[str], client: SparqlClient, settings: DbpediaSettings) -> dict[str, str]:
     """uri -> English abstract (the first in order when a page has several)."""
     abstracts: dict[str, str] = {}
-    for batch in tqdm(
-        _batches(uris, settings.batch_size),
-        desc="lookup_dbpedia abstracts",
-        unit="batch",
-        mininterval=10,
-        disable=not uris,
+    for binding in _bindings_in_batches(
+        uris, lambda uris: abstracts_query(uris, settings.language), client, settings, "abstracts"
     ):
-        for binding in select_batch(
-            client, batch, lambda uris: abstracts_query(uris, settings.language), settings.page_size
-        ):
-            text = binding.get("abstract", {}).get("value", "").strip()
-            if text and "uri" in binding:
-                abstracts.setdefault(binding["uri"]["value"], text)
+        text = binding.get("abstract", {}).get("value", "").strip()
+        if text and "uri" in binding:
+            abstracts.setdefault(binding["uri"]["value"], text)
     return abstracts
