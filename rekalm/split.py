@@ -1,4 +1,4 @@
-"""User split and candidate lists (protocol.md, "Data and split").
+"""User split and candidate lists, as the original study split its users and items.
 
 Two methods produce the same *sizes* (20 % test users; per user ``int(0.5 * n) + 1`` of
 the liked and of the disliked items held out):

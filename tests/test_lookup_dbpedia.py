@@ -33,18 +33,18 @@ import yaml
 from rdflib import Graph, Literal, Namespace, URIRef
 from rdflib.namespace import RDF, RDFS, XSD
 
+from rekalm.dbpedia import DbpediaSettings
+from rekalm.domains import DomainSettings
+from rekalm.label_match import label_candidates, title_variants
 from rekalm.lookup_dbpedia import (
     ABSTRACT_COLUMNS,
     TRIPLE_COLUMNS,
-    DbpediaSettings,
-    DomainSettings,
     KnowledgeRoute,
     attribute_triples,
-    label_candidates,
     lookup_dbpedia_files,
     lookup_knowledge,
-    title_variants,
 )
+from rekalm.oxigraph_server import load_rdf_store, oxigraph_executable, serve_rdf_store
 from rekalm.sparql import (
     ClientSettings,
     EndpointUnreachable,
@@ -54,9 +54,6 @@ from rekalm.sparql import (
     ResultCapExceeded,
     SparqlClient,
     SparqlError,
-    load_rdf_store,
-    oxigraph_executable,
-    serve_rdf_store,
     sparql_iri,
     sparql_string,
 )
@@ -458,7 +455,9 @@ def test_an_answer_over_the_row_cap_is_asked_for_in_smaller_batches(synthetic_en
 
 KILLED_RUN = """
 import sys, pandas as pd
-from rekalm.lookup_dbpedia import DbpediaSettings, DomainSettings, KnowledgeRoute, lookup_knowledge
+from rekalm.dbpedia import DbpediaSettings
+from rekalm.domains import DomainSettings
+from rekalm.lookup_dbpedia import KnowledgeRoute, lookup_knowledge
 from rekalm.sparql import QueryCache, SparqlClient
 import yaml
 url, cache, items_path, domains = sys.argv[1:5]

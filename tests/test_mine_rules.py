@@ -1,4 +1,4 @@
-"""Rule mining (issue 3): semantics, engines, leakage, edge cases, original reproduction."""
+"""Rule mining: semantics, engines, leakage, edge cases, original reproduction."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import rekalm.bitset_apriori as bitset_apriori
 import rekalm.mine_rules as mine
 from rekalm.io import write_parquet
-from rekalm.mine_rules import ENGINES, RuleParams, mine_rules, mine_rules_file, read_rules, train_transactions
+from rekalm.mine_rules import ENGINES, RuleMiningSettings, mine_rules, mine_rules_file, read_rules, train_transactions
 
 REFERENCE_ENGINES = ["efficient_apriori", "mlxtend_fpgrowth", "mlxtend_apriori", "mlxtend_apriori_low_memory"]
 
@@ -28,7 +29,7 @@ def rules_as_tuples(table: pd.DataFrame) -> list[tuple[tuple[str, ...], tuple[st
 
 @pytest.mark.parametrize("engine", sorted(ENGINES))
 def test_hand_built_rules_have_known_measures_and_order(engine: str) -> None:
-    table = mine_rules(HAND_BUILT, RuleParams(min_support=0.25, min_confidence=0.5, engine=engine))
+    table = mine_rules(HAND_BUILT, RuleMiningSettings(min_support=0.25, min_confidence=0.5, engine=engine))
 
     # a -> bc has confidence 2/5 and is out; b -> ac and c -> ab sit exactly at 0.5 and stay.
     assert rules_as_tuples(table) == [
@@ -54,8 +55,8 @@ def test_hand_built_rules_have_known_measures_and_order(engine: str) -> None:
 
 def test_support_threshold_is_a_count_over_all_transactions() -> None:
     # abc has count 2 of 7 = 0.2857: frequent at 0.28, not at 0.29 (no 3-item rule then).
-    low = mine_rules(HAND_BUILT, RuleParams(min_support=0.28, min_confidence=0.0))
-    high = mine_rules(HAND_BUILT, RuleParams(min_support=0.29, min_confidence=0.0))
+    low = mine_rules(HAND_BUILT, RuleMiningSettings(min_support=0.28, min_confidence=0.0))
+    high = mine_rules(HAND_BUILT, RuleMiningSettings(min_support=0.29, min_confidence=0.0))
     assert max(len(a) + len(c) for a, c in rules_as_tuples(low)) == 3
     assert max(len(a) + len(c) for a, c in rules_as_tuples(high)) == 2
     assert len(low) == 12 and len(high) == 6
@@ -74,7 +75,7 @@ def test_confidence_exactly_at_threshold_is_kept_by_every_engine() -> None:
     # drops the rule (the ML-1M disagreement at 0.05); our mlxtend wrapper keeps it.
     transactions = [["x", "y"]] + [["x"]] * 19 + [["y"]] + [["z"]] * 28
     params = dict(min_support=0.02, min_confidence=0.05)
-    tables = {engine: mine_rules(transactions, RuleParams(**params, engine=engine)) for engine in ENGINES}
+    tables = {engine: mine_rules(transactions, RuleMiningSettings(**params, engine=engine)) for engine in ENGINES}
     for engine, table in tables.items():
         assert (("x",), ("y",)) in rules_as_tuples(table), engine
         pd.testing.assert_frame_equal(table, tables["bitset"], obj=engine)
@@ -104,39 +105,41 @@ def correlated_transactions(seed: int, n: int, n_items: int = 60) -> list[list[s
 def test_engines_give_identical_tables(max_len: int) -> None:
     transactions = correlated_transactions(seed=7, n=300)
     params = dict(min_support=0.06, min_confidence=0.3, max_len=max_len)
-    expected = mine_rules(transactions, RuleParams(**params))
+    expected = mine_rules(transactions, RuleMiningSettings(**params))
     sizes = [len(a) + len(c) for a, c in rules_as_tuples(expected)]
     assert len(expected) > 200 and max(sizes) == min(max_len, 6)
     assert any(len(c) >= 2 for _, c in rules_as_tuples(expected)) == (max_len > 2)
     for engine in REFERENCE_ENGINES:
         pd.testing.assert_frame_equal(
-            mine_rules(transactions, RuleParams(**params, engine=engine)), expected, obj=engine
+            mine_rules(transactions, RuleMiningSettings(**params, engine=engine)), expected, obj=engine
         )
 
 
 def test_default_itemset_length_cap_is_efficient_aprioris_8() -> None:
     transactions = correlated_transactions(seed=7, n=300)
     params = dict(min_support=0.04, min_confidence=0.3)  # frequent itemsets go past 8 items here
-    expected = mine_rules(transactions, RuleParams(**params, engine="efficient_apriori"))
-    table = mine_rules(transactions, RuleParams(**params))
+    expected = mine_rules(transactions, RuleMiningSettings(**params, engine="efficient_apriori"))
+    table = mine_rules(transactions, RuleMiningSettings(**params))
     pd.testing.assert_frame_equal(table, expected)
     assert max(len(a) + len(c) for a, c in rules_as_tuples(table)) == 8
-    longer = mine_rules(transactions, RuleParams(**params, max_len=9))
+    longer = mine_rules(transactions, RuleMiningSettings(**params, max_len=9))
     assert max(len(a) + len(c) for a, c in rules_as_tuples(longer)) == 9
 
 
 def test_bitset_engine_is_independent_of_chunk_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
     transactions = correlated_transactions(seed=3, n=250)
-    params = RuleParams(min_support=0.04, min_confidence=0.2)
+    params = RuleMiningSettings(min_support=0.04, min_confidence=0.2)
     expected = mine_rules(transactions, params)
-    monkeypatch.setattr(mine, "_CANDIDATE_CHUNK", 7)
-    monkeypatch.setattr(mine, "_BLOCK_WORDS", 1)
-    monkeypatch.setattr(mine, "_CHUNK_WORDS", 1)
+    monkeypatch.setattr(bitset_apriori, "_CANDIDATE_CHUNK", 7)
+    monkeypatch.setattr(bitset_apriori, "_BLOCK_WORDS", 1)
+    monkeypatch.setattr(bitset_apriori, "_CHUNK_WORDS", 1)
     pd.testing.assert_frame_equal(mine_rules(transactions, params), expected)
 
 
 def test_cap_keeps_the_strongest_rules_per_consequent() -> None:
-    table = mine_rules(HAND_BUILT, RuleParams(min_support=0.25, min_confidence=0.5, max_rules_per_consequent=1))
+    table = mine_rules(
+        HAND_BUILT, RuleMiningSettings(min_support=0.25, min_confidence=0.5, max_rules_per_consequent=1)
+    )
     assert rules_as_tuples(table) == [
         (("b",), ("c",)),
         (("c",), ("b",)),
@@ -170,7 +173,7 @@ def test_no_leakage_from_test_users_or_held_out_items() -> None:
 
     transactions = train_transactions(split)
     assert transactions == [["h1", "h2"]] * 8 + [[]]
-    table = mine_rules(transactions, RuleParams(min_support=0.01, min_confidence=0.01))
+    table = mine_rules(transactions, RuleMiningSettings(min_support=0.01, min_confidence=0.01))
     assert rules_as_tuples(table) == [(("h1",), ("h2",)), (("h2",), ("h1",))]
     # Denominator = 9 train users (the one without likes included), never the 29 users.
     assert table["support"].tolist() == [8 / 9, 8 / 9]
@@ -199,7 +202,7 @@ def test_no_rule_gives_an_empty_typed_table_and_a_warning(tmp_path: Path, caplog
         table = mine_rules_file(
             tmp_path / "split.parquet",
             tmp_path / "out" / "rules.parquet",
-            RuleParams(min_support=0.5, min_confidence=0.5),
+            RuleMiningSettings(min_support=0.5, min_confidence=0.5),
         )
     assert table.empty
     assert any("no association rule" in record.getMessage() for record in caplog.records)
@@ -214,11 +217,11 @@ def test_no_rule_gives_an_empty_typed_table_and_a_warning(tmp_path: Path, caplog
 @pytest.mark.parametrize("transactions", [[], [[], []], [["only"]]])
 def test_degenerate_inputs_give_no_rules(transactions: list[list[str]]) -> None:
     for engine in ENGINES:
-        assert mine_rules(transactions, RuleParams(min_support=0.1, min_confidence=0.1, engine=engine)).empty
+        assert mine_rules(transactions, RuleMiningSettings(min_support=0.1, min_confidence=0.1, engine=engine)).empty
 
 
 def test_max_len_one_gives_no_rules() -> None:
-    assert mine_rules(HAND_BUILT, RuleParams(min_support=0.1, min_confidence=0.1, max_len=1)).empty
+    assert mine_rules(HAND_BUILT, RuleMiningSettings(min_support=0.1, min_confidence=0.1, max_len=1)).empty
 
 
 ODD_IDS = [
@@ -243,7 +246,7 @@ def test_odd_characters_in_item_ids_survive_mining_and_parquet(tmp_path: Path) -
     table = mine_rules_file(
         tmp_path / "split.parquet",
         tmp_path / "rules.parquet",
-        RuleParams(min_support=0.4, min_confidence=0.9, max_len=2),
+        RuleMiningSettings(min_support=0.4, min_confidence=0.9, max_len=2),
     )
     back = read_rules(tmp_path / "rules.parquet")
     pd.testing.assert_frame_equal(back, table)
@@ -256,7 +259,7 @@ def test_odd_characters_in_item_ids_survive_mining_and_parquet(tmp_path: Path) -
 
 def test_output_is_deterministic_across_runs_and_transaction_order() -> None:
     transactions = correlated_transactions(seed=11, n=200)
-    params = RuleParams(min_support=0.05, min_confidence=0.2)
+    params = RuleMiningSettings(min_support=0.05, min_confidence=0.2)
     first = mine_rules(transactions, params)
     shuffled = [list(reversed(t)) for t in reversed(transactions)]
     pd.testing.assert_frame_equal(mine_rules(shuffled, params), first)
@@ -276,17 +279,17 @@ def test_output_is_deterministic_across_runs_and_transaction_order() -> None:
 def test_bad_params_raise_one_line_errors(field: str, value: object) -> None:
     params = {"min_support": 0.1, "min_confidence": 0.1, field: value}
     with pytest.raises(ValueError, match=f"knowledge.collab.{field}"):
-        RuleParams(**params)
+        RuleMiningSettings(**params)
 
 
 def test_bad_split_file_names_the_file_and_column(tmp_path: Path) -> None:
     split = split_frame([("u1", "train", "x", 1, "prompt")])
     write_parquet(split, tmp_path / "split.parquet")
     with pytest.raises(ValueError, match=r"split\.parquet: column 'side'"):
-        mine_rules_file(tmp_path / "split.parquet", tmp_path / "rules.parquet", RuleParams(0.1, 0.1))
+        mine_rules_file(tmp_path / "split.parquet", tmp_path / "rules.parquet", RuleMiningSettings(0.1, 0.1))
     write_parquet(split.drop(columns="side"), tmp_path / "split.parquet")
     with pytest.raises(ValueError, match=r"missing column\(s\) \['side'\]"):
-        mine_rules_file(tmp_path / "split.parquet", tmp_path / "rules.parquet", RuleParams(0.1, 0.1))
+        mine_rules_file(tmp_path / "split.parquet", tmp_path / "rules.parquet", RuleMiningSettings(0.1, 0.1))
 
 
 def test_rule_and_script_run_through_snakemake(tmp_path: Path) -> None:
@@ -339,6 +342,6 @@ def test_reproduces_the_original_rule_counts(
     split, _ = split_interactions(interactions, SplitConfig(method="original"))
     transactions = train_transactions(split)
     assert len(transactions) == train_users
-    table = mine_rules(transactions, RuleParams(min_support=min_support, min_confidence=min_confidence))
+    table = mine_rules(transactions, RuleMiningSettings(min_support=min_support, min_confidence=min_confidence))
     assert len(table) == expected_rules
     assert table["confidence"].min() >= min_confidence

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from snakemake_helpers import local_original_files
 
+from rekalm.domains import DomainSettings
 from rekalm.download import package_resource
-from rekalm.lookup_dbpedia import DomainSettings
 from rekalm.original_knowledge import OriginalGraphSettings, original_triples
 from rekalm.prepare import PrepareOptions, prepare_dataset
 

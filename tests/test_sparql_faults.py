@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rekalm.sparql import ClientSettings, SparqlClient, SparqlError, load_rdf_store, oxigraph_executable
+from rekalm.oxigraph_server import load_rdf_store, oxigraph_executable
+from rekalm.sparql import ClientSettings, SparqlClient, SparqlError
 
 TRIPLES = "".join(
     f'<http://dbpedia.org/resource/Film_{n}> <http://www.w3.org/2000/01/rdf-schema#label> "Film {n}"@en .\n'

@@ -1,3 +1,5 @@
+"""One classical baseline of one dataset, tuned and ranking its test users' candidates (rekalm.baselines)."""
+
 from _common import start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake; stderr -> snakemake.log[0])

@@ -1,3 +1,5 @@
+"""Compare every system of one dataset: tables, plot and summary over seeds (rekalm.compare)."""
+
 import json
 
 from _common import start

@@ -1,3 +1,5 @@
+"""Fetch one dataset's source files and write their manifest (rekalm.download)."""
+
 from _common import start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)

@@ -1,3 +1,5 @@
+"""Metrics of one system's ranking of one dataset (rekalm.evaluate)."""
+
 import json
 
 from _common import start

@@ -1,3 +1,5 @@
+"""Rank one system's test prompts with its model, stopping at once when a requested GPU is missing (rekalm.infer)."""
+
 from _common import one_line_errors, start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)

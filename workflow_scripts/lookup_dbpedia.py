@@ -1,3 +1,8 @@
+"""Factual knowledge of one dataset: triples, abstracts, mapping, stats (rekalm.lookup_dbpedia).
+
+A lookup error (endpoint, budget, malformed knowledge file) is one line in the log.
+"""
+
 from _common import start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)

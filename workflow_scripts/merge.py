@@ -1,3 +1,5 @@
+"""Merge one LoRA adapter into its base model and check the merge (rekalm.merge)."""
+
 from _common import one_line_errors, start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)

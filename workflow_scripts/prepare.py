@@ -1,3 +1,5 @@
+"""Parse one dataset's raw files into the canonical interactions and items tables (rekalm.prepare)."""
+
 from _common import start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)

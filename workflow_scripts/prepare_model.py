@@ -1,3 +1,5 @@
+"""Prepare one base model as a plain Hugging Face folder (rekalm.prepare_model)."""
+
 from _common import start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)

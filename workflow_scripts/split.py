@@ -1,3 +1,5 @@
+"""Split one dataset's users and build their candidate lists (rekalm.split)."""
+
 from _common import start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)

@@ -1,3 +1,5 @@
+"""LoRA-train one ablation of one dataset, stopping at once when a requested GPU is missing (rekalm.train)."""
+
 from _common import one_line_errors, start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)
