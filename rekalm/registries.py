@@ -33,6 +33,7 @@ SCHEMA_ENUMS: dict[str, tuple[tuple[str, ...], ...]] = {
     "rule-mining engines": (("$defs", "knowledge", "properties", "collab", "properties", "engine", "enum"),),
 }
 _KNOWLEDGE_BLOCKS = ("$defs", "knowledge", "properties")
+_BASELINE_GRIDS = ("properties", "baselines", "properties", "grids", "properties")
 
 
 def registry_keys() -> dict[str, list[str]]:
@@ -63,8 +64,9 @@ def schema_enum(schema: Mapping[str, Any], path: tuple[str, ...]) -> list[str]:
 
 def schema_with_registries(schema: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``schema`` whose registry-backed enums list the registries' current keys,
-    and whose ``datasets.<ds>.knowledge`` block accepts every registered knowledge source
-    (a source the schema does not describe takes a mapping of settings, or null)."""
+    whose ``datasets.<ds>.knowledge`` block accepts every registered knowledge source (a
+    source the schema does not describe takes a mapping of settings, or null), and whose
+    ``baselines.grids`` accepts a grid for every registered baseline."""
     extended = copy.deepcopy(dict(schema))
     keys = registry_keys()
     for registry, paths in SCHEMA_ENUMS.items():
@@ -77,4 +79,8 @@ def schema_with_registries(schema: Mapping[str, Any]) -> dict[str, Any]:
         blocks.setdefault(
             source, {"type": ["object", "null"], "description": "settings of a registered knowledge source"}
         )
+    grids = _at(extended, _BASELINE_GRIDS)
+    for baseline in keys["baselines"]:
+        # The parameter names are the fit function's keywords, checked when the grid expands.
+        grids.setdefault(baseline, {"type": "object", "additionalProperties": {"type": "array", "minItems": 1}})
     return extended

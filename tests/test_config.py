@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from rekalm.config import ConfigError, ablations_for, check_config, load_yaml
+from rekalm.config import ConfigError, check_config, load_yaml
+from rekalm.systems import ablations_for
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config" / "schema.yaml"

@@ -81,7 +81,8 @@ def finished_workdir(tmp_path_factory) -> Path:
 
 
 def default_ablations() -> list[str]:
-    from rekalm.config import ablations_for, load_yaml
+    from rekalm.config import load_yaml
+    from rekalm.systems import ablations_for
 
     config: dict = {}
     for path in CONFIG_FILES:
