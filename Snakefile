@@ -25,6 +25,9 @@ configfile: "config/config.yaml"
 configfile: "config/domains.yaml"
 
 
+report: "config/report/workflow.rst"  # the report's front page: the comparison first
+
+
 for change in resolve_local_copies(config):  # a local `path` wins over a `url`
     logger.info(change)
 # Extension modules register their units before the check (schema enums follow the registries).

@@ -31,7 +31,9 @@ def test_full_grid_dry_run_lists_every_dataset_and_ablation(tmp_path):
         assert {dict(w)["dataset"] for w in by_rule[rule]} == set(datasets), rule
     expected_pairs = {(d, a) for d in datasets for a in ablations_for(config, d, ablations)}
     # An ablation runs where the dataset provides all of its sources (ml1m_mini and bgg lack text).
-    sources = {d: {s for s, block in config["datasets"][d]["knowledge"].items() if block is not None} for d in datasets}
+    sources = {
+        d: {s for s, block in config["datasets"][d]["knowledge"].items() if block is not None} for d in datasets
+    }
     assert len(expected_pairs) == sum(set(config["ablations"][a]) <= sources[d] for d in datasets for a in ablations)
     assert {a for d, a in expected_pairs if d == "ml1m_mini"} < set(ablations)  # some are left out
     for rule, wildcard_sets in by_rule.items():
@@ -112,6 +114,7 @@ def test_malformed_input_stops_the_run_and_writes_nothing(tmp_path):
 # The end-to-end run: two seeds of two ablations (no_kn and collab_graph, which exercises both
 # knowledge sources and the merged-sources mix), zero-shot in both modes and every baseline.
 E2E_RUN = {"ablations": ["no_kn", "collab_graph"], "seeds": [22, 23]}
+CONFIG_ABLATIONS = load_config()["ablations"]
 
 
 @pytest.mark.slow
@@ -263,3 +266,10 @@ def check_report(workdir: Path, override: Path) -> None:
     result = run_cli(*args, cwd=workdir)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert report.stat().st_size > 100_000  # self-contained: plots and tables embedded
+    # The front page (config/report/workflow.rst): the comparison first, then what ran.
+    page = report.read_text(encoding="utf-8")
+    assert page.index("The comparison comes first") < page.index("What the pipeline did")
+    trained = ", ".join(
+        f"{a} (" + (" + ".join(CONFIG_ABLATIONS[a]) or "ranking prompts only") + ")" for a in E2E_RUN["ablations"]
+    )
+    assert f"trained ablations: {trained}" in page
