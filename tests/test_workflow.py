@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from snakemake_helpers import CONFIG_FILES, REPO, load_config, planned_jobs, run_workflow, write_override
 
-from rekalm.systems import ablations_for
 from rekalm.replicates import replicate_names
+from rekalm.systems import ablations_for
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 SNAKEFMT = Path(sys.executable).parent / "snakefmt"
