@@ -361,6 +361,25 @@ def test_finished_run_needs_no_model(
     pd.testing.assert_frame_equal(first, again)
 
 
+def test_chunks_of_other_code_are_not_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunk fingerprint covers every module whose code decides a chunk's content: the
+    job, its inputs, scoring, generation and the tokenization shared with training."""
+    from rekalm import inference_inputs, prompts
+
+    test = tmp_path / "test.jsonl"
+    test.write_text('{"user": "u1", "prompt": "p", "answer_prefix": "a", "candidates": []}\n', encoding="utf-8")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}", encoding="utf-8")
+    settings = InferenceSettings()
+    seen = {infer.inference_fingerprint(test, tmp_path / "model", None, settings)}
+    for module in (infer, inference_inputs, scoring, generation, prompts):
+        edited = tmp_path / f"{module.__name__}.py"
+        edited.write_text(Path(module.__file__).read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+        monkeypatch.setattr(module, "__file__", str(edited))
+        seen.add(infer.inference_fingerprint(test, tmp_path / "model", None, settings))
+    assert len(seen) == 6  # each edit gave a new fingerprint
+
+
 @pytest.mark.slow
 def test_run_inference_generate_mode(tiny_llama_dir: Path, tiny, tmp_path: Path) -> None:
     _, tokenizer, _ = tiny
