@@ -1,4 +1,4 @@
-"""Classical recommenders scored on exactly the LLM's candidate lists (issue 9).
+"""Classical recommenders scored on exactly the LLM's candidate lists.
 
 Each baseline ranks every candidate (held-out item) of every *test* user and nothing else,
 so its metrics sit in the same table as the LLM ablations.
@@ -15,7 +15,7 @@ their held-out rows leave the tuning data and their candidate lists act as valid
 candidates. Every grid point is fitted and scored by nDCG@``validation_cutoff`` (plain
 numpy, standard definition: ideal DCG over all liked candidates; users without a liked
 candidate are skipped). The best point (first in grid order on ties) is refitted on the full
-training data. The original tuned on the test set (protocol.md, defect 5).
+training data. (The original study tuned on the test set.)
 
 A baseline is one function in :data:`BASELINES`: ``fit(data, seed, threads, **params)``
 returning a scorer of (user index, item index) pairs; its keyword parameters (with their
