@@ -218,12 +218,12 @@ def rank_part(plan: Plan, model_dir: Path, prompts_path: Path, engine: str) -> d
 
 
 def packed_part(plan: Plan, model_dir: Path) -> dict[str, Any]:
-    """Logits of examples packed into one row (rekalm.train's collators, the attention rekalm
+    """Logits of examples packed into one row (rekalm.training_data's collators, the attention rekalm
     picks) against the same examples alone."""
     import torch
 
     from rekalm.hf import load_causal_lm
-    from rekalm.train import IGNORE_INDEX, FlattenedRowCollator, PackedRowCollator
+    from rekalm.training_data import IGNORE_INDEX, FlattenedRowCollator, PackedRowCollator
 
     train_throughput.patch_random_init()
     torch.manual_seed(22)
@@ -277,8 +277,9 @@ def long_prompt_part(plan: Plan, model_dir: Path) -> dict[str, Any]:
     import torch
 
     from rekalm.hf import load_tokenizer
-    from rekalm.infer import candidate_token_ids, load_model, score_candidates
+    from rekalm.infer import load_model
     from rekalm.prompts import ANSWER_PREFIX, RankingRequest, render_ranking_prompt
+    from rekalm.scoring import candidate_token_ids, score_candidates
 
     train_throughput.patch_random_init()
     torch.manual_seed(22)

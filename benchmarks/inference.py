@@ -129,14 +129,8 @@ def synthetic_prompts(tokenizer, users: int, candidates: int = 20) -> list[dict]
 def run_engine(args: argparse.Namespace) -> dict:
     import torch
 
-    from rekalm.infer import (
-        InferenceSettings,
-        generate_chunk,
-        load_model,
-        predictions_from_generations,
-        read_test_prompts,
-        score_chunk,
-    )
+    from rekalm.infer import generate_chunk, load_model, predictions_from_generations, score_chunk
+    from rekalm.inference_inputs import InferenceSettings, read_test_prompts
 
     torch.set_num_threads(args.threads)
     prompts = read_test_prompts(args.prompts)

@@ -138,15 +138,9 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from rekalm.hf import load_tokenizer
-    from rekalm.train import (
-        TrainingJob,
-        TrainingSettings,
-        build_trainer,
-        load_training_rows,
-        peak_memory_mb,
-        plan_device,
-        tokenize_rows,
-    )
+    from rekalm.train import TrainingJob, TrainingSettings, build_trainer, plan_device
+    from rekalm.training_data import load_training_rows, tokenize_rows
+    from rekalm.training_log import peak_memory_mb
 
     torch.set_num_threads(args.threads)
     # --settings last: they may change either variant (e.g. the baseline with checkpointing on)

@@ -17,10 +17,11 @@ numpy, standard definition: ideal DCG over all liked candidates; users without a
 candidate are skipped). The best point (first in grid order on ties) is refitted on the full
 training data. (The original study tuned on the test set instead.)
 
-A baseline is one function in :data:`BASELINES`: ``fit(data, seed, threads, **params)``
-returning a scorer of (user index, item index) pairs; its keyword parameters (with their
-defaults) are what ``baselines.grids.<name>`` may tune. Adding one touches this module and
-the config only.
+A baseline is one fit function registered with :func:`register_baseline`:
+``fit(data, seed, threads, **params)`` returning a scorer of (user index, item index) pairs;
+its keyword parameters (with their defaults) are what ``baselines.grids.<name>`` may tune.
+A new one lives in an extension module (``extensions:`` in the config) plus its config
+entry; no project file changes.
 """
 
 from __future__ import annotations

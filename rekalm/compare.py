@@ -1,66 +1,46 @@
-"""Compare the systems of one dataset: ranx ``compare`` with a paired test, tables, a plot.
+"""Compare the systems of one dataset: seed averages, a paired test per pair of systems, and
+the files that report them.
 
 Inputs are each system's ``metrics.json`` (standard, ClayRS, popularity and parsing
 figures) and ``run.json`` (for the per-user scores the paired test needs: ranx recomputes
-the standard metrics per user and tests every pair of systems). Outputs:
+the standard metrics per user and tests every pair of systems), one of each per seed of a
+replicated system. The statistics, owned here:
 
-- ``table.md`` and ``table.tex``: one table per metric family (rows = systems, columns =
-  cutoffs and the full list). Standard values carry ranx-style superscript letters naming
-  the systems a row beats significantly; the best value of a column is bold. ClayRS
-  values (comparable with the original paper) and the popularity / parsing figures follow.
-- ``plot.png``: grouped bars of one metric family at every cutoff, per definition.
-- ``compare.json``: the ranx report (means, p-values, win/tie/loss) plus every system's
-  metrics, in one file.
+- seed averaging (:func:`mean_over_seeds`, :func:`sd_over_seeds`): key by key over the
+  metrics nests, ``mean = sum_s m_s / S`` and the sample ``sd = sqrt(sum_s (m_s - mean)^2 /
+  (S - 1))`` (None with one seed; a single replicate passes through unchanged);
+- per-user scores (:func:`per_user_scores`): each test user's standard metric averaged over
+  the system's seeds, ``m_u = mean_s m_{u,s}``, over the users every replicate ranked (with
+  one split per seed the unit is a (split, user) pair instead);
+- the paired test (:func:`compare_runs`): ranx's ``settings.stat_test`` on the ``m_u`` of
+  every pair of systems, plus means and win/tie/loss counts. With one seed per system this
+  is exactly ``ranx.compare``.
+
+Outputs: ``table.md``, ``table.tex`` and ``plot.png``, rendered by :mod:`rekalm.report`;
+``compare.json`` (:func:`comparison_summary`): the ranx report (means, p-values,
+win/tie/loss), the verdict, and every system's mean, sd and per-seed metrics, in one file.
 """
 
 from __future__ import annotations
 
 import math
-import string
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rekalm.evaluate import (
-    MetricSettings,
-    import_ranx,
-    iter_metric_names,
-    metric_label,
-    run_for_qrels,
-    standard_metric_names,
-)
+from rekalm.evaluate import MetricSettings, import_ranx, run_for_qrels, standard_metric_names
 from rekalm.io import atomic_path, write_json
-from rekalm.verdict import Verdict, verdict_rows, verdicts
-
-FAMILY_TITLES = {"ndcg": "nDCG", "precision": "Precision", "recall": "Recall", "f1": "F1"}  # also the table order
-STAT_TEST_NAMES = {
-    "student": "paired Student's t-test",
-    "fisher": "Fisher's randomization test",
-    "tukey": "Tukey's HSD test",
-}
-PARSING_COLUMNS = (
-    ("hallucinated_per_user", "hallucinated/user"),
-    ("duplicates_per_user", "duplicates/user"),
-    ("appended_per_user", "appended/user"),
-    ("users_with_appended", "users with appended"),
+from rekalm.report import (
+    TEST_UNITS,
+    Spread,
+    latex_report,
+    letters_for,
+    markdown_report,
+    plot_comparison,
 )
-
-
-def letters_for(systems: Sequence[str]) -> dict[str, str]:
-    """a, b, c, ... (then aa, ab, ...) in the given order, as ranx labels its rows."""
-    alphabet = string.ascii_lowercase
-    labels = {}
-    for index, name in enumerate(systems):
-        label, number = "", index
-        while True:
-            label = alphabet[number % 26] + label
-            number = number // 26 - 1
-            if number < 0:
-                break
-        labels[name] = label
-    return labels
+from rekalm.verdict import Verdict, verdicts
 
 
 def _clean(value: Any) -> Any:
@@ -123,10 +103,6 @@ def sd_over_seeds(per_seed: Sequence[Any]) -> Any:
     """The sample standard deviation (n - 1) over seeds of every number, like mean_over_seeds;
     None with a single seed (a spread needs two replicates)."""
     return _key_by_key(per_seed, _sd_leaf)
-
-
-#: What one sample of the paired test is, with one split for all seeds / one split per seed.
-TEST_UNITS = {False: "test user (metric averaged over the system's seeds)", True: "(split, test user) pair"}
 
 
 # --- per-user scores and the paired test --------------------------------------------------
@@ -270,342 +246,6 @@ def compare_runs(
         "comparisons": pairs,
         "win_tie_loss": win_tie_loss,
     }, scores
-
-
-def significant_wins(comparison: Mapping[str, Any], system: str, metric: str) -> str:
-    """Letters of the systems that ``system`` beats significantly on ``metric``."""
-    letters = letters_for(comparison["systems"])
-    mine = comparison["means"][system][metric]
-    wins = []
-    for other in comparison["systems"]:
-        if other == system:
-            continue
-        result = comparison["comparisons"][system][other][metric]
-        if result.get("significant") and mine > comparison["means"][other][metric]:
-            wins.append(letters[other])
-    return "".join(wins)
-
-
-# --- tables ------------------------------------------------------------------------------
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.{digits}f}"
-
-
-def _best(values: Sequence[Any]) -> float | None:
-    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-    return max(finite) if finite else None
-
-
-Spread = Mapping[str, Mapping[str, Any]]  # system -> sd over seeds, shaped like its metrics
-
-
-def family_rows(
-    metrics: Mapping[str, Mapping[str, Any]],
-    definition: str,
-    family: str,
-    cutoffs: Sequence[int],
-    comparison: Mapping[str, Any] | None,
-    spread: Spread | None = None,
-) -> tuple[list[str], list[list[tuple[str, bool, str]]]]:
-    """(column names, rows of (text, is_best, superscript)) for one metric family."""
-    names = [f"{family}@{k}" for k in cutoffs] + [family]
-    headers = [f"@{k}" for k in cutoffs] + ["all"]
-    return headers, single_rows(metrics, definition, names, comparison, spread=spread)
-
-
-def single_rows(
-    metrics: Mapping[str, Mapping[str, Any]],
-    definition: str,
-    names: Sequence[str],
-    comparison: Mapping[str, Any] | None,
-    higher_is_better: bool = True,
-    spread: Spread | None = None,
-) -> list[list[tuple[str, bool, str]]]:
-    """One row per system: (value text, is the column's best, significance letters). A value
-    averaged over several seeds reads "mean ± sd"; the best is judged on the mean."""
-    columns = {name: [metrics[system].get(definition, {}).get(name) for system in metrics] for name in names}
-    best = {name: _best(values) for name, values in columns.items()}
-    rows = []
-    for index, system in enumerate(metrics):
-        cells = []
-        for name in names:
-            value = columns[name][index]
-            is_best = (
-                higher_is_better
-                and value is not None
-                and best[name] is not None
-                and round(value, 4) == round(best[name], 4)
-            )
-            marks = significant_wins(comparison, system, name) if comparison and definition == "standard" else ""
-            sd = ((spread or {}).get(system) or {}).get(definition, {}) or {}
-            text = _fmt(value) + (f" ± {_fmt(sd[name])}" if sd.get(name) is not None and value is not None else "")
-            cells.append((text, is_best, marks))
-        rows.append(cells)
-    return rows
-
-
-def _markdown_table(
-    headers: Sequence[str], systems: Sequence[str], rows: Sequence[Sequence[tuple[str, bool, str]]]
-) -> str:
-    letters = letters_for(systems)
-    lines = ["| # | System | " + " | ".join(headers) + " |", "|---|---|" + "|".join("---:" for _ in headers) + "|"]
-    for system, cells in zip(systems, rows):
-        texts = []
-        for text, is_best, marks in cells:
-            text = f"**{text}**" if is_best else text
-            texts.append(text + (f"<sup>{marks}</sup>" if marks else ""))
-        lines.append(f"| {letters[system]} | {system} | " + " | ".join(texts) + " |")
-    return "\n".join(lines)
-
-
-def _latex_escape(text: str) -> str:
-    for char, escaped in (
-        ("\\", r"\textbackslash{}"),
-        ("_", r"\_"),
-        ("%", r"\%"),
-        ("&", r"\&"),
-        ("#", r"\#"),
-        ("$", r"\$"),
-    ):
-        text = text.replace(char, escaped)
-    return text
-
-
-def _latex_table(
-    caption: str,
-    label: str,
-    headers: Sequence[str],
-    systems: Sequence[str],
-    rows: Sequence[Sequence[tuple[str, bool, str]]],
-) -> str:
-    letters = letters_for(systems)
-    lines = [
-        r"\begin{table}[ht]",
-        r"\centering",
-        rf"\caption{{{_latex_escape(caption)}}}",
-        rf"\label{{{label}}}",
-        r"\begin{tabular}{cl" + "r" * len(headers) + "}",
-        r"\toprule",
-        r"\# & System & " + " & ".join(_latex_escape(h).replace("@", "@") for h in headers) + r" \\",
-        r"\midrule",
-    ]
-    for system, cells in zip(systems, rows):
-        texts = []
-        for text, is_best, marks in cells:
-            text = text.replace("–", "--").replace(" ± ", r" $\pm$ ")
-            text = rf"\textbf{{{text}}}" if is_best else text
-            texts.append(text + (rf"$^{{\mathrm{{{marks}}}}}$" if marks else ""))
-        lines.append(f"{letters[system]} & {_latex_escape(system)} & " + " & ".join(texts) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines)
-
-
-def _sections(
-    metrics: Mapping[str, Mapping[str, Any]],
-    settings: MetricSettings,
-    comparison: Mapping[str, Any] | None,
-    spread: Spread | None = None,
-) -> list[tuple[str, str, list[str], list[list[tuple[str, bool, str]]]]]:
-    """(heading, label key, headers, rows) of every table, in reading order."""
-    cutoffs = list(settings.cutoffs)
-    sections = []
-    titles = {
-        "standard": "Standard definitions (ranx)",
-        "clayrs": "ClayRS definitions (comparable with the original paper)",
-    }
-    for definition in settings.definitions:
-        for family in FAMILY_TITLES:
-            headers, rows = family_rows(metrics, definition, family, cutoffs, comparison, spread)
-            sections.append(
-                (f"{titles[definition]}: {FAMILY_TITLES[family]}", f"{definition}-{family}", headers, rows)
-            )
-        if definition == "standard":
-            names = ["mrr"] + [f"hit_rate@{k}" for k in cutoffs]
-        else:
-            names = ["mrr"]
-        rows = single_rows(metrics, definition, names, comparison, spread=spread)
-        sections.append(
-            (
-                f"{titles[definition]}: MRR" + (" and hit rate" if definition == "standard" else ""),
-                f"{definition}-mrr",
-                [metric_label(n) for n in names],
-                rows,
-            )
-        )
-    popularity_names = iter_metric_names(["avg_popularity"], cutoffs) + ["candidates_avg_popularity"]
-    rows = single_rows(metrics, "popularity", popularity_names, None, higher_is_better=False, spread=spread)
-    headers = [metric_label(n) if n != "candidates_avg_popularity" else "candidates" for n in popularity_names]
-    parsing = single_rows(
-        metrics, "parsing", [key for key, _ in PARSING_COLUMNS], None, higher_is_better=False, spread=spread
-    )
-    combined = [a + b for a, b in zip(rows, parsing)]
-    sections.append(
-        (
-            "Average popularity and parsing",
-            "popularity-parsing",
-            headers + [title for _, title in PARSING_COLUMNS],
-            combined,
-        )
-    )
-    return sections
-
-
-def _count(value: Any) -> str:
-    """A user count; averaged over seeds (several splits) it may be fractional."""
-    if not isinstance(value, (int, float)):
-        return "?"
-    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
-
-
-def _preamble(dataset: str, metrics: Mapping[str, Mapping[str, Any]], settings: MetricSettings) -> list[str]:
-    first = next(iter(metrics.values()))
-    users = first.get("users", {})
-    return [
-        f"Relevant items: the liked held-out items of the test users; {_count(users.get('evaluated'))} users "
-        "evaluated "
-        f"({_count(users.get('without_relevant'))} without a liked held-out item left out).",
-        "Standard: ranx (trec_eval) definitions over the complete list (appended candidates included). "
-        "Superscript letters: the row is significantly better than those systems "
-        f"({STAT_TEST_NAMES[settings.stat_test]}, "
-        f"p <= {settings.max_p}). Best value per column in bold.",
-        "ClayRS: the original paper's definitions over the list the model returned (P@k divides by min(k, list "
-        "length); "
-        "nDCG's ideal comes from the returned list; users without a relevant returned item are left out).",
-        "Popularity: mean share of training users who interacted with the top-k items; 'candidates' is the mean over "
-        "whole candidate lists (a random ranking). Parsing counts are zero in score mode.",
-    ]
-
-
-def _verdict_heading(settings: MetricSettings) -> str:
-    return (
-        f"Verdict: knowledge ablations against {settings.verdict_reference} and the best baseline "
-        f"({settings.verdict_metric})"
-    )
-
-
-def _verdict_note(comparison: Mapping[str, Any] | None) -> str:
-    unit = (comparison or {}).get("test_unit", TEST_UNITS[False])
-    return (
-        f"Δ: mean of the paired difference over each {unit}; CI: paired t-interval; better / worse when the "
-        "interval excludes 0, else no detectable difference."
-    )
-
-
-def markdown_report(
-    dataset: str,
-    metrics: Mapping[str, Mapping[str, Any]],
-    settings: MetricSettings,
-    comparison: Mapping[str, Any] | None,
-    spread: Spread | None = None,
-    verdict: Sequence[Verdict] = (),
-) -> str:
-    systems = list(metrics)
-    parts = [f"# Systems on {dataset}", ""]
-    headers, rows = verdict_rows(verdict)
-    if rows:
-        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        parts += [f"## {_verdict_heading(settings)}", "", _verdict_note(comparison), "", *lines, ""]
-    parts += [*(_preamble(dataset, metrics, settings)), ""]
-    for heading, _, headers, rows in _sections(metrics, settings, comparison, spread):
-        parts += [f"## {heading}", "", _markdown_table(headers, systems, rows), ""]
-    return "\n".join(parts)
-
-
-def latex_report(
-    dataset: str,
-    metrics: Mapping[str, Mapping[str, Any]],
-    settings: MetricSettings,
-    comparison: Mapping[str, Any] | None,
-    spread: Spread | None = None,
-    verdict: Sequence[Verdict] = (),
-) -> str:
-    systems = list(metrics)
-    parts = ["% Needs \\usepackage{booktabs}. " + " ".join(_preamble(dataset, metrics, settings)), ""]
-    headers, rows = verdict_rows(verdict)
-    if rows:
-        body = [" & ".join(_latex_escape(cell).replace("–", "--") for cell in row) + r" \\" for row in rows]
-        caption = dataset + ": " + _verdict_heading(settings) + ". " + _verdict_note(comparison)
-        parts += [
-            "\n".join(
-                [
-                    r"\begin{table}[ht]",
-                    r"\centering",
-                    rf"\caption{{{_latex_escape(caption)}}}",
-                    rf"\label{{tab:{dataset.replace('_', '-')}-verdict}}",
-                    r"\begin{tabular}{ll" + "r" * (len(headers) - 2) + "}",
-                    r"\toprule",
-                    " & ".join(_latex_escape(h) for h in headers) + r" \\",
-                    r"\midrule",
-                    *body,
-                    r"\bottomrule",
-                    r"\end{tabular}",
-                    r"\end{table}",
-                ]
-            ),
-            "",
-        ]
-    for heading, key, headers, rows in _sections(metrics, settings, comparison, spread):
-        label = f"tab:{dataset}-{key}".replace("_", "-")
-        parts += [_latex_table(f"{dataset}: {heading}", label, headers, systems, rows), ""]
-    return "\n".join(parts)
-
-
-# --- plot --------------------------------------------------------------------------------
-
-
-def plot_comparison(
-    dataset: str,
-    metrics: Mapping[str, Mapping[str, Any]],
-    settings: MetricSettings,
-    path: str | Path,
-    spread: Spread | None = None,
-) -> None:
-    """Grouped bars of ``settings.plot_metric`` at every cutoff, one panel per definition;
-    error bars show the sd over seeds of replicated systems."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: cluster nodes have no display
-    import matplotlib.pyplot as plt
-
-    systems = list(metrics)
-    definitions = list(settings.definitions)
-    names = [f"{settings.plot_metric}@{k}" for k in settings.cutoffs] + [settings.plot_metric]
-    width = 0.8 / len(names)
-    figure, axes = plt.subplots(
-        len(definitions), 1, figsize=(max(6.0, 1.1 * len(systems) + 2), 3.2 * len(definitions)), squeeze=False
-    )
-    positions = np.arange(len(systems))
-    for axis, definition in zip(axes[:, 0], definitions):
-        for offset, name in enumerate(names):
-            values = [metrics[a].get(definition, {}).get(name) for a in systems]
-            heights = [v if v is not None else 0.0 for v in values]
-            errors = [(((spread or {}).get(a) or {}).get(definition, {}) or {}).get(name) or 0.0 for a in systems]
-            label = metric_label(name) if "@" in name else f"{metric_label(name)} (all)"
-            axis.bar(
-                positions + (offset - (len(names) - 1) / 2) * width,
-                heights,
-                width,
-                yerr=errors,
-                capsize=2,
-                label=label,
-            )
-        axis.set_xticks(positions, systems, rotation=30, ha="right")
-        axis.set_ylim(0, 1)
-        axis.set_ylabel(metric_label(settings.plot_metric))
-        axis.set_title(f"{dataset}: {definition} definitions")
-        axis.grid(axis="y", alpha=0.3)
-    handles, legend_labels = axes[0, 0].get_legend_handles_labels()
-    figure.legend(handles, legend_labels, loc="lower center", ncol=len(names), fontsize="small", frameon=False)
-    figure.tight_layout(rect=(0, 0.05, 1, 1))  # leave the bottom strip to the shared legend
-    figure.savefig(path, dpi=150, format="png")  # explicit: atomic temp files end in .tmp
-    plt.close(figure)
 
 
 # --- the stage ---------------------------------------------------------------------------

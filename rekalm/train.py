@@ -7,73 +7,67 @@ versions, while TRL's argument names have changed in most releases.
 
 What happens, in order:
 
-1. ``train.jsonl`` rows ``{kind, prompt, completion}`` are tokenized as one string
-   (:func:`rekalm.prompts.encode_prompt_and_answer`, the tokens inference ranks and
-   continues); the completion gets EOS. With ``loss: completion_only`` (default) prompt tokens
-   get label -100, so only the answer (or a whole knowledge document, whose prompt is "") is learned; with
-   ``full_sequence`` (the original study) every token is.
-2. With ``packing: true`` examples are packed best-fit-decreasing into rows of at most
-   ``seq_len`` tokens. Examples in a row do not see each other: position ids restart at 0
-   for every example and no attention mask is passed, so transformers builds a
-   block-diagonal causal mask (SDPA/eager), or, for flash-attention, the batch is flattened
-   into one row and the varlen kernels use the same position ids
-   (``DataCollatorWithFlattening``). The first token of each example is never a target,
-   so no example learns to predict across a boundary.
-3. ``Trainer`` runs with every value of the training preset; checkpoints go to a folder
+1. ``train.jsonl`` rows are encoded, masked (prompt tokens get label -100, completion
+   tokens and EOS are learned) and, with ``packing: true``, packed best-fit into rows of
+   at most ``seq_len`` tokens whose examples never see each other
+   (:mod:`rekalm.training_data`).
+2. ``Trainer`` runs with every value of the training preset; checkpoints go to a folder
    outside the rule's outputs every ``save_steps`` and a re-run resumes from the newest
-   complete one (after a kill, a Slurm time-out or a crash). A fingerprint of data,
-   settings and base model guards against resuming someone else's run.
-4. The adapter, a TSV log (loss, tokens/s, peak memory per step) and a loss curve are
-   written atomically.
+   complete one (after a kill, a Slurm time-out or a crash); a fingerprint of data,
+   settings and base model guards against resuming someone else's run
+   (:mod:`rekalm.checkpoints`).
+3. The adapter, a TSV log (loss, tokens/s, peak memory per step) and a loss curve are
+   written atomically (:mod:`rekalm.training_log`).
 
 Devices, dtypes and attention come from :mod:`rekalm.hf`: a job that asked for GPUs and
 finds none stops before anything starts. With N > 1 workers (one per GPU of the job, or
 ``processes: N`` on the CPU) :func:`run_training_job` starts them with ``accelerate launch``
-on this module's command line (``python -m rekalm.train --job job.json``), hands them its
-own import path and copies their output into its stderr (the rule's log); with one worker
-it trains in-process.
+on this module's command line (``python -m rekalm.train --job job.json``, see
+:mod:`rekalm.data_parallel`); with one worker it trains in-process.
 """
 
 from __future__ import annotations
 
 import argparse
-import bisect
 import dataclasses
-import hashlib
 import json
 import logging
 import math
 import os
-import re
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
-
+from rekalm.checkpoints import prepare_checkpoint_dir
+from rekalm.data_parallel import data_parallel_command, run_workers, worker_environment
 from rekalm.hf import load_tokenizer
-from rekalm.io import atomic_dir, atomic_path, read_jsonl, write_json
-from rekalm.prompts import encode_prompt_and_answer
+from rekalm.io import atomic_dir, write_json
+from rekalm.training_data import (
+    IGNORE_INDEX,
+    FlattenedRowCollator,
+    LossMode,
+    PackedRowCollator,
+    PackedRows,
+    SingleExamples,
+    TokenizedSet,
+    load_training_rows,
+    pack_best_fit,
+    tokenize_rows,
+)
+from rekalm.training_log import make_callback_class, make_shard_callback, plot_loss, write_training_log
 
 if TYPE_CHECKING:
-    import torch
     from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback
 
 log = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100  # the label value torch's cross-entropy (and transformers) skip
-LossMode = Literal["completion_only", "full_sequence"]
-FINGERPRINT_FILE = "rekalm_fingerprint.json"
 JOB_FILE = "rekalm_job.json"
 RESULT_FILE = "rekalm_result.json"
 TRAINING_RECORD = "rekalm_training.json"
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 # --------------------------------------------------------------------------- settings
@@ -196,250 +190,6 @@ class TrainingResult:
     device: str
 
 
-# --------------------------------------------------------------------------- data
-
-
-@dataclass
-class TokenizedSet:
-    examples: list[dict[str, list[int]]]
-    dropped: int  # completion-only examples whose prompt alone fills seq_len
-    truncated: int
-
-
-def load_training_rows(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """Read train.jsonl and check every row has string ``prompt`` and ``completion``."""
-    rows = read_jsonl(path)
-    if not rows:
-        raise ValueError(f"{path}: no training rows")
-    for number, row in enumerate(rows, start=1):
-        for key in ("prompt", "completion"):
-            if not isinstance(row.get(key), str):
-                raise ValueError(
-                    f"{path}:{number}: field {key!r} must be a string (rows are {{kind, prompt, completion}})"
-                )
-        if not row["completion"]:
-            raise ValueError(f"{path}:{number}: empty completion")
-    return rows
-
-
-def tokenize_rows(
-    rows: Sequence[dict[str, str]], tokenizer: PreTrainedTokenizerBase, seq_len: int, loss: LossMode
-) -> TokenizedSet:
-    """Token ids and labels per row: ``prompt`` then ``completion`` + EOS, cut to ``seq_len``."""
-    if tokenizer.eos_token_id is None:
-        raise ValueError("tokenizer: no eos_token_id; the completion needs an end-of-sequence token")
-    # Prompt and completion are encoded as one string, as inference meets them (the
-    # completion's tokens depend on what precedes them); offsets place the label boundary.
-    encoded = encode_prompt_and_answer(tokenizer, [r["prompt"] for r in rows], [r["completion"] for r in rows])
-    examples, dropped, truncated = [], 0, 0
-    for ids, boundary in tqdm(encoded, total=len(rows), desc="tokenizing", mininterval=5):
-        prompt_ids = ids[:boundary]
-        completion_ids = ids[boundary:] + [tokenizer.eos_token_id]
-        if loss == "completion_only" and len(prompt_ids) >= seq_len:
-            dropped += 1
-            continue
-        input_ids = (prompt_ids + completion_ids)[:seq_len]
-        truncated += len(prompt_ids) + len(completion_ids) > seq_len
-        if loss == "completion_only":
-            labels = [IGNORE_INDEX] * len(prompt_ids) + input_ids[len(prompt_ids) :]
-        else:
-            labels = list(input_ids)
-        examples.append({"input_ids": input_ids, "labels": labels})
-    return TokenizedSet(examples, dropped, truncated)
-
-
-def pack_best_fit(lengths: Sequence[int], capacity: int) -> list[list[int]]:
-    """Group example indices into rows of at most ``capacity`` tokens (best-fit decreasing).
-
-    A sorted list of free space + bisect finds the tightest row in O(log rows) search
-    (plus a C-level memmove), so 10^5 examples pack in well under a second.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    rows: list[list[int]] = []
-    free: list[tuple[int, int]] = []  # (free tokens, row index), sorted
-    for index in order:
-        length = lengths[index]
-        if length > capacity:
-            raise ValueError(f"packing: example {index} has {length} tokens > seq_len {capacity}")
-        slot = bisect.bisect_left(free, (length, -1))
-        if slot < len(free):
-            space, row = free.pop(slot)
-        else:
-            space, row = capacity, len(rows)
-            rows.append([])
-        rows[row].append(index)
-        if space - length > 0:
-            bisect.insort(free, (space - length, row))
-    return rows
-
-
-class PackedRows:
-    """A map-style dataset whose items are packed rows: ``{"segments": [example, ...]}``."""
-
-    def __init__(self, examples: list[dict[str, list[int]]], rows: list[list[int]]):
-        self.examples = examples
-        self.rows = rows
-        self.served: list[int] = []  # items this process trained on since the last epoch end
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> dict[str, list[dict[str, list[int]]]]:
-        self.served.append(index)
-        return {"segments": [self.examples[i] for i in self.rows[index]]}
-
-
-class SingleExamples:
-    """One example per item (no packing): the plain layout, padded per batch."""
-
-    def __init__(self, examples: list[dict[str, list[int]]]):
-        self.examples = examples
-        self.served: list[int] = []  # items this process trained on since the last epoch end
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, index: int) -> dict[str, list[int]]:
-        self.served.append(index)
-        return self.examples[index]
-
-
-@dataclass
-class PackedRowCollator:
-    """Batch packed rows as [batch, longest row] with position ids restarting per example.
-
-    Hand-written because transformers' ``DataCollatorWithFlattening`` puts the whole batch
-    into ONE row: fine for flash-attention's varlen kernels, but under SDPA that is a
-    (batch*seq_len)^2 mask, 4x the attention work of [batch, seq_len] at batch 4. Row tails
-    are padded as a segment of their own (positions from 0, labels -100), so real tokens
-    never attend to padding and no attention mask is needed (a 2-D mask would switch
-    transformers' packed-sequence detection off).
-    """
-
-    pad_token_id: int
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        import torch
-
-        rows = [self._row(feature["segments"]) for feature in features]
-        width = max(len(ids) for ids, _, _ in rows)
-        batch_ids, batch_labels, batch_positions = [], [], []
-        for ids, labels, positions in rows:
-            pad = width - len(ids)
-            batch_ids.append(ids + [self.pad_token_id] * pad)
-            batch_labels.append(labels + [IGNORE_INDEX] * pad)
-            batch_positions.append(positions + list(range(pad)))
-        return {
-            "input_ids": torch.tensor(batch_ids, dtype=torch.long),
-            "labels": torch.tensor(batch_labels, dtype=torch.long),
-            "position_ids": torch.tensor(batch_positions, dtype=torch.long),
-        }
-
-    @staticmethod
-    def _row(segments: list[dict[str, list[int]]]) -> tuple[list[int], list[int], list[int]]:
-        ids: list[int] = []
-        labels: list[int] = []
-        positions: list[int] = []
-        for segment in segments:
-            ids += segment["input_ids"]
-            labels += [IGNORE_INDEX] + segment["labels"][1:]  # never predict across a boundary
-            positions += range(len(segment["input_ids"]))
-        return ids, labels, positions
-
-
-class FlattenedRowCollator:
-    """For flash-attention: the batch's examples in one row, via transformers' own collator
-    (the varlen kernels then attend within each example only, at no extra cost)."""
-
-    def __init__(self) -> None:
-        from transformers import DataCollatorWithFlattening
-
-        self.flatten = DataCollatorWithFlattening(return_tensors="pt")
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return self.flatten([segment for feature in features for segment in feature["segments"]])
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def checkpoint_step(path: Path) -> int | None:
-    match = _CHECKPOINT.match(path.name)
-    return int(match.group(1)) if match and path.is_dir() else None
-
-
-def is_complete_checkpoint(path: Path) -> bool:
-    """trainer_state.json is the last file Trainer writes into a checkpoint: a kill before
-    (or during) that write leaves a folder that must not be resumed from."""
-    state = path / "trainer_state.json"
-    try:
-        json.loads(state.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def newest_complete_checkpoint(checkpoint_dir: str | os.PathLike[str]) -> Path | None:
-    folder = Path(checkpoint_dir)
-    if not folder.is_dir():
-        return None
-    candidates = sorted((step, path) for path in folder.iterdir() if (step := checkpoint_step(path)) is not None)
-    for _, path in reversed(candidates):
-        if is_complete_checkpoint(path):
-            return path
-    return None
-
-
-def training_fingerprint(job: TrainingJob) -> str:
-    """What a checkpoint must have been trained on to be resumed: data, settings, base model."""
-    digest = hashlib.sha256()
-    with open(job.train_jsonl, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    base = Path(job.base_model_dir)
-    weights = sorted((p.name, p.stat().st_size) for p in base.glob("*.safetensors"))
-    config_text = (base / "config.json").read_text(encoding="utf-8") if (base / "config.json").is_file() else ""
-    # Settings that do not change the optimisation trajectory may differ on a resume.
-    settings = {
-        k: v
-        for k, v in job.settings.to_dict().items()
-        if k not in {"save_steps", "save_total_limit", "keep_checkpoints", "logging_steps"}
-    }
-    digest.update(
-        json.dumps({"settings": settings, "weights": weights, "config": config_text}, sort_keys=True).encode()
-    )
-    return digest.hexdigest()
-
-
-def prepare_checkpoint_dir(job: TrainingJob) -> Path | None:
-    """Make the checkpoint folder ready and return the checkpoint to resume from, if any.
-
-    Checkpoints from a different fingerprint (new data, settings or base model) are deleted:
-    resuming them would silently mix two trainings. Incomplete checkpoints are deleted too.
-    """
-    folder = Path(job.checkpoint_dir)
-    fingerprint = training_fingerprint(job)
-    marker = folder / FINGERPRINT_FILE
-    if folder.is_dir():
-        recorded = json.loads(marker.read_text(encoding="utf-8")).get("fingerprint") if marker.is_file() else None
-        if recorded != fingerprint:
-            if any(checkpoint_step(p) is not None for p in folder.iterdir()):
-                log.warning("checkpoints in %s come from other data/settings: starting over", folder)
-            shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(
-        {"fingerprint": fingerprint, "train_jsonl": job.train_jsonl, "base_model_dir": job.base_model_dir}, marker
-    )
-    for path in folder.iterdir():
-        if checkpoint_step(path) is not None and not is_complete_checkpoint(path):
-            log.warning("removing incomplete checkpoint %s (killed while saving)", path)
-            shutil.rmtree(path)
-    resume = newest_complete_checkpoint(folder)
-    if resume is not None:
-        log.info("resuming from %s", resume)
-    return resume
-
-
 # --------------------------------------------------------------------------- device
 
 
@@ -499,97 +249,7 @@ def worker_count(settings: TrainingSettings, plan: DevicePlan, gpus: int) -> int
     return max(1, count)
 
 
-def peak_memory_mb(device: str) -> float:
-    import torch
-
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 # --------------------------------------------------------------------------- trainer
-
-
-def make_callback_class() -> type:
-    from transformers import TrainerCallback
-
-    class ThroughputLog(TrainerCallback):
-        """Adds tokens/s, peak memory and a session number to every loss entry of the log
-        history. The history lives in trainer_state.json, so a resumed run keeps the rows
-        logged before the interruption; ``session`` shows where it resumed."""
-
-        def __init__(self, device: str):
-            self.device = device
-            self.session = 1
-            self.last_time = 0.0
-            self.last_tokens = 0
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.session = 1 + max((entry.get("session", 0) for entry in state.log_history), default=0)
-            self.last_time = time.perf_counter()
-            self.last_tokens = state.num_input_tokens_seen
-            if self.device == "cuda":
-                import torch
-
-                torch.cuda.reset_peak_memory_stats()
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            entry = state.log_history[-1] if state.log_history else {}
-            if "loss" not in entry or entry.get("step") != state.global_step:
-                return
-            now = time.perf_counter()
-            tokens = state.num_input_tokens_seen
-            entry["tokens_per_second"] = (tokens - self.last_tokens) / max(now - self.last_time, 1e-9)
-            entry["peak_memory_mb"] = peak_memory_mb(self.device)
-            entry["session"] = self.session
-            self.last_time, self.last_tokens = now, tokens
-
-    return ThroughputLog
-
-
-SHARD_FOLDER = "shards"
-
-
-def make_shard_callback(dataset: PackedRows | SingleExamples, checkpoint_dir: str) -> TrainerCallback:
-    """Record which dataset items each worker trained on, per epoch, in
-    ``<checkpoint_dir>/shards/rank-<r>.jsonl`` and the log: the audit that data-parallel
-    workers see disjoint shards and a resumed run does not repeat items."""
-    from transformers import TrainerCallback
-
-    class ShardLog(TrainerCallback):
-        def _record(self, args, state, complete: bool) -> None:
-            rows, dataset.served[:] = sorted(dataset.served), []
-            if not rows:
-                return
-            epoch = max(0, math.ceil(state.epoch or 0) - 1) if complete else math.floor(state.epoch or 0)
-            entry = {
-                "rank": args.process_index,
-                "world_size": args.world_size,
-                "epoch": epoch,
-                "complete": complete,
-                "step": state.global_step,
-                "items": rows,
-            }
-            log.info(
-                "rank %d of %d, epoch %d%s: trained on %d items",
-                args.process_index,
-                args.world_size,
-                epoch,
-                "" if complete else " (partial)",
-                len(rows),
-            )
-            path = Path(checkpoint_dir) / SHARD_FOLDER / f"rank-{args.process_index}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(entry) + "\n")
-
-        def on_epoch_end(self, args, state, control, **kwargs):
-            self._record(args, state, complete=True)
-
-        def on_train_end(self, args, state, control, **kwargs):
-            self._record(args, state, complete=False)
-
-    return ShardLog()
 
 
 def total_steps(rows: int, settings: TrainingSettings, world_size: int) -> int:
@@ -709,59 +369,6 @@ def build_trainer(
     )
 
 
-# --------------------------------------------------------------------------- outputs
-
-LOG_COLUMNS = [
-    "step",
-    "epoch",
-    "loss",
-    "learning_rate",
-    "grad_norm",
-    "num_input_tokens_seen",
-    "tokens_per_second",
-    "peak_memory_mb",
-    "session",
-]
-
-
-def training_log_table(log_history: list[dict[str, Any]]):
-    import pandas as pd
-
-    entries = [entry for entry in log_history if "loss" in entry]
-    table = pd.DataFrame(entries)
-    for column in LOG_COLUMNS:
-        if column not in table:
-            table[column] = pd.NA
-    return table[LOG_COLUMNS].sort_values("step", kind="stable").reset_index(drop=True)
-
-
-def write_training_log(log_history: list[dict[str, Any]], tsv_path: str | os.PathLike[str]) -> None:
-    with atomic_path(tsv_path) as temp:
-        training_log_table(log_history).to_csv(temp, sep="\t", index=False)
-
-
-def plot_loss(log_history: list[dict[str, Any]], png_path: str | os.PathLike[str], title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on cluster nodes
-    import matplotlib.pyplot as plt
-
-    table = training_log_table(log_history)
-    figure, axis = plt.subplots(figsize=(7, 4))
-    axis.plot(table["step"], table["loss"].astype(float), linewidth=1.2, label="training loss")
-    resumed = table.loc[table["session"].ne(table["session"].shift()) & (table.index > 0), "step"]
-    for step in resumed:
-        axis.axvline(step, color="grey", linestyle="--", linewidth=0.8)
-    axis.set_xlabel("optimizer step" + (" (dashed: resumed)" if len(resumed) else ""))
-    axis.set_ylabel("loss")
-    axis.set_title(title)
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    with atomic_path(png_path) as temp:
-        figure.savefig(temp, format="png", dpi=120)
-    plt.close(figure)
-
-
 # --------------------------------------------------------------------------- entry points
 
 
@@ -835,58 +442,6 @@ def save_outputs(trainer: Trainer, job: TrainingJob, result: TrainingResult) -> 
         title=f"{Path(job.adapter_dir).parent.name}: LoRA r{job.settings.lora_r}, lr {job.settings.learning_rate:g}",
     )
     write_json(dataclasses.asdict(result), Path(job.checkpoint_dir) / RESULT_FILE)
-
-
-def data_parallel_command(processes: int, job_path: str | os.PathLike[str]) -> list[str]:
-    """``accelerate launch`` line that starts ``processes`` workers on this module: torchrun
-    underneath, NCCL on GPUs, gloo when the preset trains on the CPU (``processes: N``)."""
-    return [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_machines",
-        "1",
-        "--num_processes",
-        str(processes),
-        "--main_process_port",
-        "0",  # a free port: two jobs on one node must not collide
-        "--mixed_precision",
-        "no",  # the Trainer sets bf16 itself from the preset
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "rekalm.train",
-        "--job",
-        str(job_path),
-    ]
-
-
-def worker_environment(threads: int) -> dict[str, str]:
-    """The parent's environment, with this process's own ``rekalm`` first on the import path
-    (workers must run exactly the parent's code, installed or not, wherever the workflow's
-    working directory is) and each worker's share of the job's CPU threads."""
-    package_root = str(Path(__file__).resolve().parents[1])
-    path = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(path)), "OMP_NUM_THREADS": str(threads)}
-
-
-def run_workers(command: list[str], env: dict[str, str]) -> None:
-    """Run the launcher with every worker's stdout and stderr copied into this process's
-    ``sys.stderr`` (the rule's log), so a worker's traceback lands in the log."""
-    with subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    ) as process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            sys.stderr.write(line)
-        code = process.wait()
-    sys.stderr.flush()
-    if code != 0:
-        raise RuntimeError(
-            f"data-parallel training failed: the launcher exited with status {code}; the workers' output, "
-            "tracebacks included, is above in this log"
-        )
 
 
 def run_training_job(job: TrainingJob, callbacks: Sequence[TrainerCallback] = ()) -> TrainingResult:

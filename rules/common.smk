@@ -12,7 +12,7 @@ from rekalm.replicates import (
     replicate_seed,
     split_replicate,
 )
-from rekalm.infer import InferenceSettings
+from rekalm.inference_inputs import InferenceSettings
 from rekalm.train import TrainingSettings
 
 # --- datasets and replicates (run.seeds, run.resplit; rekalm/replicates.py) -------------

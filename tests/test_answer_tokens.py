@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from rekalm.infer import InferenceSettings, UserPrompt, candidate_token_ids, plan_generation
+from rekalm.generation import plan_generation
+from rekalm.inference_inputs import InferenceSettings, UserPrompt
 from rekalm.prompts import ANSWER_PREFIX, RankingRequest, ranking_answer, render_ranking_prompt
-from rekalm.train import IGNORE_INDEX, tokenize_rows
+from rekalm.scoring import candidate_token_ids
+from rekalm.training_data import IGNORE_INDEX, tokenize_rows
 
 NAMES = ["Matrix, The (1999)", "Toy Story (1995)", "Amélie (2001)", "Heat (1995)", "Star Wars: Episode IV (1977)"]
 LLAMA3_SPLIT = (

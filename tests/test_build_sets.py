@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from rekalm import build_inputs, prompt_fit, prompts
 from rekalm import build_sets as bs
-from rekalm import prompts
 from rekalm.io import read_jsonl, write_jsonl, write_parquet
 from rekalm.lexicalize import lexicalize
 
@@ -134,7 +134,7 @@ def build(world, tokenizer, sources, **settings) -> bs.BuiltSets:
         "text_max_tokens": settings.pop("text_max_tokens", 40),
         **settings.pop("config", {}),
     }
-    options = bs.BuildSettings.from_config(config, settings.pop("seq_len", 2048))
+    options = build_inputs.BuildSettings.from_config(config, settings.pop("seq_len", 2048))
     return bs.build_sets(
         world["split"],
         world["candidates"],
@@ -456,7 +456,7 @@ def test_a_user_gets_the_same_prompt_as_train_or_test_user(world, tokenizer):
 
 def test_long_histories_are_cut_to_fit_seq_len_keeping_the_latest_items(world, tokenizer):
     full = build(world, tokenizer, [])
-    counter = bs.TokenCounter(tokenizer)
+    counter = prompt_fit.TokenCounter(tokenizer)
     u1_full = next(r for r in full.train if "Balto (1995)" in sections(r["prompt"])["candidates"])
     needed = counter.count(u1_full["prompt"]) + counter.count(u1_full["completion"]) + 1
     cut = build(world, tokenizer, [], seq_len=needed - 20)
@@ -477,12 +477,14 @@ def test_long_histories_are_cut_to_fit_seq_len_keeping_the_latest_items(world, t
 def test_history_cut_is_the_smallest_that_fits(world, tokenizer):
     """The estimate-guided search gives the same cut as trying every history length."""
     names = dict(zip(world["items"]["item"], world["items"]["name"]))
-    counter = bs.TokenCounter(tokenizer)
+    counter = prompt_fit.TokenCounter(tokenizer)
     liked = [f"m{i:02d}" for i in range(3, 19) if i not in (4, 7, 8, 10)]
-    user = bs.UserLists("u", "train", liked, ["m01", "m04", "m07"], ["m10", "m08"], [False, True])
+    user = build_inputs.UserLists("u", "train", liked, ["m01", "m04", "m07"], ["m10", "m08"], [False, True])
     history = len(user.liked_history) + len(user.disliked_history)
     for seq_len in range(120, 330, 7):
-        builder = bs.PromptBuilder(tokenizer, counter, names, "movie", bs.BuildSettings(seq_len=seq_len), None)
+        builder = prompt_fit.PromptBuilder(
+            tokenizer, counter, names, "movie", build_inputs.BuildSettings(seq_len=seq_len), None
+        )
         fitted = builder.fit(user)
         limit = seq_len - fitted.answer_tokens - 1
         fitting = [
@@ -496,15 +498,17 @@ def test_history_cut_is_the_smallest_that_fits(world, tokenizer):
 
 def test_knowledge_cut_is_the_smallest_that_fits(world, tokenizer):
     names = dict(zip(world["items"]["item"], world["items"]["name"]))
-    counter = bs.TokenCounter(tokenizer)
-    sources = [bs.SourceRows.from_rows(name, rows) for name, rows in knowledge_for(world, ["graph", "text"]).items()]
-    user = bs.UserLists(
+    counter = prompt_fit.TokenCounter(tokenizer)
+    sources = [
+        prompt_fit.SourceRows.from_rows(name, rows) for name, rows in knowledge_for(world, ["graph", "text"]).items()
+    ]
+    user = build_inputs.UserLists(
         "u", "train", ["m03", "m05"], ["m06"], ["m08", "m09", "m10", "m15"], [True, True, False, False]
     )
     for seq_len in range(150, 420, 9):
-        settings = bs.BuildSettings(placement="in_prompt", seq_len=seq_len)
-        builder = bs.PromptBuilder(
-            tokenizer, counter, names, "movie", settings, bs.KnowledgeSelector(sources, counter, settings)
+        settings = build_inputs.BuildSettings(placement="in_prompt", seq_len=seq_len)
+        builder = prompt_fit.PromptBuilder(
+            tokenizer, counter, names, "movie", settings, prompt_fit.KnowledgeSelector(sources, counter, settings)
         )
         fitted = builder.fit(user)
         lines = builder.knowledge.lines(user, set(user.liked_history))
@@ -543,7 +547,7 @@ def test_a_seq_len_too_small_for_any_ranking_prompt_is_an_error(world, tokenizer
 
 
 def test_an_empty_fact_source_is_an_error_but_no_rules_is_not(world, tokenizer):
-    options = bs.BuildSettings.from_config({"placement": "documents"}, 2048)
+    options = build_inputs.BuildSettings.from_config({"placement": "documents"}, 2048)
     with pytest.raises(
         ValueError,
         match=(
@@ -607,7 +611,7 @@ def test_max_prompt_tokens_caps_prompts_too(world, tokenizer):
 
 def test_text_documents_are_trimmed_to_the_token_budget_at_a_sentence_end(world, tokenizer):
     built = build(world, tokenizer, ["text"], text_max_tokens=40)
-    counter = bs.TokenCounter(tokenizer)
+    counter = prompt_fit.TokenCounter(tokenizer)
     texts = [r["completion"] for r in built.train if r["kind"] == "text"]
     assert texts and all(counter.count(t) <= 40 for t in texts)
     toy = next(t for t in texts if t.startswith("Toy Story (1995) is a movie."))
@@ -617,7 +621,7 @@ def test_text_documents_are_trimmed_to_the_token_budget_at_a_sentence_end(world,
 
 
 def test_trim_falls_back_to_words_when_one_sentence_is_too_long(tokenizer):
-    counter = bs.TokenCounter(tokenizer)
+    counter = prompt_fit.TokenCounter(tokenizer)
     text, trimmed = counter.trim("one two three four five six seven eight nine ten eleven twelve", 5)
     assert trimmed and counter.count(text) <= 5 and text.startswith("one two")
     assert counter.trim("Short.", 5) == ("Short.", False)
@@ -656,13 +660,13 @@ def test_stats_report_kinds_lengths_and_cuts(world, tokenizer):
 )
 def test_bad_settings_raise_value_error(config, message):
     with pytest.raises(ValueError, match=message):
-        bs.BuildSettings.from_config(config, 2048)
+        build_inputs.BuildSettings.from_config(config, 2048)
 
 
 def test_missing_items_raise_value_error(world, tokenizer):
     items = world["items"][world["items"]["item"] != "m10"]
     with pytest.raises(ValueError, match=r"candidates.parquet: 1 item\(s\) not in items.parquet"):
-        bs.build_sets(world["split"], world["candidates"], items, {}, tokenizer, bs.BuildSettings(), "movie")
+        bs.build_sets(world["split"], world["candidates"], items, {}, tokenizer, build_inputs.BuildSettings(), "movie")
 
 
 def test_outputs_are_byte_identical_across_runs_with_the_same_seed(world, smollm2_tokenizer_dir, tmp_path):
@@ -676,7 +680,7 @@ def test_outputs_are_byte_identical_across_runs_with_the_same_seed(world, smollm
     outputs = []
     for run, seed in (("a", 22), ("b", 22), ("c", 23)):
         out = tmp_path / run
-        settings = bs.BuildSettings.from_config({"seed": seed}, 2048)
+        settings = build_inputs.BuildSettings.from_config({"seed": seed}, 2048)
         bs.build_sets_files(
             paths["split"],
             paths["candidates"],
@@ -717,7 +721,7 @@ def test_lastfm_sets_from_original_data(original_data: Path, tokenizer):
     interactions = interactions[interactions["user"].isin(pd.unique(interactions["user"])[:600])]
     names = pd.read_csv(folder / "mapping_items.tsv", sep="\t", names=["item", "name"], dtype=str, quoting=3)
     split, candidates = split_interactions(interactions, SplitConfig(method="original"))
-    settings = bs.BuildSettings.from_config({}, 2048)
+    settings = build_inputs.BuildSettings.from_config({}, 2048)
     built = bs.build_sets(split, candidates, names, {}, tokenizer, settings, "music", "no_kn")
     test_users = set(candidates.loc[candidates["user_set"] == "test", "user"])
     assert {r["user"] for r in built.test} <= test_users and len(built.test) > 100

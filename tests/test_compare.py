@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from rekalm.compare import letters_for, markdown_report, write_comparison
+from rekalm.compare import write_comparison
 from rekalm.evaluate import MetricSettings, evaluate_ranking, held_out_judgements, relevant_qrels
 from rekalm.infer import run_from_predictions
 from rekalm.parse import PARSE_COUNT_COLUMNS
+from rekalm.report import letters_for, markdown_report
 
 N_USERS, N_CANDIDATES, N_LIKED = 30, 6, 2
 

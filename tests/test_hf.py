@@ -106,7 +106,8 @@ def test_tokenizer_pads_with_eos_unless_told_not_to(tiny_llama_dir, tmp_path):
 
 
 def test_a_gpu_inference_job_without_cuda_stops_before_any_work(tmp_path, tiny_llama_dir):
-    from rekalm.infer import InferenceSettings, run_inference
+    from rekalm.infer import run_inference
+    from rekalm.inference_inputs import InferenceSettings
 
     test = tmp_path / "test.jsonl"
     test.write_text(

@@ -10,21 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rekalm import infer
-from rekalm.infer import (
-    InferenceSettings,
-    UserPrompt,
-    candidate_token_ids,
-    generation_budget,
-    load_model,
-    predictions_from_generations,
-    read_test_prompts,
-    run_from_predictions,
-    run_inference,
-    score_candidates,
-)
+from rekalm import generation, infer, scoring
+from rekalm.generation import generation_budget
+from rekalm.infer import load_model, predictions_from_generations, run_from_predictions, run_inference
+from rekalm.inference_inputs import InferenceSettings, UserPrompt, read_test_prompts
 from rekalm.io import write_jsonl
 from rekalm.parse import PARSE_COUNT_COLUMNS
+from rekalm.scoring import candidate_token_ids, score_candidates
 
 ANSWER_PREFIX = "Here a list:\n1. "
 NAMES = [
@@ -165,7 +157,7 @@ def test_packed_scoring_with_eager_attention(tiny_llama_dir: Path) -> None:
     _, tokenizer, device = load_model(tiny_llama_dir, dtype="float32", device="cpu")
     eager = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="eager").eval()
     context = render(tokenizer, [], NAMES) + ANSWER_PREFIX
-    assert infer._packing_supported(eager)  # the additive-mask path
+    assert scoring._packing_supported(eager)  # the additive-mask path
     np.testing.assert_allclose(
         score_candidates(eager, tokenizer, context, NAMES, 4, device),
         brute_force_scores(eager, tokenizer, context, NAMES),
@@ -210,7 +202,7 @@ def test_left_padded_batches_generate_what_single_prompts_do(tiny) -> None:
 
     def answers(batch_size: int) -> list[str]:
         settings = InferenceSettings(mode="generate", max_new_tokens=6, batch_size=batch_size)
-        return infer.generate_answers(model, tokenizer, device, prompts, settings, lambda n: None)[0]
+        return generation.generate_answers(model, tokenizer, device, prompts, settings, lambda n: None)[0]
 
     batched, single = answers(3), answers(1)
     assert batched == single
@@ -369,6 +361,25 @@ def test_finished_run_needs_no_model(
     pd.testing.assert_frame_equal(first, again)
 
 
+def test_chunks_of_other_code_are_not_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunk fingerprint covers every module whose code decides a chunk's content: the
+    job, its inputs, scoring, generation and the tokenization shared with training."""
+    from rekalm import inference_inputs, prompts
+
+    test = tmp_path / "test.jsonl"
+    test.write_text('{"user": "u1", "prompt": "p", "answer_prefix": "a", "candidates": []}\n', encoding="utf-8")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}", encoding="utf-8")
+    settings = InferenceSettings()
+    seen = {infer.inference_fingerprint(test, tmp_path / "model", None, settings)}
+    for module in (infer, inference_inputs, scoring, generation, prompts):
+        edited = tmp_path / f"{module.__name__}.py"
+        edited.write_text(Path(module.__file__).read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+        monkeypatch.setattr(module, "__file__", str(edited))
+        seen.add(infer.inference_fingerprint(test, tmp_path / "model", None, settings))
+    assert len(seen) == 6  # each edit gave a new fingerprint
+
+
 @pytest.mark.slow
 def test_run_inference_generate_mode(tiny_llama_dir: Path, tiny, tmp_path: Path) -> None:
     _, tokenizer, _ = tiny
@@ -426,7 +437,7 @@ def test_generate_mode_is_greedy_whatever_the_model_config_says(tiny_llama_dir: 
         for i in range(2)
     ]
     settings = InferenceSettings(mode="generate", max_new_tokens=20, batch_size=2)
-    answers, plans = infer.generate_answers(model, tokenizer, device, prompts, settings, lambda n: None)
+    answers, plans = generation.generate_answers(model, tokenizer, device, prompts, settings, lambda n: None)
     assert model.generation_config is own  # lent, then given back
     for answer, plan in zip(answers, plans):
         expected = greedy_loop(model, plan.input_ids, 20, tokenizer.eos_token_id)
@@ -483,8 +494,8 @@ def test_generate_mode_budget_fits_the_context(short_context, monkeypatch: pytes
         for i in range(4)
     ]
     settings = InferenceSettings(mode="generate", batch_size=4)
-    lengths = [len(infer.plan_generation(tokenizer, p, settings, None).input_ids) for p in prompts]
-    wanted = infer.generation_budget(tokenizer, NAMES, settings)
+    lengths = [len(generation.plan_generation(tokenizer, p, settings, None).input_ids) for p in prompts]
+    wanted = generation.generation_budget(tokenizer, NAMES, settings)
     limit = lengths[1] + 7  # room for u0: 7 + its shorter prompt; u1: 7; u2, u3: none
     assert lengths[2] > limit
     model = limited(limit)
@@ -497,7 +508,7 @@ def test_generate_mode_budget_fits_the_context(short_context, monkeypatch: pytes
         return real_generate(**kwargs)
 
     monkeypatch.setattr(model, "generate", recorded)
-    answers, plans = infer.generate_answers(model, tokenizer, device, prompts, settings, lambda n: None)
+    answers, plans = generation.generate_answers(model, tokenizer, device, prompts, settings, lambda n: None)
     assert [plan.budget for plan in plans] == [limit - lengths[0], 7, 0, 0]
     assert [plan.budget_cut for plan in plans] == [wanted - (limit - lengths[0]), wanted - 7, wanted, wanted]
     assert [plan.context_cut for plan in plans] == [0, 0, len(NAMES), len(NAMES)]

@@ -13,7 +13,8 @@ import pytest
 
 from rekalm.hf import load_tokenizer
 from rekalm.io import write_jsonl
-from rekalm.train import IGNORE_INDEX, PackedRowCollator, TrainingJob, TrainingSettings, plan_device, run_training_job
+from rekalm.train import TrainingJob, TrainingSettings, plan_device, run_training_job
+from rekalm.training_data import IGNORE_INDEX, PackedRowCollator
 
 SHAPE = dict(
     hidden_size=64,
@@ -57,7 +58,7 @@ def brute_force_scores(model, tokenizer, context: str, names: list[str]) -> list
     """Mean log-probability of each candidate by re-encoding prompt + candidate in full."""
     import torch
 
-    from rekalm.infer import candidate_token_ids
+    from rekalm.scoring import candidate_token_ids
 
     prefix, continuations = candidate_token_ids(tokenizer, context, names)
     reference = []
@@ -95,7 +96,8 @@ def test_family_trains_packs_and_ranks(family, smollm2_tokenizer_dir, tmp_path, 
     import torch
 
     from rekalm.hf import load_causal_lm
-    from rekalm.infer import load_model, score_candidates
+    from rekalm.infer import load_model
+    from rekalm.scoring import score_candidates
 
     windowed = build_family(family, smollm2_tokenizer_dir, tmp_path / "windowed")
     base = build_family(family, smollm2_tokenizer_dir, tmp_path / "base", sliding_window=512)
@@ -162,7 +164,8 @@ def test_family_trains_packs_and_ranks(family, smollm2_tokenizer_dir, tmp_path, 
 
 @pytest.mark.parametrize("family", ["gemma2", "mistral", "qwen2"])
 def test_score_mode_with_a_sliding_window_shorter_than_the_prompt(family, smollm2_tokenizer_dir, tmp_path):
-    from rekalm.infer import load_model, score_candidates
+    from rekalm.infer import load_model
+    from rekalm.scoring import score_candidates
 
     base = build_family(family, smollm2_tokenizer_dir, tmp_path / "base")  # window 8 < ~40-token prompt
     model, tokenizer, device = load_model(base, dtype="float32", device="cpu")

@@ -14,25 +14,26 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from rekalm.checkpoints import newest_complete_checkpoint, prepare_checkpoint_dir
+from rekalm.data_parallel import data_parallel_command
 from rekalm.hf import load_tokenizer
 from rekalm.io import write_jsonl
 from rekalm.train import (
-    IGNORE_INDEX,
-    FlattenedRowCollator,
-    PackedRowCollator,
     TrainingJob,
     TrainingSettings,
     build_trainer,
     build_training_arguments,
-    data_parallel_command,
-    load_training_rows,
-    newest_complete_checkpoint,
-    pack_best_fit,
     plan_device,
-    prepare_checkpoint_dir,
     run_training_job,
-    tokenize_rows,
     total_steps,
+)
+from rekalm.training_data import (
+    IGNORE_INDEX,
+    FlattenedRowCollator,
+    PackedRowCollator,
+    load_training_rows,
+    pack_best_fit,
+    tokenize_rows,
 )
 
 REPO = Path(__file__).resolve().parents[1]

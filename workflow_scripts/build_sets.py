@@ -4,7 +4,8 @@ from _common import start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)
 
-from rekalm.build_sets import BuildSettings, build_sets_files  # noqa: E402
+from rekalm.build_inputs import BuildSettings  # noqa: E402
+from rekalm.build_sets import build_sets_files  # noqa: E402
 
 stats = build_sets_files(
     split_path=snakemake.input.split,  # noqa: F821

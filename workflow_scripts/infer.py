@@ -5,7 +5,8 @@ from _common import one_line_errors, start
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)
 
 from rekalm.hf import DeviceUnavailableError
-from rekalm.infer import InferenceSettings, run_inference
+from rekalm.infer import run_inference
+from rekalm.inference_inputs import InferenceSettings
 from rekalm.io import write_json, write_parquet
 
 with one_line_errors(log, DeviceUnavailableError):
