@@ -252,6 +252,15 @@ def _default_filling_validator(schema: Mapping[str, Any]) -> jsonschema.protocol
     return jsonschema.validators.extend(base, {"properties": set_defaults})(schema)
 
 
+def fill_defaults(config: dict[str, Any], schema_path: str | Path) -> None:
+    """Fill in the schema's defaults wherever ``config`` leaves a key out, valid or not (the
+    rule files call this so that a single rule runs on a config holding only what it reads;
+    the workflow's own config is checked by :func:`check_config` first)."""
+    validator = _default_filling_validator(schema_with_registries(load_yaml(schema_path)))
+    for _ in validator.iter_errors(config):  # the traversal sets the defaults
+        pass
+
+
 def check_config(config: dict[str, Any], schema_path: str | Path) -> None:
     """Validate ``config`` against the schema (its registry-backed enums extended by the
     registries, :mod:`rekalm.registries`), fill in the schema's defaults in place, then check

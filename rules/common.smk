@@ -3,7 +3,10 @@
 # family, `get_<family>_resource(name)` returning one); plain helpers take a dataset name.
 # Defaults are the schema's (filled in before any rule is read) or the settings dataclasses'
 # (see config/README.md); what a *system* is lives in rekalm/systems.py.
+from pathlib import Path
+
 from rekalm import systems
+from rekalm.config import fill_defaults
 from rekalm.baselines import SEEDED_BASELINES, BaselineSettings
 from rekalm.replicates import (
     SUFFIX_PATTERN,
@@ -14,6 +17,11 @@ from rekalm.replicates import (
 )
 from rekalm.inference_inputs import InferenceSettings
 from rekalm.train import TrainingSettings
+
+# The schema's defaults, for rule files included on their own (tests run single rules on a
+# config holding only what those rules read); a no-op after the Snakefile's check_config.
+fill_defaults(config, Path(workflow.current_basedir).parent / "config" / "schema.yaml")
+
 
 # --- datasets and replicates (run.seeds, run.resplit; rekalm/replicates.py) -------------
 # Without run.resplit a replicate is a suffix on a system ({replicate}: '' or .seed<s>).

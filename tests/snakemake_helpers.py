@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +70,28 @@ def planned_jobs(
 ) -> list[tuple[str, dict[str, str]]]:
     """(rule, wildcards) of every job a dry-run would execute."""
     return jobs_of(api_run(workdir, list(targets or []), "dryrun", [*CONFIG_FILES, *overrides], forceall=forceall))
+
+
+def snakemake_command(
+    workdir: Path,
+    targets: Sequence[str],
+    configfiles: Sequence[Path],
+    snakefile: Path | None = None,
+    cores: int = 1,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """``python -m snakemake`` in a fresh process: a test's own Snakefile (default
+    ``workdir/Snakefile``, e.g. the real rule files included) or the real one."""
+    snakefile = snakefile or workdir / "Snakefile"
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir)]
+    command += ["--configfile", *map(str, configfiles), "--cores", str(cores), "--nolock", *extra]
+    return [*command, "--", *targets]
+
+
+def run_snakemake(workdir: Path, *args: Any, timeout: int = 900, **kwargs: Any) -> subprocess.CompletedProcess:
+    """Run :func:`snakemake_command` in ``workdir``; output captured as text."""
+    command = snakemake_command(workdir, *args, **kwargs)
+    return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout)
 
 
 def run_workflow(workdir: Path, targets: list[str] | None = None, overrides: list[Path] = (), cores: int = 2) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from snakemake_helpers import run_snakemake
 
 from rekalm import build_inputs, prompt_fit, prompts
 from rekalm import build_sets as bs
@@ -738,8 +739,6 @@ def test_lastfm_sets_from_original_data(original_data: Path, tokenizer):
 @pytest.mark.slow
 def test_lexicalize_and_build_sets_rules_run_end_to_end(world, smollm2_tokenizer_dir, tmp_path):
     import shutil
-    import subprocess
-    import sys
 
     import yaml
 
@@ -780,25 +779,9 @@ def test_lexicalize_and_build_sets_rules_run_end_to_end(world, smollm2_tokenizer
         for ablation in ("no_kn", "collab_graph")
         for name in ("train.jsonl", "test.jsonl", "stats.json")
     ]
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        "Snakefile",
-        "--configfile",
-        "config.yaml",
-        "--cores",
-        "1",
-        "--nolock",
-        # The producing rules name the sources' tables; the test gives those tables.
-        "--allowed-rules",
-        "lexicalize",
-        "build_sets",
-        "--",
-        *targets,
-    ]
-    done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=600)
+    # The producing rules name the sources' tables; the test gives those tables.
+    allowed = ["--allowed-rules", "lexicalize", "build_sets"]
+    done = run_snakemake(work, targets, [work / "config.yaml"], extra=allowed, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     stats = json.loads((work / "results/toy/build_sets/collab_graph/stats.json").read_text())
     assert stats["train"]["examples_per_kind"] == {"collab": 5, "graph": 5, "ranking": 12}

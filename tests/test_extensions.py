@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -21,17 +20,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from snakemake_helpers import CONFIG_FILES, REPO
+from snakemake_helpers import CONFIG_FILES, REPO, run_snakemake, write_override
 
 pytestmark = pytest.mark.slow
 
 
 def snakemake(work: Path, override: dict, targets: list[str], dry_run: bool = False) -> subprocess.CompletedProcess:
-    (work / "override.yaml").write_text(yaml.safe_dump(override), encoding="utf-8")
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(work)]
-    command += ["--configfile", *map(str, CONFIG_FILES), str(work / "override.yaml"), "--cores", "2", "--nolock"]
-    command += ["--dry-run", "--quiet", "rules"] if dry_run else ["--show-failed-logs"]
-    return subprocess.run([*command, "--", *targets], cwd=work, capture_output=True, text=True, timeout=900)
+    """The real Snakefile in a fresh process (what an extension registers stays in it)."""
+    configfiles = [*CONFIG_FILES, write_override(work, override)]
+    extra = ["--dry-run", "--quiet", "rules"] if dry_run else ["--show-failed-logs"]
+    return run_snakemake(work, targets, configfiles, snakefile=REPO / "Snakefile", cores=2, extra=extra)
 
 
 def succeeded(done: subprocess.CompletedProcess) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from snakemake_helpers import run_snakemake
 
 from rekalm.checkpoints import newest_complete_checkpoint, prepare_checkpoint_dir
 from rekalm.data_parallel import data_parallel_command
@@ -467,20 +468,7 @@ def test_prepare_train_and_merge_rules_run_end_to_end(tmp_path, tiny_llama_dir, 
     )
     (work / "Snakefile").write_text(includes, encoding="utf-8")
     targets = ["results/toy/merge/no_kn/model", "results/toy/train/no_kn/loss.png"]
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        "Snakefile",
-        "--configfile",
-        "config.yaml",
-        "--cores",
-        "1",
-        "--nolock",
-        *targets,
-    ]
-    done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=600)
+    done = run_snakemake(work, targets, [work / "config.yaml"], timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((work / "results/models/tiny/base/rekalm_source.json").read_text())["source"] == "local"
     assert len(pd.read_csv(work / "results/toy/train/no_kn/train_log.tsv", sep="\t")) == 3

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pandas as pd
 import psutil
 import pytest
 import yaml
+from snakemake_helpers import snakemake_command as fresh_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 MOVIES = ["The Matrix (1999)", "Toy Story (1995)", "Heat (1995)", "Alien (1979)", "Fargo (1996)", "Jaws (1975)"]
@@ -81,23 +81,9 @@ def worker_preset(max_slices: int, **changes) -> dict:
 
 def snakemake_command(work: Path, datasets: list[str]) -> list[str]:
     targets = [f"results/{name}/train/no_kn/loss.png" for name in datasets]
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        *targets,
-        "--snakefile",
-        str(work / "Snakefile"),
-        "--directory",
-        str(work),
-        "--configfile",
-        str(work / "config.yaml"),
-        "--cores",
-        "2",
-        "--nolock",
-        "--show-failed-logs",
-        "--keep-going",
-    ]
+    return fresh_snakemake(
+        work, targets, [work / "config.yaml"], cores=2, extra=["--show-failed-logs", "--keep-going"]
+    )
 
 
 def clean_environment() -> dict[str, str]:
