@@ -25,6 +25,8 @@ rule compare:
         summary="results/{dataset}/compare/compare.json",
     log:
         "logs/{dataset}/compare.log",
+    benchmark:
+        "logs/{dataset}/compare.benchmark.tsv"
     conda:
         "../envs/metrics.yaml"
     threads: 1

@@ -3,6 +3,8 @@ rule download:
         "results/{dataset}/download/manifest.json",
     log:
         "logs/{dataset}/download.log",
+    benchmark:
+        "logs/{dataset}/download.benchmark.tsv"
     conda:
         "../envs/data.yaml"
     params:

@@ -14,6 +14,8 @@ rule evaluate:
         ),
     log:
         "logs/{dataset}/evaluate/{system}.log",
+    benchmark:
+        "logs/{dataset}/evaluate/{system}.benchmark.tsv"
     wildcard_constraints:
         system=systems.any_system_pattern(config),
     conda:

@@ -15,6 +15,8 @@ rule lexicalize:
         ),
     log:
         "logs/{dataset}/lexicalize/{source}.log",
+    benchmark:
+        "logs/{dataset}/lexicalize/{source}.benchmark.tsv"
     conda:
         "../envs/data.yaml"
     threads: 1

@@ -11,6 +11,8 @@ rule prepare:
         ),
     log:
         "logs/{dataset}/prepare.log",
+    benchmark:
+        "logs/{dataset}/prepare.benchmark.tsv"
     conda:
         "../envs/data.yaml"
     resources:

@@ -11,6 +11,8 @@ rule prepare_model:
         model_dir=directory("results/models/{model}/base"),
     log:
         "logs/models/{model}/prepare_model.log",
+    benchmark:
+        "logs/models/{model}/prepare_model.benchmark.tsv"
     localrule: True
     conda:
         "../envs/llm.yaml"

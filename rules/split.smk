@@ -11,6 +11,8 @@ rule split:
         ),
     log:
         "logs/{dataset}/split.log",
+    benchmark:
+        "logs/{dataset}/split.benchmark.tsv"
     conda:
         "../envs/data.yaml"
     params:
