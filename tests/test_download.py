@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from rekalm.download import DownloadError, RetryPolicy, fetch_dataset, resolve_file
+from rekalm.download import DownloadError, DownloadSettings, fetch_dataset, resolve_file
 
-FAST = RetryPolicy(attempts=3, backoff_s=0.01, timeout_s=5)
+FAST = DownloadSettings(attempts=3, backoff_s=0.01, timeout_s=5)
 PAYLOAD = b"1\t2\t1\n1\t3\t0\n"
 
 

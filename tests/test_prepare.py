@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rekalm.prepare import PrepareOptions, Repairs, binarize, dataset_stats, prepare_dataset
+from rekalm.prepare import PrepareSettings, Repairs, binarize, dataset_stats, prepare_dataset
 
 RECBOLE_INTER = (
     "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
@@ -34,7 +34,7 @@ def test_ml1m_recbole_keeps_titles_intact_and_binarizes(tmp_path):
     files["dbpedia_mapping"] = write(
         tmp_path, "map.tsv", "2571\tThe Matrix (1999)\thttp://dbpedia.org/resource/The_Matrix\n"
     )
-    interactions, items = prepare_dataset("ml1m_recbole", files, PrepareOptions(like_if=">= 4"))
+    interactions, items = prepare_dataset("ml1m_recbole", files, PrepareSettings(like_if=">= 4"))
     assert interactions[["user", "item", "liked"]].values.tolist() == [
         ["1m_1", "The Matrix (1999)", 1],
         ["1m_1", "Toy Story (1995)", 0],
@@ -62,7 +62,7 @@ def test_ml1m_grouplens_dat_files(tmp_path):
             tmp_path, "map.tsv", "2571\tMatrix, The (1999)\thttp://dbpedia.org/resource/The_Matrix\n"
         ),
     }
-    interactions, items = prepare_dataset("ml1m_grouplens", files, PrepareOptions(like_if=">= 4"))
+    interactions, items = prepare_dataset("ml1m_grouplens", files, PrepareSettings(like_if=">= 4"))
     assert interactions["liked"].tolist() == [1, 0, 1]
     matrix = items.set_index("item").loc["2571"]
     assert matrix["name"] == "Matrix, The (1999)"  # defect 7: no "Matrix The"
@@ -85,7 +85,7 @@ def test_rekalm_original_keeps_train_then_test_order_and_uris(tmp_path):
             tmp_path, "map.tsv", "id\turi\n10000\tThe Seventh Scroll;http://dbpedia.org/resource/The_Seventh_Scroll\n"
         ),
     }
-    interactions, items = prepare_dataset("rekalm_original", files, PrepareOptions())
+    interactions, items = prepare_dataset("rekalm_original", files, PrepareSettings())
     assert interactions[["user", "item", "liked"]].values.tolist() == [
         ["7", "10001", 1],
         ["7", "10000", 0],
@@ -103,7 +103,7 @@ def test_rekalm_original_item_names_file(tmp_path):
         "names": write(tmp_path, "names.json", json.dumps({"20000": "!!!"})),
         "item_names": write(tmp_path, "mapping_items.tsv", "2000\tMALICE MIZER\n2001\tDiary of Dreams\n"),
     }
-    _, items = prepare_dataset("rekalm_original", files, PrepareOptions())
+    _, items = prepare_dataset("rekalm_original", files, PrepareSettings())
     assert dict(zip(items["item"], items["name"])) == {"2000": "MALICE MIZER", "2001": "Diary of Dreams"}
 
 
@@ -122,7 +122,7 @@ def test_bgg_kaggle(tmp_path):
             "1,822,Carcassonne,2000,2,45,\"['Medieval']\",\"['Tile Placement']\"\n",
         ),
     }
-    interactions, items = prepare_dataset("bgg_kaggle", files, PrepareOptions(like_if="> 7", min_user_interactions=2))
+    interactions, items = prepare_dataset("bgg_kaggle", files, PrepareSettings(like_if="> 7", min_user_interactions=2))
     assert interactions[["user", "item", "liked"]].values.tolist() == [["ann", "13", 1], ["ann", "822", 0]]
     catan = items.set_index("item").loc["13"]
     assert (
@@ -138,9 +138,9 @@ def test_user_slice_is_seeded_and_keeps_row_order(tmp_path):
         "ratings": write(tmp_path, "r.inter", RECBOLE_INTER.splitlines(True)[0] + rows),
         "items": write(tmp_path, "i.item", RECBOLE_ITEM),
     }
-    first, _ = prepare_dataset("ml1m_recbole", files, PrepareOptions(like_if=">= 4", max_users=5, slice_seed=1))
-    again, _ = prepare_dataset("ml1m_recbole", files, PrepareOptions(like_if=">= 4", max_users=5, slice_seed=1))
-    other, _ = prepare_dataset("ml1m_recbole", files, PrepareOptions(like_if=">= 4", max_users=5, slice_seed=2))
+    first, _ = prepare_dataset("ml1m_recbole", files, PrepareSettings(like_if=">= 4", max_users=5, slice_seed=1))
+    again, _ = prepare_dataset("ml1m_recbole", files, PrepareSettings(like_if=">= 4", max_users=5, slice_seed=1))
+    other, _ = prepare_dataset("ml1m_recbole", files, PrepareSettings(like_if=">= 4", max_users=5, slice_seed=2))
     assert first["user"].nunique() == 5 and first.equals(again) and not first.equals(other)
     assert first["timestamp"].is_monotonic_increasing
 
@@ -190,7 +190,7 @@ def test_malformed_files_fail_with_one_line_naming_the_file(tmp_path, fmt, files
     }
     paths = {role: write(tmp_path, names[role], text) for role, text in files.items()}
     with pytest.raises(ValueError, match=message) as error:
-        prepare_dataset(fmt, paths, PrepareOptions(like_if=">= 4"))
+        prepare_dataset(fmt, paths, PrepareSettings(like_if=">= 4"))
     assert "\n" not in str(error.value)
 
 
@@ -200,7 +200,7 @@ def test_items_missing_from_the_item_file_are_reported(tmp_path):
         "items": write(tmp_path, "i.item", RECBOLE_ITEM),
     }
     with pytest.raises(ValueError, match="no entry in the item file.*Nowhere"):
-        prepare_dataset("ml1m_recbole", files, PrepareOptions(like_if=">= 4"))
+        prepare_dataset("ml1m_recbole", files, PrepareSettings(like_if=">= 4"))
 
 
 def test_like_rules():
@@ -215,7 +215,7 @@ def test_like_rules():
 
 def test_unknown_format():
     with pytest.raises(ValueError, match="format 'nope' is unknown"):
-        prepare_dataset("nope", {}, PrepareOptions())
+        prepare_dataset("nope", {}, PrepareSettings())
 
 
 def test_original_files_parse(original_data):
@@ -226,7 +226,7 @@ def test_original_files_parse(original_data):
         "names": base / "entities_names.json",
         "mapping": base / "mapping_entities.tsv",
     }
-    interactions, items = prepare_dataset("rekalm_original", files, PrepareOptions())
+    interactions, items = prepare_dataset("rekalm_original", files, PrepareSettings())
     stats = dataset_stats(interactions, items)
     rows = sum(1 for role in ("train", "test") for line in open(files[role]) if line.strip())
     assert stats["interactions"] == rows == 129513  # every row of train.tsv + test.tsv
@@ -263,13 +263,13 @@ def test_a_ratings_file_given_as_the_movies_file_is_rejected(tmp_path):
     with pytest.raises(
         ValueError, match=r"movies\.dat: expected 3 '::'-separated fields per line \(item, title, genres\), found 4$"
     ):
-        prepare_dataset("ml1m_grouplens", files, PrepareOptions(like_if=">= 4"))
+        prepare_dataset("ml1m_grouplens", files, PrepareSettings(like_if=">= 4"))
 
 
 def test_a_line_with_a_missing_field_names_its_line(tmp_path):
     files = grouplens(tmp_path, movies=GROUPLENS_MOVIES + "3::Heat (1995)\n")
     with pytest.raises(ValueError, match=r"movies\.dat: line 3: expected 3 '::'-separated fields"):
-        prepare_dataset("ml1m_grouplens", files, PrepareOptions(like_if=">= 4"))
+        prepare_dataset("ml1m_grouplens", files, PrepareSettings(like_if=">= 4"))
 
 
 @pytest.mark.parametrize("rating,row", [("99", 2), ("-3", 2), ("0", 2), ("5.5", 2)])
@@ -278,7 +278,7 @@ def test_ratings_outside_the_scale_are_errors(tmp_path, rating, row):
     with pytest.raises(
         ValueError, match=rf"ratings\.dat: column 'rating' row {row}: rating {rating} is outside the scale 1\.\.5"
     ):
-        prepare_dataset("ml1m_grouplens", files, PrepareOptions(like_if=">= 4"))
+        prepare_dataset("ml1m_grouplens", files, PrepareSettings(like_if=">= 4"))
 
 
 def test_bgg_ratings_outside_one_to_ten_are_errors(tmp_path):
@@ -289,13 +289,13 @@ def test_bgg_ratings_outside_one_to_ten_are_errors(tmp_path):
     with pytest.raises(
         ValueError, match=r"reviews\.csv: column 'rating' row 1: rating 11 is outside the scale 0\.\.10"
     ):
-        prepare_dataset("bgg_kaggle", files, PrepareOptions(like_if="> 7"))
+        prepare_dataset("bgg_kaggle", files, PrepareSettings(like_if="> 7"))
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
 def test_movie_titles_are_decoded_in_the_files_own_encoding(tmp_path, encoding):
     _, items = prepare_dataset(
-        "ml1m_grouplens", grouplens(tmp_path, encoding=encoding), PrepareOptions(like_if=">= 4")
+        "ml1m_grouplens", grouplens(tmp_path, encoding=encoding), PrepareSettings(like_if=">= 4")
     )
     assert sorted(items["name"]) == ["Amélie (2001)", "Léon (1994)"]  # no "AmÃ©lie"
 
@@ -306,7 +306,7 @@ def test_a_latin1_byte_late_in_a_file_is_detected(tmp_path):
         + "1::Amélie (2001)::Comedy\n2::Léon (1994)::Drama\n"
     )
     _, items = prepare_dataset(
-        "ml1m_grouplens", grouplens(tmp_path, movies=movies, encoding="latin-1"), PrepareOptions(like_if=">= 4")
+        "ml1m_grouplens", grouplens(tmp_path, movies=movies, encoding="latin-1"), PrepareSettings(like_if=">= 4")
     )
     assert sorted(items["name"]) == ["Amélie (2001)", "Léon (1994)"]
 
@@ -316,7 +316,7 @@ def test_a_null_name_is_a_missing_name_not_none(tmp_path):
     train = "".join(f"1\t{i}\t{i % 2}\n" for i in range(10, 30))
     repairs = Repairs()
     interactions, items = prepare_dataset(
-        "rekalm_original", original(tmp_path, train, names), PrepareOptions(), repairs
+        "rekalm_original", original(tmp_path, train, names), PrepareSettings(), repairs
     )
     assert items.set_index("item").loc["10", "name"] == ""
     assert repairs.counts == {"items_without_name": 1}
@@ -328,7 +328,7 @@ def test_names_that_look_like_nulls_are_kept(tmp_path):
         "ratings": write(tmp_path, "r.inter", RECBOLE_INTER.replace("Toy Story (1995)", "NA")),
         "items": write(tmp_path, "i.item", RECBOLE_ITEM.replace("Toy Story (1995)", "NA")),
     }
-    _, items = prepare_dataset("ml1m_recbole", files, PrepareOptions(like_if=">= 4"))
+    _, items = prepare_dataset("ml1m_recbole", files, PrepareSettings(like_if=">= 4"))
     assert "NA" in set(items["name"])
 
 
@@ -338,12 +338,12 @@ def test_a_names_file_missing_half_the_items_is_an_error(tmp_path):
         ValueError, match=r"names\.json: 5 of 10 interacted items have no name \(more than max_unnamed_share=0\.1\)"
     ):
         prepare_dataset(
-            "rekalm_original", original(tmp_path, train, {str(i): f"B{i}" for i in range(5)}), PrepareOptions()
+            "rekalm_original", original(tmp_path, train, {str(i): f"B{i}" for i in range(5)}), PrepareSettings()
         )
     _, items = prepare_dataset(
         "rekalm_original",
         original(tmp_path, train, {str(i): f"B{i}" for i in range(5)}),
-        PrepareOptions(max_unnamed_share=0.5),
+        PrepareSettings(max_unnamed_share=0.5),
     )
     assert (items["name"] == "").sum() == 5
 
@@ -352,7 +352,7 @@ def test_repeated_and_conflicting_pairs_are_counted(tmp_path):
     train = "1\t10\t1\n1\t11\t0\n1\t10\t0\n2\t11\t1\n2\t11\t1\n"
     repairs = Repairs()
     interactions, _ = prepare_dataset(
-        "rekalm_original", original(tmp_path, train, {"10": "A", "11": "B"}), PrepareOptions(), repairs
+        "rekalm_original", original(tmp_path, train, {"10": "A", "11": "B"}), PrepareSettings(), repairs
     )
     assert interactions[["user", "item", "liked"]].values.tolist() == [
         ["1", "10", 1],
@@ -373,7 +373,7 @@ def test_bgg_reviews_without_a_user_are_counted(tmp_path):
         ),
     }
     repairs = Repairs()
-    interactions, _ = prepare_dataset("bgg_kaggle", files, PrepareOptions(like_if="> 7"), repairs)
+    interactions, _ = prepare_dataset("bgg_kaggle", files, PrepareSettings(like_if="> 7"), repairs)
     assert interactions["user"].tolist() == ["ann", "bob"] and repairs.counts == {"reviews_without_user": 1}
 
 
@@ -383,7 +383,7 @@ def test_an_empty_id_names_its_row(tmp_path):
         "items": write(tmp_path, "i.item", RECBOLE_ITEM),
     }
     with pytest.raises(ValueError, match=r"r\.inter: column 'user_id:token' row 4: empty value"):
-        prepare_dataset("ml1m_recbole", files, PrepareOptions(like_if=">= 4"))
+        prepare_dataset("ml1m_recbole", files, PrepareSettings(like_if=">= 4"))
 
 
 def compressed(path: Path, data: bytes, suffix: str) -> Path:
@@ -416,7 +416,7 @@ def test_a_truncated_compressed_file_is_one_line_naming_it(tmp_path, suffix):
         ValueError,
         match=rf"^{tmp_path}/ratings\.dat{suffix}: cannot be read .*truncated or corrupt\? download it again$",
     ) as error:
-        prepare_dataset("ml1m_grouplens", files, PrepareOptions(like_if=">= 4"))
+        prepare_dataset("ml1m_grouplens", files, PrepareSettings(like_if=">= 4"))
     assert "\n" not in str(error.value)
 
 
@@ -424,12 +424,12 @@ def test_a_non_utf8_json_names_the_file(tmp_path):
     files = original(tmp_path, "1\t10\t1\n", "{}")
     files["names"].write_bytes('{"10": "Amélie"}'.encode("latin-1"))
     with pytest.raises(ValueError, match=r"names\.json: not UTF-8 \(byte 10: b'\\xe9'\); JSON must be UTF-8$"):
-        prepare_dataset("rekalm_original", files, PrepareOptions())
+        prepare_dataset("rekalm_original", files, PrepareSettings())
 
 
 def test_a_json_name_that_is_not_text_is_an_error(tmp_path):
     with pytest.raises(ValueError, match=r"names\.json: entry '10': expected a name \(string\), got list"):
-        prepare_dataset("rekalm_original", original(tmp_path, "1\t10\t1\n", {"10": ["A", "B"]}), PrepareOptions())
+        prepare_dataset("rekalm_original", original(tmp_path, "1\t10\t1\n", {"10": ["A", "B"]}), PrepareSettings())
 
 
 # --- empty input is an error ------------------------------------------------------------
@@ -437,13 +437,13 @@ def test_a_json_name_that_is_not_text_is_an_error(tmp_path):
 
 def test_an_empty_ratings_file_is_an_error(tmp_path):
     with pytest.raises(ValueError, match=r"ratings\.dat: the file is empty"):
-        prepare_dataset("ml1m_grouplens", grouplens(tmp_path, ratings=""), PrepareOptions(like_if=">= 4"))
+        prepare_dataset("ml1m_grouplens", grouplens(tmp_path, ratings=""), PrepareSettings(like_if=">= 4"))
     header_only = {
         "ratings": write(tmp_path, "r.inter", RECBOLE_INTER.splitlines(True)[0]),
         "items": write(tmp_path, "i.item", RECBOLE_ITEM),
     }
     with pytest.raises(ValueError, match=r"r\.inter: no interactions in the file"):
-        prepare_dataset("ml1m_recbole", header_only, PrepareOptions(like_if=">= 4"))
+        prepare_dataset("ml1m_recbole", header_only, PrepareSettings(like_if=">= 4"))
 
 
 def test_filters_that_drop_every_user_are_an_error(tmp_path):
@@ -454,7 +454,7 @@ def test_filters_that_drop_every_user_are_an_error(tmp_path):
         prepare_dataset(
             "ml1m_grouplens",
             grouplens(tmp_path),
-            PrepareOptions(like_if=">= 4", min_user_interactions=11, max_user_interactions=99),
+            PrepareSettings(like_if=">= 4", min_user_interactions=11, max_user_interactions=99),
         )
 
 
@@ -473,7 +473,7 @@ def test_names_with_line_breaks_are_shown_and_scored_the_same(tmp_path):
     }
     train = "".join(f"1\t{i}\t1\n" for i in raw)
     repairs = Repairs()
-    _, items = prepare_dataset("rekalm_original", original(tmp_path, train, raw), PrepareOptions(), repairs)
+    _, items = prepare_dataset("rekalm_original", original(tmp_path, train, raw), PrepareSettings(), repairs)
     names = dict(zip(items["item"], items["name"]))
     assert names == {
         "10": "Amélie (2001)",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rekalm.prepare import PrepareOptions, prepare_dataset
+from rekalm.prepare import PrepareSettings, prepare_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ def test_generated_bgg_shape_survives_the_original_filters(tmp_path):
     assert shape["ratings"] == expected_ratings and shape["users"] == users
     files = {"ratings": tmp_path / "bgg-19m-reviews.csv", "items": tmp_path / "games_detailed_info.csv"}
     interactions, items = prepare_dataset(
-        "bgg_kaggle", files, PrepareOptions(like_if="> 7", min_user_interactions=11, max_user_interactions=99)
+        "bgg_kaggle", files, PrepareSettings(like_if="> 7", min_user_interactions=11, max_user_interactions=99)
     )
     assert len(interactions) == expected_ratings and interactions["user"].nunique() == users
     per_user = interactions.groupby("user").size()

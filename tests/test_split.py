@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rekalm.split import SplitConfig, original_sample, select_test_users, split_interactions, split_stats
+from rekalm.split import SplitSettings, original_sample, select_test_users, split_interactions, split_stats
 
 
 def make_interactions(users: int = 50, seed: int = 0) -> pd.DataFrame:
@@ -47,7 +47,7 @@ def test_original_sample_reseeds_every_call():
 @pytest.mark.parametrize("method", ["original", "seeded"])
 def test_split_invariants(method):
     interactions = make_interactions()
-    split, candidates = split_interactions(interactions, SplitConfig(method=method))
+    split, candidates = split_interactions(interactions, SplitSettings(method=method))
     users = split.groupby("user_set")["user"].unique()
     assert not set(users["train"]) & set(users["test"])
     assert len(users["test"]) == int(0.2 * interactions["user"].nunique())
@@ -68,9 +68,9 @@ def test_split_invariants(method):
 @pytest.mark.parametrize("method", ["original", "seeded"])
 def test_split_is_stable_for_a_seed_and_changes_with_it(method):
     interactions = make_interactions()
-    first = split_interactions(interactions, SplitConfig(method=method, seed=22))
-    again = split_interactions(interactions, SplitConfig(method=method, seed=22))
-    other = split_interactions(interactions, SplitConfig(method=method, seed=23))
+    first = split_interactions(interactions, SplitSettings(method=method, seed=22))
+    again = split_interactions(interactions, SplitSettings(method=method, seed=22))
+    other = split_interactions(interactions, SplitSettings(method=method, seed=23))
     pd.testing.assert_frame_equal(first[0], again[0])
     pd.testing.assert_frame_equal(first[1], again[1])
     assert not first[0].equals(other[0])
@@ -79,7 +79,7 @@ def test_split_is_stable_for_a_seed_and_changes_with_it(method):
 def test_seeded_split_does_not_depend_on_row_order():
     interactions = make_interactions()
     shuffled = interactions.sample(frac=1.0, random_state=5).reset_index(drop=True)
-    config = SplitConfig(method="seeded")
+    config = SplitSettings(method="seeded")
     key = ["user", "item"]
     a = split_interactions(interactions, config)[0].drop(columns="row").sort_values(key).reset_index(drop=True)
     b = split_interactions(shuffled, config)[0].drop(columns="row").sort_values(key).reset_index(drop=True)
@@ -92,16 +92,16 @@ def test_original_split_depends_on_first_appearance_order():
     reordered = pd.concat(
         [g for _, g in sorted(interactions.groupby("user"), key=lambda kv: kv[0], reverse=True)], ignore_index=True
     )
-    test_a = set(split_interactions(interactions, SplitConfig())[0].query("user_set == 'test'")["user"])
-    test_b = set(split_interactions(reordered, SplitConfig())[0].query("user_set == 'test'")["user"])
+    test_a = set(split_interactions(interactions, SplitSettings())[0].query("user_set == 'test'")["user"])
+    test_b = set(split_interactions(reordered, SplitSettings())[0].query("user_set == 'test'")["user"])
     assert test_a != test_b
 
 
 def test_caps_shorten_history_to_most_recent_and_keep_liked_candidates():
     interactions = make_interactions(users=30)
-    config = SplitConfig(max_history_liked=2, max_history_disliked=1, max_candidates=4)
+    config = SplitSettings(max_history_liked=2, max_history_disliked=1, max_candidates=4)
     split, candidates = split_interactions(interactions, config)
-    uncapped, uncapped_candidates = split_interactions(interactions, SplitConfig())
+    uncapped, uncapped_candidates = split_interactions(interactions, SplitSettings())
     for user, rows in split.groupby("user"):
         history = rows[rows["side"] == "history"]
         assert (history["liked"] == 1).sum() <= 2 and (history["liked"] == 0).sum() <= 1
@@ -120,7 +120,7 @@ def test_user_without_likes_and_single_interactions():
     interactions = pd.DataFrame(
         {"user": ["a", "a", "b", "c", "c"], "item": ["1", "2", "1", "3", "4"], "liked": [0, 0, 1, 1, 0]}
     )
-    split, candidates = split_interactions(interactions, SplitConfig(test_fraction=0.67))  # 2 test users of 3
+    split, candidates = split_interactions(interactions, SplitSettings(test_fraction=0.67))  # 2 test users of 3
     a = split[split["user"] == "a"]
     assert (a["liked"] == 0).all() and (a["side"] == "held_out").sum() == 2  # int(0.5*2)+1 = 2
     assert split[split["user"] == "b"]["side"].tolist() == ["held_out"]
@@ -128,11 +128,11 @@ def test_user_without_likes_and_single_interactions():
 
 def test_missing_column_is_named():
     with pytest.raises(ValueError, match="liked"):
-        split_interactions(pd.DataFrame({"user": ["a"], "item": ["b"]}), SplitConfig())
+        split_interactions(pd.DataFrame({"user": ["a"], "item": ["b"]}), SplitSettings())
 
 
 def test_split_stats_counts():
-    split, candidates = split_interactions(make_interactions(), SplitConfig(max_candidates=5))
+    split, candidates = split_interactions(make_interactions(), SplitSettings(max_candidates=5))
     stats = split_stats(split, candidates)
     assert stats["test"]["users"] + stats["train"]["users"] == 50
     assert stats["train"]["candidates_max"] <= 5
@@ -144,7 +144,7 @@ def test_split_stats_counts():
 
 def test_no_interactions_is_an_error():
     with pytest.raises(ValueError, match=r"interactions: no rows, nothing to split"):
-        split_interactions(make_interactions().iloc[:0], SplitConfig())
+        split_interactions(make_interactions().iloc[:0], SplitSettings())
 
 
 @pytest.mark.parametrize("method", ["original", "seeded"])
@@ -152,12 +152,12 @@ def test_a_test_fraction_that_selects_no_test_user_is_an_error(method):
     with pytest.raises(
         ValueError, match=r"split\.test_fraction=0\.2 of 4 users leaves no test user; raise split\.test_fraction"
     ):
-        split_interactions(make_interactions(users=4), SplitConfig(method=method))
+        split_interactions(make_interactions(users=4), SplitSettings(method=method))
 
 
 def test_test_users_without_any_liked_candidate_is_an_error():
     interactions = make_interactions(users=10)
-    test_users = select_test_users(list(pd.unique(interactions["user"])), SplitConfig())
+    test_users = select_test_users(list(pd.unique(interactions["user"])), SplitSettings())
     interactions.loc[interactions["user"].isin(test_users), "liked"] = 0
     with pytest.raises(ValueError, match=r"none of the 2 test users has a liked held-out item"):
-        split_interactions(interactions, SplitConfig())
+        split_interactions(interactions, SplitSettings())

@@ -6,11 +6,11 @@ log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)
 
 from pathlib import Path
 
-from rekalm.download import RetryPolicy, fetch_dataset
+from rekalm.download import DownloadSettings, fetch_dataset
 from rekalm.io import write_json
 
 output = Path(snakemake.output[0])
 manifest = fetch_dataset(
-    snakemake.wildcards.dataset, snakemake.params.files, output.parent, RetryPolicy(**snakemake.params.retry)
+    snakemake.wildcards.dataset, snakemake.params.files, output.parent, DownloadSettings(**snakemake.params.retry)
 )
 write_json(manifest, output)

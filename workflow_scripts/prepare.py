@@ -8,13 +8,13 @@ import json
 from pathlib import Path
 
 from rekalm.io import write_json, write_parquet
-from rekalm.prepare import PrepareOptions, Repairs, dataset_stats, prepare_dataset
+from rekalm.prepare import PrepareSettings, Repairs, dataset_stats, prepare_dataset
 
 manifest = json.loads(Path(snakemake.input[0]).read_text())
 files = {role: Path(entry["path"]) for role, entry in manifest.items()}
 repairs = Repairs()
 interactions, items = prepare_dataset(
-    snakemake.params.format, files, PrepareOptions(**snakemake.params.options), repairs
+    snakemake.params.format, files, PrepareSettings(**snakemake.params.options), repairs
 )
 stats = dataset_stats(interactions, items, repairs)
 log.info("prepared %s: %s", snakemake.wildcards.dataset, stats)

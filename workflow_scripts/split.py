@@ -5,10 +5,10 @@ from _common import start
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)
 
 from rekalm.io import read_parquet, write_json, write_parquet
-from rekalm.split import SplitConfig, split_interactions, split_stats
+from rekalm.split import SplitSettings, split_interactions, split_stats
 
 interactions = read_parquet(snakemake.input[0], required=["user", "item", "liked"])
-split, candidates = split_interactions(interactions, SplitConfig(**snakemake.params.options))
+split, candidates = split_interactions(interactions, SplitSettings(**snakemake.params.options))
 stats = split_stats(split, candidates)
 log.info("split %s: %s", snakemake.wildcards.dataset, stats)
 write_parquet(split, snakemake.output.split)
