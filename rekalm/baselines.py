@@ -43,11 +43,14 @@ from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from rekalm.evaluate import run_from_predictions
+from rekalm.io import json_safe
+from rekalm.tables import CANDIDATES, PREDICTIONS, SPLIT, require_columns
+
 log = logging.getLogger(__name__)
 
-SPLIT_COLUMNS = ("user", "user_set", "item", "liked", "side")
-CANDIDATE_COLUMNS = ("user", "user_set", "position", "item", "liked")
-PREDICTION_COLUMNS = ["user", "item", "rank", "score", "source"]
+# The split columns a baseline reads (the split's row numbers it does not need).
+SPLIT_NEEDED = SPLIT.select("user", "user_set", "item", "liked", "side")
 USER_BATCH = 512  # users scored at once: bounds the dense (users x items) score block
 
 PairScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -309,15 +312,9 @@ def expand_grid(name: str, grid: Mapping[str, Sequence[Any]]) -> list[dict[str, 
 # --- data --------------------------------------------------------------------------------
 
 
-def _require(frame: pd.DataFrame, columns: Sequence[str], source: str) -> None:
-    missing = sorted(set(columns) - set(frame.columns))
-    if missing:
-        raise ValueError(f"{source}: missing column(s) {missing}; expected {list(columns)}")
-
-
 def training_rows(split: pd.DataFrame) -> pd.DataFrame:
     """Rows a baseline may learn from: everything but a test user's held-out side."""
-    _require(split, SPLIT_COLUMNS, "split")
+    require_columns(split, SPLIT_NEEDED, "split")
     unknown = sorted(set(split["side"]) - {"history", "held_out"})
     if unknown:
         raise ValueError(f"split: side has unexpected value(s) {unknown}; expected 'history' or 'held_out'")
@@ -440,29 +437,14 @@ def _index_ids(split: pd.DataFrame, candidates: pd.DataFrame) -> tuple[np.ndarra
     return users, items
 
 
-def run_from_ranking(predictions: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """ranx Run {user: {item: score}} with scores 1 - (rank-1)/n: distinct per user, so ranx
-    reproduces exactly the order in predictions (raw baseline scores can tie). The same
-    convention as the LLM runs (rekalm/infer.py)."""
-    run: dict[str, dict[str, float]] = {}
-    for user, group in predictions.groupby("user", sort=True):
-        count = len(group)
-        run[str(user)] = {str(item): 1.0 - (int(rank) - 1) / count for item, rank in zip(group["item"], group["rank"])}
-    return run
-
-
-def _json_number(value: float) -> float | None:
-    return value if math.isfinite(value) else None  # JSON has no NaN
-
-
 def run_baseline(
     name: str, split: pd.DataFrame, candidates: pd.DataFrame, settings: BaselineSettings
 ) -> tuple[pd.DataFrame, dict[str, dict[str, float]], dict[str, Any]]:
     """Tune ``name`` on train users, refit on all training rows, rank each test user's
     candidates: (predictions, ranx run dict, tuning report)."""
     fit = get_baseline(name)
-    _require(split, SPLIT_COLUMNS, "split")
-    _require(candidates, CANDIDATE_COLUMNS, "candidates")
+    require_columns(split, SPLIT_NEEDED, "split")
+    require_columns(candidates, CANDIDATES, "candidates")
     users, items = _index_ids(split, candidates)
     with threadpool_limits(limits=settings.threads):
         tuning = tune(name, split, candidates, users, items, settings)
@@ -474,9 +456,9 @@ def run_baseline(
             f"baseline {name}: non-finite scores with parameters {tuning['chosen']} (diverged?); narrow "
             f"baselines.grids.{name}"
         )
-    predictions = rank_candidates(test, scores).assign(source="model")[PREDICTION_COLUMNS]
-    tuning["chosen_score"] = _json_number(tuning["chosen_score"])
-    tuning["grid"] = [{**row, tuning["metric"]: _json_number(row[tuning["metric"]])} for row in tuning["grid"]]
+    predictions = rank_candidates(test, scores).assign(source="model")[list(PREDICTIONS.columns)]
+    tuning["chosen_score"] = json_safe(tuning["chosen_score"])
+    tuning["grid"] = [{**row, tuning["metric"]: json_safe(row[tuning["metric"]])} for row in tuning["grid"]]
     tuning["training"] = {
         "users": int(data.matrix.shape[0]),
         "items": int(data.matrix.shape[1]),
@@ -484,4 +466,4 @@ def run_baseline(
         "test_users": int(test["user"].nunique()),
         "test_candidates": int(len(test)),
     }
-    return predictions, run_from_ranking(predictions), tuning
+    return predictions, run_from_predictions(predictions), tuning

@@ -29,7 +29,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
-from rekalm.io import write_json
+from rekalm.fingerprinted_folder import FingerprintedFolder
+from rekalm.io import update_with_file
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,7 @@ def newest_complete_checkpoint(checkpoint_dir: str | os.PathLike[str]) -> Path |
 
 def training_fingerprint(job: CheckpointedJob) -> str:
     """What a checkpoint must have been trained on to be resumed: data, settings, base model."""
-    digest = hashlib.sha256()
-    with open(job.train_jsonl, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    digest = update_with_file(hashlib.sha256(), job.train_jsonl)
     base = Path(job.base_model_dir)
     weights = sorted((p.name, p.stat().st_size) for p in base.glob("*.safetensors"))
     config_text = (base / "config.json").read_text(encoding="utf-8") if (base / "config.json").is_file() else ""
@@ -112,18 +110,11 @@ def prepare_checkpoint_dir(job: CheckpointedJob) -> Path | None:
     resuming them would silently mix two trainings. Incomplete checkpoints are deleted too.
     """
     folder = Path(job.checkpoint_dir)
-    fingerprint = training_fingerprint(job)
-    marker = folder / FINGERPRINT_FILE
-    if folder.is_dir():
-        recorded = json.loads(marker.read_text(encoding="utf-8")).get("fingerprint") if marker.is_file() else None
-        if recorded != fingerprint:
-            if any(checkpoint_step(p) is not None for p in folder.iterdir()):
-                log.warning("checkpoints in %s come from other data/settings: starting over", folder)
-            shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(
-        {"fingerprint": fingerprint, "train_jsonl": job.train_jsonl, "base_model_dir": job.base_model_dir}, marker
+    removed = FingerprintedFolder(folder, FINGERPRINT_FILE).claim(
+        training_fingerprint(job), {"train_jsonl": job.train_jsonl, "base_model_dir": job.base_model_dir}
     )
+    if any(checkpoint_step(p) is not None for p in removed):
+        log.warning("checkpoints in %s come from other data/settings: starting over", folder)
     for path in folder.iterdir():
         if checkpoint_step(path) is not None and not is_complete_checkpoint(path):
             log.warning("removing incomplete checkpoint %s (killed while saving)", path)

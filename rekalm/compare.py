@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from rekalm.evaluate import MetricSettings, import_ranx, run_for_qrels, standard_metric_names
-from rekalm.io import atomic_path, write_json
+from rekalm.io import atomic_path, json_safe, write_json
 from rekalm.report import (
     TEST_UNITS,
     Spread,
@@ -41,22 +41,6 @@ from rekalm.report import (
     plot_comparison,
 )
 from rekalm.verdict import Verdict, verdicts
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python, NaN/inf to None."""
-    if isinstance(value, Mapping):
-        return {str(key): _clean(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(item) for item in value]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(float(value)) else None
-    return value
-
 
 # --- replicates --------------------------------------------------------------------------
 
@@ -261,7 +245,7 @@ def comparison_summary(
 ) -> dict[str, Any]:
     """compare.json content: per system the mean over seeds (``metrics``), the sd over seeds
     (``sd``), every seed's own metrics (``replicates``), the paired tests and the verdict."""
-    return _clean(
+    return json_safe(
         {
             "dataset": dataset,
             "systems": list(metrics),

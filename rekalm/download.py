@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from rekalm.io import atomic_path, write_json
+from rekalm.io import atomic_path, sha256_of, write_json
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,6 @@ class DownloadSettings:
     attempts: int = 4
     backoff_s: float = 2.0
     timeout_s: float = 60  # an int, as config files give it: settings are fingerprinted
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_sha256(path: Path, expected: str | None, label: str) -> str:

@@ -42,7 +42,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rekalm.io import json_safe
 from rekalm.parse import PARSE_COUNT_COLUMNS
+from rekalm.tables import CANDIDATES, PREDICTIONS, SPLIT, rank_scores, require_columns
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +149,7 @@ def import_ranx(cache_dir: str | os.PathLike[str] | None = None) -> Any:
 
 def held_out_judgements(candidates: pd.DataFrame) -> Judgements:
     """Every held-out item of every test user with its label (1 liked, 0 disliked)."""
-    missing = {"user", "user_set", "item", "liked"} - set(candidates.columns)
-    if missing:
-        raise ValueError(f"candidates: missing column(s) {sorted(missing)}")
+    require_columns(candidates, CANDIDATES.select("user", "user_set", "item", "liked"), "candidates")
     test = candidates[candidates["user_set"] == "test"]
     judgements: Judgements = {}
     for user, item, liked in zip(test["user"].astype(str), test["item"].astype(str), test["liked"].astype(int)):
@@ -165,15 +165,26 @@ def relevant_qrels(judgements: Judgements) -> Judgements:
 
 def rankings_from_predictions(predictions: pd.DataFrame, model_only: bool = False) -> Ranking:
     """user -> items by rank; ``model_only`` drops appended candidates (the original's list)."""
-    missing = {"user", "item", "rank", "source"} - set(predictions.columns)
-    if missing:
-        raise ValueError(f"predictions: missing column(s) {sorted(missing)}")
+    require_columns(predictions, PREDICTIONS.select("user", "item", "rank", "source"), "predictions")
     table = predictions[predictions["source"] == "model"] if model_only else predictions
     table = table.sort_values(["user", "rank"], kind="stable")
     rankings: Ranking = {str(user): [] for user in predictions["user"].unique()}
     for user, group in table.groupby("user", sort=False):
         rankings[str(user)] = group["item"].astype(str).tolist()
     return rankings
+
+
+def run_from_predictions(predictions: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """ranx Run as a dict {user: {item: score}} with the rank scores of the predictions
+    contract (distinct per user), so ranx reproduces exactly the order in ``rank`` even where
+    a model's raw scores tie."""
+    run: dict[str, dict[str, float]] = {}
+    for user, group in predictions.groupby("user", sort=True):
+        ranks = group["rank"].to_numpy()
+        run[str(user)] = {
+            str(item): float(score) for item, score in zip(group["item"], rank_scores(ranks, len(ranks)))
+        }
+    return run
 
 
 def run_for_qrels(
@@ -275,9 +286,7 @@ def clayrs_metrics(rankings: Ranking, judgements: Judgements, cutoffs: Sequence[
 
 def item_popularity(split: pd.DataFrame) -> dict[str, float]:
     """Training interactions per item / users with training interactions (ClayRS's definition)."""
-    missing = {"user", "user_set", "item", "side"} - set(split.columns)
-    if missing:
-        raise ValueError(f"split: missing column(s) {sorted(missing)}")
+    require_columns(split, SPLIT.select("user", "user_set", "item", "side"), "split")
     training = split[~((split["user_set"] == "test") & (split["side"] == "held_out"))]
     n_users = training["user"].nunique()
     if n_users == 0:
@@ -323,13 +332,6 @@ def parsing_summary(predictions: pd.DataFrame) -> dict[str, float]:
 # --- the stage ---------------------------------------------------------------------------
 
 
-def _finite(values: Mapping[str, float]) -> dict[str, float | None]:
-    # JSON has no NaN: a metric no user could be scored on is written as null.
-    return {
-        name: (float(value) if value is not None and np.isfinite(value) else None) for name, value in values.items()
-    }
-
-
 def evaluate_ranking(
     predictions: pd.DataFrame,
     run: Mapping[str, Mapping[str, float]],
@@ -363,14 +365,15 @@ def evaluate_ranking(
         "without_relevant": len(ranked_users) - len(qrels),
         "not_ranked": len(not_ranked),
     }
+    # JSON has no NaN: a metric no user could be scored on is written as null.
     if "standard" in settings.definitions:
-        result["standard"] = _finite(standard_metrics(qrels, run, settings.cutoffs, settings.numba_cache_dir))
+        result["standard"] = json_safe(standard_metrics(qrels, run, settings.cutoffs, settings.numba_cache_dir))
     if "clayrs" in settings.definitions:
         returned = rankings_from_predictions(predictions, model_only=True)
-        result["clayrs"] = _finite(
+        result["clayrs"] = json_safe(
             clayrs_metrics(returned, {user: judgements[user] for user in qrels}, settings.cutoffs)
         )
-    result["popularity"] = _finite(
+    result["popularity"] = json_safe(
         {
             **average_popularity(full_lists, popularity, settings.cutoffs),
             "candidates_avg_popularity": candidate_popularity(judgements, popularity),

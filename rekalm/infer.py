@@ -38,8 +38,6 @@ loses at most one chunk, and chunks of another model or settings are never reuse
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -53,17 +51,18 @@ from tqdm.auto import tqdm
 
 from rekalm import generation, inference_inputs, scoring
 from rekalm import prompts as prompts_module
+from rekalm.evaluate import run_from_predictions
+from rekalm.fingerprinted_folder import FingerprintedFolder
 from rekalm.generation import generate_answers
 from rekalm.inference_inputs import InferenceSettings, UserPrompt, read_test_prompts
-from rekalm.io import read_parquet, write_json, write_parquet
+from rekalm.io import json_sha256, read_parquet, sha256_of, write_parquet
 from rekalm.parse import PARSE_COUNT_COLUMNS, rank_generation
 from rekalm.scoring import score_candidates
+from rekalm.tables import CONTEXT_COUNT_COLUMNS, LLM_PREDICTIONS, rank_scores
 
 log = logging.getLogger(__name__)
 
-# Per-user cuts of the context rule (see the module docstring); zero when everything fit.
-CONTEXT_COUNT_COLUMNS = ("n_context_cut", "n_budget_cut")
-PREDICTION_COLUMNS = ["user", "item", "rank", "score", "source", *PARSE_COUNT_COLUMNS, *CONTEXT_COUNT_COLUMNS]
+PREDICTION_COLUMNS = list(LLM_PREDICTIONS.columns)
 MANIFEST_NAME = "manifest.json"
 
 
@@ -160,14 +159,6 @@ def generate_chunk(
 # --- chunks and resumption ---------------------------------------------------------------
 
 
-def _file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _folder_signature(folder: str | Path | None) -> list[list[Any]] | None:
     # Sizes and mtimes, not hashes: hashing 16 GB of weights per run would cost minutes,
     # and a rebuilt model always gets new mtimes.
@@ -187,13 +178,13 @@ def inference_fingerprint(
     """What a chunk depends on: prompts, model files, settings (parsing aside) and this code."""
     chunk_settings = {key: value for key, value in asdict(settings).items() if key != "fuzzy_threshold"}
     payload = {
-        "test": _file_sha256(test_path),
+        "test": sha256_of(test_path),
         "model": _folder_signature(model_dir),
         "adapter": _folder_signature(adapter_dir),
         "settings": chunk_settings,
         # These modules and the tokenization they share with training decide every chunk's content.
         "code": [
-            _file_sha256(path)
+            sha256_of(path)
             for path in (
                 __file__,
                 inference_inputs.__file__,
@@ -203,7 +194,7 @@ def inference_fingerprint(
             )
         ],
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return json_sha256(payload)
 
 
 def chunk_path(chunk_dir: str | Path, index: int) -> Path:
@@ -211,20 +202,13 @@ def chunk_path(chunk_dir: str | Path, index: int) -> Path:
 
 
 def prepare_chunk_dir(chunk_dir: str | Path, fingerprint: str) -> int:
-    """Keep finished chunks of the same fingerprint, delete others; return how many were kept."""
+    """Keep finished chunks of the same fingerprint, else empty the folder; return how many were kept."""
     folder = Path(chunk_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = folder / MANIFEST_NAME
-    previous = json.loads(manifest.read_text()).get("fingerprint") if manifest.exists() else None
-    existing = sorted(folder.glob("chunk-*.parquet"))
-    if previous != fingerprint:
-        for stale in existing:
-            stale.unlink()
-        if existing:
-            log.info("removed %d chunk(s) of other inputs or settings from %s", len(existing), folder)
-        write_json({"fingerprint": fingerprint}, manifest)
-        return 0
-    return len(existing)
+    removed = FingerprintedFolder(folder, MANIFEST_NAME).claim(fingerprint)
+    stale = [path for path in removed if path.match("chunk-*.parquet")]
+    if stale:
+        log.info("removed %d chunk(s) of other inputs or settings from %s", len(stale), folder)
+    return len(list(folder.glob("chunk-*.parquet")))
 
 
 def run_in_chunks(
@@ -248,11 +232,6 @@ def run_in_chunks(
 
 
 # --- assembling predictions --------------------------------------------------------------
-
-
-def _rank_score(rank: np.ndarray, count: int) -> np.ndarray:
-    # The original's score: 1 - i/len for the i-th (0-based) item; distinct, so no ties in ranx.
-    return 1.0 - (rank - 1) / max(count, 1)
 
 
 def _user_frame(
@@ -336,23 +315,12 @@ def predictions_from_generations(prompts: Sequence[UserPrompt], raw: pd.DataFram
                 prompt.user,
                 prompt.items,
                 order,
-                _rank_score(ranks, len(order)),
+                rank_scores(ranks, len(order)),
                 appended,
                 {**counts.as_dict(), **cuts},
             )
         )
     return _finish(parts)
-
-
-def run_from_predictions(predictions: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """ranx Run as a dict {user: {item: score}}; scores from ranks, so ranx cannot reorder ties."""
-    run: dict[str, dict[str, float]] = {}
-    for user, group in predictions.groupby("user", sort=True):
-        ranks = group["rank"].to_numpy()
-        run[str(user)] = {
-            str(item): float(score) for item, score in zip(group["item"], _rank_score(ranks, len(ranks)))
-        }
-    return run
 
 
 # --- the stage ---------------------------------------------------------------------------

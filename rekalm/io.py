@@ -1,4 +1,4 @@
-"""Atomic file writing and small readers shared by every stage.
+"""Atomic file writing, small readers, JSON-safe values and file hashes shared by every stage.
 
 Every output is written to a temporary file (or folder) in the destination folder and
 renamed into place, so a crash or kill never leaves a half-written file that Snakemake (or
@@ -20,19 +20,24 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import logging
+import math
 import os
 import re
 import secrets
 import shutil
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+
+from rekalm.tables import Table, require_columns
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +191,21 @@ def write_parquet(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
         frame.to_parquet(temp, index=False, engine="pyarrow")
 
 
+def json_safe(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, NaN/inf to None (JSON has no NaN), keys to str."""
+    if isinstance(value, Mapping):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(float(value)) else None
+    return value
+
+
 def write_json(payload: Any, path: str | os.PathLike[str]) -> None:
     with atomic_path(path) as temp:
         temp.write_text(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -201,6 +221,24 @@ def write_jsonl(rows: Iterable[dict[str, Any]], path: str | os.PathLike[str]) ->
     return count
 
 
+def update_with_file(digest: Any, path: str | os.PathLike[str]) -> Any:
+    """Feed the bytes of ``path`` to a hashlib ``digest`` in 1 MiB blocks; return the digest."""
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    """The hex SHA-256 of a file's contents, read in blocks (files may be gigabytes)."""
+    return update_with_file(hashlib.sha256(), path).hexdigest()
+
+
+def json_sha256(payload: Any) -> str:
+    """The hex SHA-256 of ``payload`` as key-sorted JSON: a fingerprint of settings and inputs."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     rows = []
     with open(path, encoding="utf-8") as handle:
@@ -214,10 +252,8 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def read_parquet(path: str | os.PathLike[str], required: Iterable[str] = ()) -> pd.DataFrame:
+def read_parquet(path: str | os.PathLike[str], required: Table | Iterable[str] = ()) -> pd.DataFrame:
     """Read a table and fail with one line naming the file if expected columns are missing."""
     frame = pd.read_parquet(path)
-    missing = sorted(set(required) - set(frame.columns))
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}")
+    require_columns(frame, required, str(path))
     return frame

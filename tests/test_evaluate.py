@@ -26,9 +26,9 @@ from rekalm.evaluate import (
     rankings_from_predictions,
     relevant_qrels,
     run_for_qrels,
+    run_from_predictions,
     standard_metric_names,
 )
-from rekalm.infer import run_from_predictions
 from rekalm.parse import PARSE_COUNT_COLUMNS
 
 LOG2_3 = math.log2(3)

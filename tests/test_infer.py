@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from rekalm import generation, infer, scoring
+from rekalm.evaluate import run_from_predictions
 from rekalm.generation import generation_budget
-from rekalm.infer import load_model, predictions_from_generations, run_from_predictions, run_inference
+from rekalm.infer import load_model, predictions_from_generations, run_inference
 from rekalm.inference_inputs import InferenceSettings, UserPrompt, read_test_prompts
 from rekalm.io import write_jsonl
 from rekalm.parse import PARSE_COUNT_COLUMNS
