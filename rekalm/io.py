@@ -255,5 +255,5 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 def read_parquet(path: str | os.PathLike[str], required: Table | Iterable[str] = ()) -> pd.DataFrame:
     """Read a table and fail with one line naming the file if expected columns are missing."""
     frame = pd.read_parquet(path)
-    require_columns(frame, required, str(path))
+    require_columns(frame, required, path)
     return frame

@@ -33,6 +33,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from rekalm.io import read_parquet, write_json, write_jsonl
+from rekalm.tables import ABSTRACTS, ITEMS, RULES, TRIPLES, require_columns
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +112,7 @@ def relation_templates(domain: Mapping[str, Any]) -> dict[str, str]:
 
 
 def item_names(items: pd.DataFrame, where: str = "items.parquet") -> dict[str, str]:
-    missing = {"item", "name"} - set(items.columns)
-    if missing:
-        raise ValueError(f"{where}: missing column(s) {sorted(missing)}; expected item, name")
+    require_columns(items, ITEMS.select("item", "name"), where)
     names = items["name"].astype("string").fillna("")
     return dict(zip(items["item"].astype(str), names.astype(str)))
 
@@ -154,7 +153,7 @@ def graph_sentences(
     return sentences
 
 
-@register_lexicalizer("graph", key="item", required_columns=("item", "relation", "value"))
+@register_lexicalizer("graph", key="item", required_columns=TRIPLES.select("item", "relation", "value"))
 def lexicalize_graph(
     triples: pd.DataFrame, names: Mapping[str, str], domain: Mapping[str, Any]
 ) -> tuple[list[Row], dict[str, Any]]:
@@ -200,7 +199,7 @@ def _sort_by_item_order(rows: list[Row], names: Mapping[str, str]) -> list[Row]:
     return sorted(rows, key=lambda row: order.get(row["item"], len(order)))
 
 
-@register_lexicalizer("text", key="item", required_columns=("item", "abstract"))
+@register_lexicalizer("text", key="item", required_columns=ABSTRACTS.select("item", "abstract"))
 def lexicalize_text(
     abstracts: pd.DataFrame, names: Mapping[str, str], domain: Mapping[str, Any]
 ) -> tuple[list[Row], dict[str, Any]]:
@@ -230,7 +229,7 @@ def _first_per_item(rows: list[Row]) -> list[Row]:
     return list(seen.values())
 
 
-@register_lexicalizer("collab", key="rule", required_columns=("antecedent", "consequent", "confidence"))
+@register_lexicalizer("collab", key="rule", required_columns=RULES.select("antecedent", "consequent", "confidence"))
 def lexicalize_collab(
     rules: pd.DataFrame, names: Mapping[str, str], domain: Mapping[str, Any]
 ) -> tuple[list[Row], dict[str, Any]]:
@@ -279,11 +278,7 @@ def lexicalize(
     if source not in LEXICALIZERS:
         raise ValueError(f"lexicalize: unknown source {source!r}; registered: {sorted(LEXICALIZERS)}")
     lexicalizer = LEXICALIZERS[source]
-    missing = set(lexicalizer.required_columns) - set(knowledge.columns)
-    if missing:
-        raise ValueError(
-            f"{source} input: missing column(s) {sorted(missing)}; expected {list(lexicalizer.required_columns)}"
-        )
+    require_columns(knowledge, lexicalizer.required_columns, f"{source} input")
     rows, stats = lexicalizer.function(knowledge, item_names(items), domain)
     return rows, {"source": source, "key": lexicalizer.key, "rows": len(rows), **stats}
 
@@ -297,7 +292,7 @@ def lexicalize_files(
     stats_path: str | os.PathLike[str],
 ) -> dict[str, Any]:
     knowledge = read_parquet(knowledge_path)
-    items = read_parquet(items_path, required=("item", "name"))
+    items = read_parquet(items_path, required=ITEMS.select("item", "name"))
     rows, stats = lexicalize(source, knowledge, items, domain)
     write_jsonl(rows, output_path)
     write_json(stats, stats_path)

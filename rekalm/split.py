@@ -36,6 +36,8 @@ from typing import Literal, TypeVar
 import numpy as np
 import pandas as pd
 
+from rekalm.tables import CANDIDATES, INTERACTIONS, SPLIT, Table, require_columns
+
 T = TypeVar("T")
 
 SplitMethod = Literal["original", "seeded"]
@@ -125,9 +127,7 @@ def _proportional_caps(n_liked: int, n_disliked: int, cap: int) -> tuple[int, in
 
 def split_interactions(interactions: pd.DataFrame, config: SplitSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split canonical interactions (user, item, liked[, timestamp]) into (split, candidates)."""
-    missing = {"user", "item", "liked"} - set(interactions.columns)
-    if missing:
-        raise ValueError(f"interactions: missing column(s) {sorted(missing)}; expected user, item, liked")
+    require_columns(interactions, INTERACTIONS.select("user", "item", "liked"), "interactions")
     frame = interactions.reset_index(drop=True)
     if frame.empty:
         raise ValueError("interactions: no rows, nothing to split (prepare kept no interaction)")
@@ -172,8 +172,8 @@ def split_interactions(interactions: pd.DataFrame, config: SplitSettings) -> tup
         candidate_rows += candidates
         candidate_positions += range(len(candidates))
     user_sets = np.where(frame["user"].isin(test_users).to_numpy(), "test", "train")
-    split = _table(frame, user_sets, split_rows, {"side": split_sides, "row": split_rows}, _SPLIT_COLUMNS)
-    candidates_table = _table(frame, user_sets, candidate_rows, {"position": candidate_positions}, _CANDIDATE_COLUMNS)
+    split = _table(frame, user_sets, split_rows, {"side": split_sides, "row": split_rows}, SPLIT)
+    candidates_table = _table(frame, user_sets, candidate_rows, {"position": candidate_positions}, CANDIDATES)
     test_likes = candidates_table.loc[candidates_table["user_set"] == "test", "liked"]
     if not (test_likes == 1).any():
         raise ValueError(
@@ -195,21 +195,8 @@ def _shuffled_candidates(liked: list[int], disliked: list[int], user: str, confi
     return [pool[i] for i in rng.permutation(len(pool))]
 
 
-_SPLIT_COLUMNS = ["user", "user_set", "item", "liked", "side", "row"]
-_CANDIDATE_COLUMNS = ["user", "user_set", "position", "item", "liked"]
-_DTYPES = {
-    "user": str,
-    "user_set": str,
-    "item": str,
-    "side": str,
-    "liked": "int8",
-    "row": "int64",
-    "position": "int32",
-}
-
-
 def _table(
-    frame: pd.DataFrame, user_sets: np.ndarray, rows: list[int], extra: dict[str, list], columns: list[str]
+    frame: pd.DataFrame, user_sets: np.ndarray, rows: list[int], extra: dict[str, list], contract: Table
 ) -> pd.DataFrame:
     index = np.asarray(rows, dtype=np.int64)
     table = pd.DataFrame(
@@ -221,7 +208,7 @@ def _table(
             **extra,
         }
     )
-    return table[columns].astype({column: _DTYPES[column] for column in columns}).reset_index(drop=True)
+    return table[list(contract.columns)].astype(dict(contract.dtypes)).reset_index(drop=True)
 
 
 def split_stats(split: pd.DataFrame, candidates: pd.DataFrame) -> dict[str, dict[str, float | int]]:

@@ -32,6 +32,7 @@ order of ``rank`` exactly even where a model's raw scores tie.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +60,9 @@ class Table:
         return names
 
 
-def require_columns(frame: pd.DataFrame | pa.Table, columns: Table | Iterable[str], where: str) -> None:
+def require_columns(
+    frame: pd.DataFrame | pa.Table, columns: Table | Iterable[str], where: str | os.PathLike[str]
+) -> None:
     """Fail with one line naming ``where`` and the missing columns unless ``frame`` has all of ``columns``."""
     expected = list(columns.columns if isinstance(columns, Table) else columns)
     present = list(frame.column_names if isinstance(frame, pa.Table) else frame.columns)
