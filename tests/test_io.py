@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -9,9 +11,20 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from rekalm.io import atomic_dir, atomic_path, remove_stale_staging, write_json, write_jsonl, write_parquet
+from rekalm.io import (
+    atomic_dir,
+    atomic_path,
+    json_safe,
+    remove_stale_staging,
+    sha256_of,
+    update_with_file,
+    write_json,
+    write_jsonl,
+    write_parquet,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -147,3 +160,18 @@ def test_a_failed_folder_write_leaves_nothing(tmp_path):
             (staging / "half").write_bytes(b"1")
             raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_json_safe_turns_numpy_scalars_into_numbers_and_nan_into_null(tmp_path):
+    value = {"a": np.float64("nan"), 1: [np.int32(3), np.bool_(True), float("inf"), 0.5], "b": (np.float32(2.0),)}
+    assert json_safe(value) == {"a": None, "1": [3, True, None, 0.5], "b": [2.0]}
+    write_json(json_safe(value), tmp_path / "out.json")
+    assert json.loads((tmp_path / "out.json").read_text())["a"] is None
+
+
+def test_sha256_of_hashes_the_contents_in_blocks(tmp_path):
+    path = tmp_path / "blob"
+    path.write_bytes(b"x" * (3 << 20) + b"tail")  # more than one 1 MiB block
+    assert sha256_of(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = update_with_file(hashlib.sha256(b"prefix"), path)
+    assert digest.hexdigest() == hashlib.sha256(b"prefix" + path.read_bytes()).hexdigest()
