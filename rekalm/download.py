@@ -23,7 +23,6 @@ its ``Content-Length`` is retried, never cached.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import importlib.util
 import json
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from rekalm.io import atomic_path, sha256_of, write_json
+from rekalm.io import atomic_path, json_sha256, sha256_of, write_json
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +147,7 @@ def _urls(spec: Mapping[str, Any]) -> list[str]:
 
 
 def _cache_key(origin: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(origin, sort_keys=True).encode()).hexdigest()[:16]
+    return json_sha256(origin)[:16]
 
 
 def _record_path(path: Path) -> Path:

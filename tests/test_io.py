@@ -18,6 +18,7 @@ from rekalm.io import (
     atomic_dir,
     atomic_path,
     json_safe,
+    json_sha256,
     remove_stale_staging,
     sha256_of,
     update_with_file,
@@ -175,3 +176,4 @@ def test_sha256_of_hashes_the_contents_in_blocks(tmp_path):
     assert sha256_of(path) == hashlib.sha256(path.read_bytes()).hexdigest()
     digest = update_with_file(hashlib.sha256(b"prefix"), path)
     assert digest.hexdigest() == hashlib.sha256(b"prefix" + path.read_bytes()).hexdigest()
+    assert json_sha256({"b": 1, "a": [2]}) == hashlib.sha256(b'{"a": [2], "b": 1}').hexdigest()  # keys sorted
