@@ -270,7 +270,7 @@ def parse_ml1m_recbole(files: Files, options: PrepareSettings, repairs: Repairs)
     interactions = _interactions(
         ratings["user_id:token"],
         ratings["item_id:token"],
-        binarize(rating, options.like_if, ratings_path),
+        binarize(rating, options.like_if, str(ratings_path)),
         timestamp,
     )
     raw_items = _read_table(items_path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str)
@@ -315,7 +315,7 @@ def parse_ml1m_grouplens(
     check_scale(rating, *MOVIELENS_SCALE, files["ratings"], "rating")
     timestamp = _numeric(ratings, "timestamp", files["ratings"]).astype("Int64")
     interactions = _interactions(
-        ratings["user"], ratings["item"], binarize(rating, options.like_if, files["ratings"]), timestamp
+        ratings["user"], ratings["item"], binarize(rating, options.like_if, str(files["ratings"])), timestamp
     )
     movies = _read_dat(files["items"], ["item", "title", "genres"])
     year = movies["title"].str.extract(_YEAR_IN_TITLE)[0].astype("Int64")
@@ -425,7 +425,9 @@ def parse_bgg_kaggle(files: Files, options: PrepareSettings, repairs: Repairs) -
     _no_nulls(reviews, ["rating", "ID"], files["ratings"])
     rating = _numeric(reviews, "rating", files["ratings"])
     check_scale(rating, *BGG_SCALE, files["ratings"], "rating")
-    interactions = _interactions(reviews["user"], reviews["ID"], binarize(rating, options.like_if, files["ratings"]))
+    interactions = _interactions(
+        reviews["user"], reviews["ID"], binarize(rating, options.like_if, str(files["ratings"]))
+    )
     games = _read_table(files["items"], dtype=str)
     require_columns(
         games,
