@@ -52,12 +52,9 @@ from rekalm.io import read_parquet, write_json, write_parquet
 from rekalm.label_match import lookup_labels
 from rekalm.oxigraph_server import dump_fingerprint, local_sparql_endpoint
 from rekalm.sparql import QueryCache, RequestCounters, SparqlClient
+from rekalm.tables import ABSTRACTS, ITEMS, TRIPLES, require_columns
 
 log = logging.getLogger(__name__)
-
-TRIPLE_COLUMNS = ("item", "relation", "value", "source")
-ABSTRACT_COLUMNS = ("item", "abstract")
-MAPPING_COLUMNS = ("item", "dbpedia_uri", "how")
 
 GraphSource = Literal["dbpedia", "attributes", "original", "none"]
 TextSource = Literal["dbpedia", "none"]
@@ -95,19 +92,12 @@ class LookupResult:
 
 
 # --------------------------------------------------------------------------------------
-# Small table helpers
+# Input check
 # --------------------------------------------------------------------------------------
 
 
-def empty_frame(columns: Sequence[str]) -> pd.DataFrame:
-    """A zero-row table with string columns, so downstream readers always see the schema."""
-    return pd.DataFrame({column: pd.Series([], dtype="str") for column in columns})
-
-
 def check_items(items: pd.DataFrame, source: str = "items.parquet") -> None:
-    missing = [column for column in ("item", "name") if column not in items.columns]
-    if missing:
-        raise ValueError(f"{source}: missing column(s) {missing}")
+    require_columns(items, ITEMS.select("item", "name"), source)
     duplicated = items["item"][items["item"].duplicated()]
     if len(duplicated):
         raise ValueError(f"{source}: item ids must be unique; {duplicated.iloc[0]!r} appears more than once")
@@ -152,7 +142,7 @@ def attribute_triples(
         for position, (item, cell) in enumerate(zip(items["item"], items[relation.column])):
             rows.extend((position, order, str(item), value) for value in dict.fromkeys(_cell_values(cell)))
     if not rows:
-        return empty_frame(TRIPLE_COLUMNS)
+        return TRIPLES.empty()
     rows.sort(key=lambda row: (row[0], row[1]))  # stable: values keep their source order
     names = [relation.name for relation in relations]
     return pd.DataFrame(
@@ -220,7 +210,7 @@ def dbpedia_triples(mapping: pd.DataFrame, facts: pd.DataFrame, relations: Seque
     mapped = mapped.assign(_item_order=np.arange(len(mapped)))
     joined = mapped.merge(facts, left_on="dbpedia_uri", right_on="uri", how="inner")
     if joined.empty:
-        return empty_frame(TRIPLE_COLUMNS)
+        return TRIPLES.empty()
     relation_order = {relation.name: position for position, relation in enumerate(relations)}
     joined = joined.assign(_relation_order=joined["relation"].map(relation_order))
     joined = joined.sort_values(["_item_order", "_relation_order", "value"], kind="stable")
@@ -241,7 +231,7 @@ def item_abstracts(mapping: pd.DataFrame, abstracts: Mapping[str, str]) -> pd.Da
         if isinstance(uri, str) and uri in abstracts
     ]
     if not rows:
-        return empty_frame(ABSTRACT_COLUMNS)
+        return ABSTRACTS.empty()
     return pd.DataFrame(
         {
             "item": pd.Series([r[0] for r in rows], dtype="str"),
@@ -332,8 +322,8 @@ def _assemble(
     elif route.graph == "dbpedia" and facts is not None:
         triples = dbpedia_triples(mapping, facts, domain.relations)
     else:
-        triples = empty_frame(TRIPLE_COLUMNS)
-    abstract_table = item_abstracts(mapping, abstracts) if abstracts is not None else empty_frame(ABSTRACT_COLUMNS)
+        triples = TRIPLES.empty()
+    abstract_table = item_abstracts(mapping, abstracts) if abstracts is not None else ABSTRACTS.empty()
     how = mapping["how"].value_counts()
     total = len(mapping)
     queries = counters.fetched + counters.cache_hits
@@ -399,7 +389,7 @@ def lookup_dbpedia_files(
 ) -> LookupResult:
     """The stage on files: read items.parquet, look up, write the four outputs atomically.
     ``original_files`` (role -> path) feed ``graph: {source: original}``."""
-    items = read_parquet(items_path, required=["item", "name"])
+    items = read_parquet(items_path, required=ITEMS.select("item", "name"))
     route = KnowledgeRoute.from_config(knowledge)
     domain_settings = DomainSettings.from_config(domain_name, domain)
     result = lookup_knowledge(items, route, domain_settings, DbpediaSettings.from_config(dbpedia))

@@ -60,26 +60,15 @@ import scipy.sparse as sp
 from rekalm.bitset_apriori import frequent_itemsets_bitset, rules_from_itemsets
 from rekalm.io import atomic_path, read_parquet
 from rekalm.rule_counts import RuleCounts, from_code_tuples
+from rekalm.tables import RULES, RULES_SCHEMA, SPLIT, require_columns
 
 log = logging.getLogger(__name__)
 
-RULE_COLUMNS = ["antecedent", "consequent", "support", "confidence", "lift"]
-# In-memory dtype of antecedent/consequent (Arrow lists: no Python object per rule).
-ITEM_LIST = pd.ArrowDtype(pa.list_(pa.string()))
-# Written explicitly: an empty table must still say list<string>, not null.
-RULES_SCHEMA = pa.schema(
-    [
-        ("antecedent", pa.list_(pa.string())),
-        ("consequent", pa.list_(pa.string())),
-        ("support", pa.float64()),
-        ("confidence", pa.float64()),
-        ("lift", pa.float64()),
-    ]
-)
 # Relative slack for engines that compare rounded supports with the thresholds; see the
 # module docstring. Their output is re-filtered on exact integer counts afterwards.
 THRESHOLD_RTOL = 1e-9
-_SPLIT_COLUMNS = ("user", "user_set", "item", "liked", "side")
+# The split columns rule mining reads (the split's row numbers it does not need).
+_SPLIT_NEEDED = SPLIT.select("user", "user_set", "item", "liked", "side")
 
 
 @dataclass(frozen=True)
@@ -112,7 +101,7 @@ class RuleMiningSettings:
 
 def load_split(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read ``split.parquet`` and check the columns and values rule mining relies on."""
-    split = read_parquet(path, required=_SPLIT_COLUMNS)
+    split = read_parquet(path, required=_SPLIT_NEEDED)
     checks = {"user_set": {"train", "test"}, "side": {"history", "held_out"}, "liked": {0, 1}}
     for column, allowed in checks.items():
         unexpected = set(pd.unique(split[column])) - allowed
@@ -250,7 +239,7 @@ def write_rules(table: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     pandas' own metadata is left out: pandas 3.1 cannot read back the list dtype name it
     writes there; without it, readers get plain list<string> columns.
     """
-    arrow = pa.Table.from_pandas(table[RULE_COLUMNS], schema=RULES_SCHEMA, preserve_index=False)
+    arrow = pa.Table.from_pandas(table[list(RULES.columns)], schema=RULES_SCHEMA, preserve_index=False)
     with atomic_path(path) as temp:
         pq.write_table(arrow.replace_schema_metadata(None), temp)
 
@@ -258,10 +247,8 @@ def write_rules(table: pd.DataFrame, path: str | os.PathLike[str]) -> None:
 def read_rules(path: str | os.PathLike[str]) -> pd.DataFrame:
     """``rules.parquet`` with list columns as Arrow lists, as :func:`mine_rules` returns them."""
     table = pq.read_table(path)
-    missing = sorted(set(RULE_COLUMNS) - set(table.column_names))
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}")
-    return table.select(RULE_COLUMNS).cast(RULES_SCHEMA).to_pandas(types_mapper=_arrow_lists)
+    require_columns(table, RULES, path)
+    return table.select(list(RULES.columns)).cast(RULES_SCHEMA).to_pandas(types_mapper=_arrow_lists)
 
 
 # --------------------------------------------------------------------------- bitset engine

@@ -44,7 +44,6 @@ import pandas as pd
 
 from rekalm.dbpedia_facts import readable_iri
 from rekalm.domains import DomainSettings
-from rekalm.lookup_dbpedia import empty_frame
 from rekalm.prepare import _read_entity_names, _read_original_uris
 from rekalm.tables import TRIPLES
 
@@ -287,4 +286,4 @@ def original_triples(
         triples["item"].nunique(),
         unnamed,
     )
-    return OriginalGraph(triples[list(TRIPLES.columns)] if len(triples) else empty_frame(TRIPLES.columns), stats)
+    return OriginalGraph(triples[list(TRIPLES.columns)] if len(triples) else TRIPLES.empty(), stats)

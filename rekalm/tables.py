@@ -59,6 +59,10 @@ class Table:
             raise KeyError(f"table {self.name!r} has no column(s) {unknown}; its columns are {list(self.columns)}")
         return names
 
+    def empty(self) -> pd.DataFrame:
+        """A zero-row frame with this table's columns and dtypes: an empty output keeps its schema."""
+        return pd.DataFrame({column: pd.Series([], dtype=self.dtypes[column]) for column in self.columns})
+
 
 def require_columns(
     frame: pd.DataFrame | pa.Table, columns: Table | Iterable[str], where: str | os.PathLike[str]
@@ -100,9 +104,11 @@ RULES_SCHEMA = pa.schema(
     ]
 )
 RULES = Table("rules", tuple(RULES_SCHEMA.names))
-MAPPING = Table("mapping", ("item", "dbpedia_uri", "how"))
-TRIPLES = Table("triples", ("item", "relation", "value", "source"))
-ABSTRACTS = Table("abstracts", ("item", "abstract"))
+MAPPING = Table("mapping", ("item", "dbpedia_uri", "how"), dict.fromkeys(("item", "dbpedia_uri", "how"), "str"))
+TRIPLES = Table(
+    "triples", ("item", "relation", "value", "source"), dict.fromkeys(("item", "relation", "value", "source"), "str")
+)
+ABSTRACTS = Table("abstracts", ("item", "abstract"), dict.fromkeys(("item", "abstract"), "str"))
 
 
 def rank_scores(ranks: np.ndarray, count: int) -> np.ndarray:

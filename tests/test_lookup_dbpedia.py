@@ -37,8 +37,6 @@ from rekalm.dbpedia import DbpediaSettings
 from rekalm.domains import DomainSettings
 from rekalm.label_match import label_candidates, title_variants
 from rekalm.lookup_dbpedia import (
-    ABSTRACT_COLUMNS,
-    TRIPLE_COLUMNS,
     KnowledgeRoute,
     attribute_triples,
     lookup_dbpedia_files,
@@ -57,6 +55,7 @@ from rekalm.sparql import (
     sparql_iri,
     sparql_string,
 )
+from rekalm.tables import ABSTRACTS, TRIPLES
 
 REPO = Path(__file__).resolve().parents[1]
 DOMAINS = yaml.safe_load((REPO / "config" / "domains.yaml").read_text())["domains"]
@@ -315,7 +314,7 @@ def test_facts_are_named_by_their_own_predicate_and_resolved_to_english_labels(s
     settings = fast_settings(tmp_path)
     result = lookup_knowledge(items, BOTH, MOVIE, settings, client_for(synthetic_endpoint, settings))
     triples = result.triples
-    assert list(triples.columns) == list(TRIPLE_COLUMNS)
+    assert list(triples.columns) == list(TRIPLES.columns)
     assert set(triples["source"]) == {"dbpedia"}
     for number in range(12):
         facts = triples[triples["item"] == f"m{number}"].groupby("relation")["value"].apply(sorted).to_dict()
@@ -730,7 +729,7 @@ def test_attributes_route_builds_triples_from_item_columns_without_network(tmp_p
         ["3", "genre", "Drama", "attributes"],
     ]
     abstracts = pd.read_parquet(outputs["abstracts"])
-    assert abstracts.empty and list(abstracts.columns) == list(ABSTRACT_COLUMNS)
+    assert abstracts.empty and list(abstracts.columns) == list(ABSTRACTS.columns)
     assert all(str(dtype) == "str" for dtype in abstracts.dtypes)
     mapping = pd.read_parquet(outputs["mapping"])
     assert mapping["how"].tolist() == ["mapping", "unmapped", "unmapped"]

@@ -6,7 +6,17 @@ import pytest
 from rekalm.baselines import BaselineSettings, run_baseline
 from rekalm.io import read_parquet, write_parquet
 from rekalm.split import SplitSettings, split_interactions
-from rekalm.tables import CANDIDATES, PREDICTIONS, RULES, RULES_SCHEMA, SPLIT, Table, rank_scores, require_columns
+from rekalm.tables import (
+    CANDIDATES,
+    PREDICTIONS,
+    RULES,
+    RULES_SCHEMA,
+    SPLIT,
+    TRIPLES,
+    Table,
+    rank_scores,
+    require_columns,
+)
 
 
 def test_the_check_names_where_and_the_missing_columns():
@@ -67,3 +77,12 @@ def test_split_writes_the_declared_columns_and_dtypes():
 def test_rank_scores_are_distinct_and_start_at_one():
     assert rank_scores(np.array([1, 2, 3, 4]), 4).tolist() == [1.0, 0.75, 0.5, 0.25]
     assert RULES_SCHEMA.names == list(RULES.columns)
+
+
+def test_an_empty_table_keeps_its_columns_and_dtypes(tmp_path):
+    write_parquet(TRIPLES.empty(), tmp_path / "triples.parquet")
+    empty = read_parquet(tmp_path / "triples.parquet", required=TRIPLES)
+    assert empty.empty and tuple(empty.columns) == TRIPLES.columns
+    assert all(pd.api.types.is_string_dtype(empty[column]) for column in TRIPLES.columns)
+    with pytest.raises(KeyError):
+        PREDICTIONS.empty()  # no fixed dtypes declared: no guessing
