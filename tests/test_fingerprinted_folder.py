@@ -1,7 +1,9 @@
+import doctest
 import json
 
 import pytest
 
+import rekalm.fingerprinted_folder
 import rekalm.io
 from rekalm.fingerprinted_folder import FingerprintedFolder
 from rekalm.infer import MANIFEST_NAME, prepare_chunk_dir
@@ -65,3 +67,7 @@ def test_inference_chunks_written_before_the_change_still_resume(tmp_path):
     assert prepare_chunk_dir(folder, "def") == 0
     assert sorted(p.name for p in folder.iterdir()) == [MANIFEST_NAME]
     assert json.loads((folder / MANIFEST_NAME).read_text()) == {"fingerprint": "def"}
+
+
+def test_the_docstring_example_holds():
+    assert doctest.testmod(rekalm.fingerprinted_folder).failed == 0

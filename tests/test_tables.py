@@ -1,8 +1,11 @@
+import doctest
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 
+import rekalm.tables
 from rekalm.baselines import BaselineSettings, run_baseline
 from rekalm.io import read_parquet, write_parquet
 from rekalm.split import SplitSettings, split_interactions
@@ -86,3 +89,7 @@ def test_an_empty_table_keeps_its_columns_and_dtypes(tmp_path):
     assert all(pd.api.types.is_string_dtype(empty[column]) for column in TRIPLES.columns)
     with pytest.raises(KeyError):
         PREDICTIONS.empty()  # no fixed dtypes declared: no guessing
+
+
+def test_the_docstring_example_holds():
+    assert doctest.testmod(rekalm.tables).failed == 0
