@@ -55,8 +55,10 @@ from tqdm import tqdm
 from rekalm.build_inputs import BuildSettings, Counts, MixWeights, Row, UserLists, load_user_lists
 from rekalm.hf import load_tokenizer
 from rekalm.io import read_jsonl, read_parquet, write_json, write_jsonl
+from rekalm.lexicalize import item_names
 from rekalm.prompt_fit import KnowledgeSelector, PromptBuilder, SourceRows, TokenCounter
 from rekalm.prompts import ANSWER_PREFIX, has_chat_template
+from rekalm.tables import CANDIDATES, SPLIT, require_columns
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +100,9 @@ def build_sets(
 ) -> BuiltSets:
     """Train and test rows for one ablation; ``knowledge`` maps each of the ablation's
     sources (in config order) to its lexicalized rows."""
-    _require(split, ("user", "user_set", "item", "liked", "side", "row"), "split.parquet")
-    _require(candidates, ("user", "user_set", "position", "item", "liked"), "candidates.parquet")
-    _require(items, ("item", "name"), "items.parquet")
-    names = dict(zip(items["item"].astype(str), items["name"].astype("string").fillna("").astype(str)))
+    require_columns(split, SPLIT, "split.parquet")
+    require_columns(candidates, CANDIDATES, "candidates.parquet")
+    names = item_names(items, "items.parquet")
     for name, rows in knowledge.items():
         # No association rule at the thresholds is a documented outcome (mine_rules warns);
         # an empty fact or text source would make the ablation no_kn under another name.
@@ -174,12 +175,6 @@ def _require_examples(
             f"{shortest} tokens), so training would see knowledge documents only; raise the training preset's "
             f"seq_len above {shortest}"
         )
-
-
-def _require(frame: pd.DataFrame, columns: Sequence[str], where: str) -> None:
-    missing = sorted(set(columns) - set(frame.columns))
-    if missing:
-        raise ValueError(f"{where}: missing column(s) {missing}; expected {list(columns)}")
 
 
 def _ranking_and_test_rows(
