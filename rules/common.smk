@@ -128,7 +128,7 @@ def get_download_settings(wildcards):
     return config.get("download", {})
 
 
-# The dataset keys the prepare stage reads (rekalm.prepare.PrepareOptions).
+# The dataset keys the prepare stage reads (rekalm.prepare.PrepareSettings).
 PREPARE_KEYS = (
     "like_if",
     "max_users",
