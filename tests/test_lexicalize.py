@@ -1,4 +1,4 @@
-"""Lexicalization: sentence templates, relation/value alignment (defect 1), names (defect 7),
+"""Lexicalization: sentence templates, relation/value alignment (the original misaligned them), names (kept intact),
 the source registry, and determinism."""
 
 from __future__ import annotations

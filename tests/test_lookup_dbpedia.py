@@ -338,7 +338,7 @@ def test_facts_are_named_by_their_own_predicate_and_resolved_to_english_labels(s
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_movielens_facts_match_the_source_rows_relation_by_relation(original_data, tmp_path, engine):
-    """Protocol defect 1: the original wrote cinematographers under "based on" and editors
+    """The original study wrote cinematographers under "based on" and editors
     under "set in". Every fact here must come back under the relation it is stored with."""
     benchmark = benchmark_module()
     spot_checks = [

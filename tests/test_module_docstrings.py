@@ -31,3 +31,26 @@ def test_no_reference_to_a_document_outside_the_repository(path: Path) -> None:
         if ABSENT_REFERENCES.search(line)
     ]
     assert not cited, f"{path.relative_to(REPO)} cites text outside the repository:\n" + "\n".join(cited)
+
+
+LIBRARY = sorted((REPO / "rekalm").glob("*.py"))
+# "No library module over ~500 lines": one purpose per module; the slack is for growth
+# within that purpose, not for a second one.
+MAX_MODULE_LINES = 520
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda path: path.name)
+def test_no_library_module_outgrows_one_purpose(path: Path) -> None:
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_MODULE_LINES, f"{path.name}: {lines} lines; split it along its sections"
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in LIBRARY if ">>>" in p.read_text(encoding="utf-8")], ids=lambda path: path.name
+)
+def test_docstring_examples_run(path: Path) -> None:
+    import doctest
+    import importlib
+
+    module = importlib.import_module(f"rekalm.{path.stem}")
+    assert doctest.testmod(module).failed == 0

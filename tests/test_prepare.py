@@ -4,7 +4,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rekalm.prepare import PrepareSettings, Repairs, binarize, dataset_stats, prepare_dataset
+from rekalm.prepare import PrepareSettings, Repairs, dataset_stats, prepare_dataset
+from rekalm.raw_files import binarize
 
 RECBOLE_INTER = (
     "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
@@ -65,7 +66,7 @@ def test_ml1m_grouplens_dat_files(tmp_path):
     interactions, items = prepare_dataset("ml1m_grouplens", files, PrepareSettings(like_if=">= 4"))
     assert interactions["liked"].tolist() == [1, 0, 1]
     matrix = items.set_index("item").loc["2571"]
-    assert matrix["name"] == "Matrix, The (1999)"  # defect 7: no "Matrix The"
+    assert matrix["name"] == "Matrix, The (1999)"  # the original study lost the comma: "Matrix The"
     assert matrix["year"] == 1999 and list(matrix["genres"]) == ["Action", "Sci-Fi"]
     assert matrix["dbpedia_uri"] == "http://dbpedia.org/resource/The_Matrix"
 
