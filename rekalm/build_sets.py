@@ -55,7 +55,7 @@ from tqdm import tqdm
 from rekalm.build_inputs import BuildSettings, Counts, MixWeights, Row, UserLists, load_user_lists
 from rekalm.hf import load_tokenizer
 from rekalm.io import read_jsonl, read_parquet, write_json, write_jsonl
-from rekalm.lexicalize import item_names
+from rekalm.lexicalize import LEXICALIZERS, item_names
 from rekalm.prompt_fit import KnowledgeSelector, PromptBuilder, SourceRows, TokenCounter
 from rekalm.prompts import ANSWER_PREFIX, has_chat_template
 from rekalm.tables import CANDIDATES, SPLIT, require_columns
@@ -85,9 +85,6 @@ class BuiltSets:
     stats: dict[str, Any]
 
 
-SOURCES_THAT_MAY_BE_EMPTY = frozenset({"collab"})
-
-
 def build_sets(
     split: pd.DataFrame,
     candidates: pd.DataFrame,
@@ -104,9 +101,10 @@ def build_sets(
     require_columns(candidates, CANDIDATES, "candidates.parquet")
     names = item_names(items, "items.parquet")
     for name, rows in knowledge.items():
-        # No association rule at the thresholds is a documented outcome (mine_rules warns);
-        # an empty fact or text source would make the ablation no_kn under another name.
-        if not rows and name not in SOURCES_THAT_MAY_BE_EMPTY:
+        # A source registered as possibly empty (collab: no rule at the thresholds is a
+        # documented outcome) may be; any other empty source would make the ablation no_kn
+        # under another name.
+        if not rows and not (name in LEXICALIZERS and LEXICALIZERS[name].may_be_empty):
             raise ValueError(
                 f"lexicalize/{name}.jsonl is empty, so ablation {ablation!r} would train without its {name!r} "
                 "knowledge; check lookup_dbpedia's stats.json"

@@ -51,16 +51,19 @@ class Lexicalizer:
     key: str  # "item" or "rule": the id field of each output row
     required_columns: tuple[str, ...]
     function: LexicalizerFunction
+    may_be_empty: bool = False  # an empty text file is a result (else build_sets refuses it)
 
 
 LEXICALIZERS: dict[str, Lexicalizer] = {}
 
 
 def register_lexicalizer(
-    name: str, key: str, required_columns: Sequence[str]
+    name: str, key: str, required_columns: Sequence[str], may_be_empty: bool = False
 ) -> Callable[[LexicalizerFunction], LexicalizerFunction]:
+    """Register ``function(table, names, domain) -> (rows, stats)`` as knowledge source ``name``."""
+
     def decorate(function: LexicalizerFunction) -> LexicalizerFunction:
-        LEXICALIZERS[name] = Lexicalizer(name, key, tuple(required_columns), function)
+        LEXICALIZERS[name] = Lexicalizer(name, key, tuple(required_columns), function, may_be_empty)
         return function
 
     return decorate
@@ -229,7 +232,10 @@ def _first_per_item(rows: list[Row]) -> list[Row]:
     return list(seen.values())
 
 
-@register_lexicalizer("collab", key="rule", required_columns=RULES.select("antecedent", "consequent", "confidence"))
+# No association rule at the thresholds is a documented outcome (mine_rules warns).
+@register_lexicalizer(
+    "collab", key="rule", required_columns=RULES.select("antecedent", "consequent", "confidence"), may_be_empty=True
+)
 def lexicalize_collab(
     rules: pd.DataFrame, names: Mapping[str, str], domain: Mapping[str, Any]
 ) -> tuple[list[Row], dict[str, Any]]:
