@@ -43,9 +43,8 @@ from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from rekalm.evaluate import run_from_predictions
 from rekalm.io import json_safe
-from rekalm.tables import CANDIDATES, PREDICTIONS, SPLIT, require_columns
+from rekalm.tables import CANDIDATES, PREDICTIONS, SPLIT, require_columns, run_from_predictions
 
 log = logging.getLogger(__name__)
 

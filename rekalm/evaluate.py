@@ -43,8 +43,8 @@ import numpy as np
 import pandas as pd
 
 from rekalm.io import json_safe
-from rekalm.parse import PARSE_COUNT_COLUMNS
-from rekalm.tables import CANDIDATES, PREDICTIONS, SPLIT, rank_scores, require_columns
+from rekalm.parse_counts import PARSE_COUNT_COLUMNS
+from rekalm.tables import CANDIDATES, PREDICTIONS, SPLIT, require_columns
 
 log = logging.getLogger(__name__)
 
@@ -172,19 +172,6 @@ def rankings_from_predictions(predictions: pd.DataFrame, model_only: bool = Fals
     for user, group in table.groupby("user", sort=False):
         rankings[str(user)] = group["item"].astype(str).tolist()
     return rankings
-
-
-def run_from_predictions(predictions: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """ranx Run as a dict {user: {item: score}} with the rank scores of the predictions
-    contract (distinct per user), so ranx reproduces exactly the order in ``rank`` even where
-    a model's raw scores tie."""
-    run: dict[str, dict[str, float]] = {}
-    for user, group in predictions.groupby("user", sort=True):
-        ranks = group["rank"].to_numpy()
-        run[str(user)] = {
-            str(item): float(score) for item, score in zip(group["item"], rank_scores(ranks, len(ranks)))
-        }
-    return run
 
 
 def run_for_qrels(

@@ -51,14 +51,14 @@ from tqdm.auto import tqdm
 
 from rekalm import generation, inference_inputs, scoring
 from rekalm import prompts as prompts_module
-from rekalm.evaluate import run_from_predictions
 from rekalm.fingerprinted_folder import FingerprintedFolder
 from rekalm.generation import generate_answers
 from rekalm.inference_inputs import InferenceSettings, UserPrompt, read_test_prompts
 from rekalm.io import json_sha256, read_parquet, sha256_of, write_parquet
-from rekalm.parse import PARSE_COUNT_COLUMNS, rank_generation
+from rekalm.parse import rank_generation
+from rekalm.parse_counts import PARSE_COUNT_COLUMNS
 from rekalm.scoring import score_candidates
-from rekalm.tables import CONTEXT_COUNT_COLUMNS, LLM_PREDICTIONS, rank_scores
+from rekalm.tables import CONTEXT_COUNT_COLUMNS, LLM_PREDICTIONS, rank_scores, run_from_predictions
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+
+from rekalm.parse_counts import ParseCounts
 
 DEFAULT_FUZZY_THRESHOLD = 85.0
 
@@ -142,31 +143,13 @@ def name_keys(name: str, generated: bool = False) -> list[str]:
     return keys
 
 
-@dataclass(frozen=True)
-class ParseCounts:
-    """Per-user bookkeeping of one parsed generation."""
-
-    n_generated: int = 0  # list entries read from the output
-    n_exact: int = 0  # matched after normalisation
-    n_fuzzy: int = 0  # matched by fuzzy similarity only
-    n_duplicates: int = 0  # matched a candidate already ranked (dropped)
-    n_hallucinated: int = 0  # matched no candidate (dropped)
-    n_appended: int = 0  # candidates never named, appended at the end
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-PARSE_COUNT_COLUMNS = tuple(ParseCounts().as_dict())
-
-
 class CandidateMatcher:
     """Maps generated names to a user's candidates (indices into ``names``)."""
 
     def __init__(self, names: Sequence[str], threshold: float = DEFAULT_FUZZY_THRESHOLD) -> None:
         if not 0 <= threshold <= 100:
             raise ValueError(f"fuzzy_threshold: expected a similarity between 0 and 100, got {threshold}")
-        # Imported here so that reading PARSE_COUNT_COLUMNS (evaluate, compare) needs no rapidfuzz.
+        # Imported here: building a matcher is the only use of rapidfuzz.
         from rapidfuzz import fuzz, process
 
         self._ratio, self._extract_one = fuzz.ratio, process.extractOne

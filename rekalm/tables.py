@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from rekalm.parse import PARSE_COUNT_COLUMNS
+from rekalm.parse_counts import PARSE_COUNT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -114,3 +114,16 @@ ABSTRACTS = Table("abstracts", ("item", "abstract"), dict.fromkeys(("item", "abs
 def rank_scores(ranks: np.ndarray, count: int) -> np.ndarray:
     """The ``score`` column of predictions: 1 - (rank - 1) / count (the original's 1 - i/len)."""
     return 1.0 - (ranks - 1) / max(count, 1)
+
+
+def run_from_predictions(predictions: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """ranx Run as a dict {user: {item: score}} with the rank scores of the predictions
+    contract (distinct per user), so ranx reproduces exactly the order in ``rank`` even where
+    a model's raw scores tie."""
+    run: dict[str, dict[str, float]] = {}
+    for user, group in predictions.groupby("user", sort=True):
+        ranks = group["rank"].to_numpy()
+        run[str(user)] = {
+            str(item): float(score) for item, score in zip(group["item"], rank_scores(ranks, len(ranks)))
+        }
+    return run

@@ -12,9 +12,10 @@ import pytest
 from scipy import stats
 
 from rekalm.compare import write_comparison
-from rekalm.evaluate import MetricSettings, evaluate_ranking, held_out_judgements, relevant_qrels, run_from_predictions
-from rekalm.parse import PARSE_COUNT_COLUMNS
+from rekalm.evaluate import MetricSettings, evaluate_ranking, held_out_judgements, relevant_qrels
+from rekalm.parse_counts import PARSE_COUNT_COLUMNS
 from rekalm.report import letters_for, markdown_report
+from rekalm.tables import run_from_predictions
 
 N_USERS, N_CANDIDATES, N_LIKED = 30, 6, 2
 

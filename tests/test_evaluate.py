@@ -26,10 +26,10 @@ from rekalm.evaluate import (
     rankings_from_predictions,
     relevant_qrels,
     run_for_qrels,
-    run_from_predictions,
     standard_metric_names,
 )
-from rekalm.parse import PARSE_COUNT_COLUMNS
+from rekalm.parse_counts import PARSE_COUNT_COLUMNS
+from rekalm.tables import run_from_predictions
 
 LOG2_3 = math.log2(3)
 

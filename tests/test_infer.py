@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 
 from rekalm import generation, infer, scoring
-from rekalm.evaluate import run_from_predictions
 from rekalm.generation import generation_budget
 from rekalm.infer import load_model, predictions_from_generations, run_inference
 from rekalm.inference_inputs import InferenceSettings, UserPrompt, read_test_prompts
 from rekalm.io import write_jsonl
-from rekalm.parse import PARSE_COUNT_COLUMNS
+from rekalm.parse_counts import PARSE_COUNT_COLUMNS
 from rekalm.scoring import candidate_token_ids, score_candidates
+from rekalm.tables import run_from_predictions
 
 ANSWER_PREFIX = "Here a list:\n1. "
 NAMES = [

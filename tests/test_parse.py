@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 
 from rekalm.parse import (
-    PARSE_COUNT_COLUMNS,
     CandidateMatcher,
-    ParseCounts,
     match_names,
     normalise_name,
     parse_ranked_names,
     rank_generation,
 )
+from rekalm.parse_counts import PARSE_COUNT_COLUMNS, ParseCounts
 
 CANDIDATES = [
     "Matrix, The (1999)",
