@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from snakemake_helpers import CONFIG_FILES, REPO, load_config, planned_jobs, run_workflow, write_override
 
+from rekalm import systems
 from rekalm.replicates import replicate_names
 from rekalm.systems import ablations_for
 
@@ -46,14 +47,14 @@ def test_full_grid_dry_run_lists_every_dataset_and_ablation(tmp_path):
             assert pairs == {(d, a) for d, a in expected_pairs if d in merged}
         elif pairs:
             assert pairs == expected_pairs, rule
-    zero_shot = {f"zero_shot_{mode}" for mode in config["run"]["zero_shot"]}
+    zero_shot = {systems.zero_shot_name(mode) for mode in config["run"]["zero_shot"]}
     assert zero_shot == {"zero_shot_score", "zero_shot_generate"}
-    systems = {
+    ranked_pairs = {
         rule: {(dict(w)["dataset"], dict(w)["system"]) for w in by_rule[rule]} for rule in ("infer", "evaluate")
     }
     llm_systems = expected_pairs | {(d, z) for d in datasets for z in zero_shot}
-    assert systems["infer"] == llm_systems
-    assert systems["evaluate"] == llm_systems | {(d, b) for d in datasets for b in config["baselines"]["names"]}
+    assert ranked_pairs["infer"] == llm_systems
+    assert ranked_pairs["evaluate"] == llm_systems | {(d, b) for d in datasets for b in config["baselines"]["names"]}
     assert {dict(w)["dataset"] for w in by_rule["compare"]} == set(datasets)
     assert len(by_rule["evaluate"]) == len(expected_pairs) + len(datasets) * (
         len(zero_shot) + len(config["baselines"]["names"])
@@ -224,16 +225,14 @@ def check_replicates(workdir: Path, config: dict) -> None:
 def check_rankings_and_metrics(workdir: Path, config: dict, candidates: pd.DataFrame) -> None:
     """Every system ranked every test candidate once and has finite metrics in [0, 1]."""
     test = candidates[candidates["user_set"] == "test"]
-    systems = (
-        [f"zero_shot_{mode}" for mode in config["run"]["zero_shot"]]
+    replicates = (
+        [systems.zero_shot_name(mode) for mode in config["run"]["zero_shot"]]
         + trained_replicates(config)
         + baseline_replicates(config)
     )
-    for system in systems:
-        if system.split(".")[0] in config["baselines"]["names"]:
-            ranked = pd.read_parquet(workdir / "results/ml1m_mini/baselines" / system / "predictions.parquet")
-        else:
-            ranked = pd.read_parquet(workdir / "results/ml1m_mini/infer" / system / "predictions.parquet")
+    for system in replicates:
+        ranked = pd.read_parquet(workdir / systems.ranking_dir(config, "ml1m_mini", system) / "predictions.parquet")
+        if systems.system_kind(config, system) != "baseline":
             assert sorted(zip(ranked["user"], ranked["item"])) == sorted(zip(test["user"], test["item"])), system
         metrics = json.loads((workdir / "results/ml1m_mini/metrics" / f"{system}.json").read_text())
         assert metrics["system"] == system
@@ -244,7 +243,7 @@ def check_rankings_and_metrics(workdir: Path, config: dict, candidates: pd.DataF
     generated = json.loads((workdir / "results/ml1m_mini/metrics/zero_shot_generate.json").read_text())
     assert {"hallucinated_total", "appended_total"} <= set(generated["parsing"])
     table = (workdir / "results/ml1m_mini/compare/table.md").read_text()
-    assert all(system.split(".")[0] in table for system in systems)
+    assert all(system.split(".")[0] in table for system in replicates)
     assert (workdir / "results/ml1m_mini/compare/plot.png").stat().st_size > 0
     assert "\\begin{tabular}" in (workdir / "results/ml1m_mini/compare/table.tex").read_text()
 
