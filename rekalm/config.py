@@ -252,13 +252,16 @@ def _default_filling_validator(schema: Mapping[str, Any]) -> jsonschema.protocol
     return jsonschema.validators.extend(base, {"properties": set_defaults})(schema)
 
 
+def _fill(config: dict[str, Any], schema: Mapping[str, Any]) -> None:
+    for _ in _default_filling_validator(schema).iter_errors(config):  # the traversal sets the defaults
+        pass
+
+
 def fill_defaults(config: dict[str, Any], schema_path: str | Path) -> None:
     """Fill in the schema's defaults wherever ``config`` leaves a key out, valid or not (the
     rule files call this so that a single rule runs on a config holding only what it reads;
     the workflow's own config is checked by :func:`check_config` first)."""
-    validator = _default_filling_validator(schema_with_registries(load_yaml(schema_path)))
-    for _ in validator.iter_errors(config):  # the traversal sets the defaults
-        pass
+    _fill(config, schema_with_registries(load_yaml(schema_path)))
 
 
 def check_config(config: dict[str, Any], schema_path: str | Path) -> None:
@@ -269,7 +272,7 @@ def check_config(config: dict[str, Any], schema_path: str | Path) -> None:
     schema = schema_with_registries(load_yaml(schema_path))
     problems = schema_errors(config, schema)
     if not problems:
-        _default_filling_validator(schema).validate(config)
+        _fill(config, schema)
         problems = reference_errors(config) + revision_errors(config) + origin_errors(config)
     if problems:
         extra = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

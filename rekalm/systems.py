@@ -83,7 +83,9 @@ def system_kind(config: Config, system: str) -> Kind:
 
 def is_seeded(config: Config, system: str) -> bool:
     """Whether a system has one replicate per seed: trained ablations and seeded baselines."""
-    return system in config["ablations"] or (system in baseline_names(config) and system in SEEDED_BASELINES)
+    if system in baseline_names(config):
+        return system in SEEDED_BASELINES
+    return system in config["ablations"]
 
 
 def compared_systems(config: Config, dataset: str) -> list[str]:

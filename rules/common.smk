@@ -3,6 +3,7 @@
 # family, `get_<family>_resource(name)` returning one); plain helpers take a dataset name.
 # Defaults are the schema's (filled in before any rule is read) or the settings dataclasses'
 # (see config/README.md); what a *system* is lives in rekalm/systems.py.
+import dataclasses
 from pathlib import Path
 
 from rekalm import systems
@@ -16,6 +17,7 @@ from rekalm.replicates import (
     split_replicate,
 )
 from rekalm.inference_inputs import InferenceSettings
+from rekalm.prepare import PrepareSettings
 from rekalm.train import TrainingSettings
 
 # The schema's defaults, for rule files included on their own (tests run single rules on a
@@ -128,15 +130,8 @@ def get_download_settings(wildcards):
     return config.get("download", {})
 
 
-# The dataset keys the prepare stage reads (rekalm.prepare.PrepareSettings).
-PREPARE_KEYS = (
-    "like_if",
-    "max_users",
-    "slice_seed",
-    "min_user_interactions",
-    "max_user_interactions",
-    "max_unnamed_share",
-)
+# The dataset keys the prepare stage reads: the fields of its settings class.
+PREPARE_KEYS = [field.name for field in dataclasses.fields(PrepareSettings)]
 
 
 def get_prepare_settings(wildcards):
@@ -277,8 +272,9 @@ def get_ablation_sources(wildcards):
     return list(config["ablations"][wildcards.ablation])
 
 
-def base_model_name(dataset):
-    return dataset_block(dataset)["model"]
+def base_model_dir(dataset):
+    """The prepared base model (and tokenizer) folder of the dataset's model."""
+    return f"results/models/{dataset_block(dataset)['model']}/base"
 
 
 def get_build_sets_inputs(wildcards):
@@ -288,7 +284,7 @@ def get_build_sets_inputs(wildcards):
         "split": f"results/{dataset}/split/split.parquet",
         "candidates": f"results/{dataset}/split/candidates.parquet",
         "item_names": stage_path(dataset, "results/{dataset}/prepare/items.parquet"),
-        "tokenizer": f"results/models/{base_model_name(dataset)}/base",
+        "tokenizer": base_model_dir(dataset),
     }
     for source in get_ablation_sources(wildcards):
         inputs[f"knowledge_{source}"] = lexicalized_path(dataset, source)
@@ -308,7 +304,7 @@ def get_training_seq_len(wildcards):
 
 
 def get_base_model_dir(wildcards):
-    return f"results/models/{base_model_name(wildcards.dataset)}/base"
+    return base_model_dir(wildcards.dataset)
 
 
 def get_model_source(wildcards):
@@ -322,7 +318,7 @@ def get_training_preset_name(wildcards):
 def get_training_settings(wildcards):
     """The preset minus its resources (changing a job's runtime must not retrain it), with
     the replicate's seed (training seed and data order)."""
-    preset = config["training"][get_training_preset_name(wildcards)]
+    preset = training_preset(wildcards.dataset)
     settings = {key: value for key, value in preset.items() if key != "resources"}
     return {**settings, "seed": get_replicate_seed(wildcards)}
 
@@ -378,7 +374,7 @@ def get_merged_model_output():
 def get_baseline_seed(wildcards):
     """A seeded baseline's replicate seed; deterministic baselines have one replicate and
     take the validation seed, so that a new run.seeds does not re-run them."""
-    if wildcards.baseline in SEEDED_BASELINES:
+    if systems.is_seeded(config, wildcards.baseline):
         return get_replicate_seed(wildcards)
     if wildcards.replicate:
         raise ValueError(
@@ -447,7 +443,7 @@ def get_infer_inputs(wildcards):
     """Test prompts plus the model: the merged folder, or base + adapter. Zero-shot
     systems rank the no_kn prompts with the untrained base model."""
     dataset, system = wildcards.dataset, wildcards.system
-    base = f"results/models/{base_model_name(dataset)}/base"
+    base = base_model_dir(dataset)
     if systems.zero_shot_mode(system) is not None:
         return {"test": f"results/{dataset}/build_sets/no_kn/test.jsonl", "model": base}
     ablation, suffix = split_replicate(system)
