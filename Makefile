@@ -39,7 +39,8 @@ venv: $(STAMP)
 
 # Re-resolve requirements.txt (+ TORCH_SPEC) for Linux x86-64 / Python 3.11 into
 # requirements.lock, keeping every locked version that still fits (UPGRADE=1: newest ones),
-# then pin the conda envs from it (envs/pin_envs.py). Afterwards `make test` rebuilds .venv and checks it.
+# then pin the conda envs from it (envs/pin_envs.py). The lock is replaced only when it
+# changed, since a newer lock rebuilds .venv from scratch; `make test` then checks it.
 lock: $(UV_VENV)/bin/uv
 	rm -f $(UV_VENV)/requirements.lock
 	test ! -f requirements.lock || cp requirements.lock $(UV_VENV)/requirements.lock
@@ -47,8 +48,9 @@ lock: $(UV_VENV)/bin/uv
 	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 $(if $(UPGRADE),--upgrade) \
 	  --no-emit-package torch --annotation-style line --custom-compile-command 'make lock' \
 	  --output-file $(UV_VENV)/requirements.lock
-	grep -v -E '$(CUDA_RUNTIME)' $(UV_VENV)/requirements.lock > requirements.lock
-	echo "# and torch's CUDA runtime (nvidia-*, cuda-*, triton): each torch build pins its own" >> requirements.lock
+	grep -v -E '$(CUDA_RUNTIME)' $(UV_VENV)/requirements.lock > $(UV_VENV)/requirements.lock.new
+	echo "# and torch's CUDA runtime (nvidia-*, cuda-*, triton): each torch build pins its own" >> $(UV_VENV)/requirements.lock.new
+	cmp -s $(UV_VENV)/requirements.lock.new requirements.lock || cp $(UV_VENV)/requirements.lock.new requirements.lock
 	$(PYTHON) envs/pin_envs.py
 
 $(UV_VENV)/bin/uv:

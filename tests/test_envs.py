@@ -23,13 +23,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
 MAKEFILE = (REPO / "Makefile").read_text()
-REBUILD = "rebuild it (`make venv`; a changed requirements.lock rebuilds .venv from scratch)"
+REBUILD = "rebuild it from scratch: `rm -f .venv/.installed && make venv`"
 
 
 def _load_pin_envs():
@@ -249,6 +250,39 @@ def test_each_env_pins_exactly_what_its_rules_import():
                     "mark it '# runtime-only: <reason>'"
                 )
     assert not errors, "\n".join(errors)
+
+
+def test_pin_envs_writes_the_roots_closure_from_the_lock_and_names_what_it_cannot_pin(tmp_path):
+    lock_file = tmp_path / "requirements.lock"
+    lock_file.write_text(
+        "# header\n"
+        "alpha==2.0               # via -r requirements.txt\n"
+        "beta==1.1                # via alpha, torch\n"
+        "gamma==0.3               # via beta\n"
+        "delta==9.0               # via -r requirements.txt\n"
+        "sympy==1.0               # via torch\n"
+    )
+    lock = pin_envs.read_lock(lock_file)
+    env = (
+        "dependencies:\n  - pip:\n      - Alpha==1.0  # runtime-only: a reason\n"
+        f"{pin_envs.MARKER}\n      - stale==0.1\n"
+    )
+    assert pin_envs.render(env, lock, "toy.yaml") == (
+        "dependencies:\n  - pip:\n      - Alpha==2.0  # runtime-only: a reason\n"
+        f"{pin_envs.MARKER}\n      - beta==1.1\n      - gamma==0.3\n"
+    )
+    torch_env = f"dependencies:\n  - pip:\n      - torch==2.13.0\n{pin_envs.MARKER}\n"
+    # torch's dependencies (its CPU build's, "# via torch") join the closure; torch keeps its pin
+    assert pin_envs.render(torch_env, lock, "toy.yaml") == (
+        f"{torch_env}      - beta==1.1\n      - gamma==0.3\n      - sympy==1.0\n"
+    )
+    with pytest.raises(ValueError, match=r"toy.yaml: zeta is not in requirements.lock"):
+        pin_envs.render(env.replace("Alpha", "zeta"), lock, "toy.yaml")
+    with pytest.raises(ValueError, match=r"toy.yaml: no line .*their dependencies"):
+        pin_envs.render(env.replace(pin_envs.MARKER, ""), lock, "toy.yaml")
+    lock_file.write_text("alpha==2.0\n")  # compiled without annotations: no graph to follow
+    with pytest.raises(ValueError, match=r"requirements.lock:1: expected 'name==version  # via"):
+        pin_envs.read_lock(lock_file)
 
 
 # --- the rekalm package inside the GPU envs ------------------------------------------------
