@@ -1,4 +1,4 @@
-"""HPC: profiles/slurm on a REAL single-node Slurm cluster, and the conda envs in envs/.
+"""HPC: profiles/slurm on a REAL single-node Slurm cluster (the conda envs: tests/test_envs.py).
 
 The slow test starts a cluster with tests/slurm/cluster.sh (Debian slurm-wlm + munge, two
 fake GPUs as gres on character devices, partitions `debug` and `gpu`), runs one ablation
@@ -9,8 +9,6 @@ job ran and what it was given. The fake GPUs are not CUDA devices: torch runs on
 
 from __future__ import annotations
 
-import ast
-import importlib.metadata
 import os
 import re
 import shutil
@@ -36,17 +34,6 @@ TEST_CLUSTER_VALUES = {
     "CHANGE_ME_gpu_partition": "gpu",
 }
 TEST_GPU_MODEL = "fake"  # gres.conf: Name=gpu Type=fake
-
-
-def rule_conda_envs() -> dict[str, str]:
-    """rule -> its conda env file (relative to the repository)."""
-    envs = {}
-    for smk in sorted((REPO / "rules").glob("*.smk")):
-        for rule, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)+)", smk.read_text(), re.M):
-            match = re.search(r'conda:\s*\n\s*"([^"]+)"', body)
-            if match:
-                envs[rule] = str((smk.parent / match.group(1)).resolve().relative_to(REPO))
-    return envs
 
 
 # --- the profile ------------------------------------------------------------------------
@@ -242,107 +229,3 @@ def test_one_ablation_runs_on_slurm_with_gpu_rules_on_the_gpu_partition(slurm_cl
     for rule, (job,) in by_rule.items():
         logs = list((workdir / ".snakemake" / "slurm_logs").glob(f"rule_{rule}/*/{job['id']}.log"))
         assert len(logs) == 1 and "Finished job" in logs[0].read_text(), (rule, logs)
-
-
-# --- the conda envs ---------------------------------------------------------------------
-
-
-def requirement_pins() -> dict[str, str]:
-    pins = {}
-    for name in ("requirements.txt", "requirements-nodeps.txt"):
-        for line in (REPO / name).read_text().splitlines():
-            line = line.split("#")[0].strip()
-            if "==" in line:
-                package, version = line.split("==")
-                pins[canonical(package)] = version.strip()
-    pins["torch"] = "2.13.0"  # the Makefile's TORCH_SPEC
-    return pins
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def env_packages(env_file: Path) -> dict[str, str]:
-    """package -> pinned version of a conda env file, conda and pip sections together."""
-    env = yaml.safe_load(env_file.read_text())
-    packages = {}
-    for entry in env["dependencies"]:
-        specs = entry["pip"] if isinstance(entry, dict) else [entry]
-        for spec in specs:
-            if spec.startswith("-"):  # pip options (--extra-index-url ...)
-                continue
-            match = re.fullmatch(r"([A-Za-z0-9_.\-]+)\s*(?:==?\s*([^\s;]+))?", spec.strip())
-            assert match, f"{env_file.name}: cannot read {spec!r}"
-            packages[canonical(match.group(1))] = match.group(2)
-    return packages
-
-
-def test_every_rule_has_an_env_and_envs_pin_the_tested_versions():
-    envs = rule_conda_envs()
-    assert {"train", "merge", "infer", "prepare_model", "prepare", "evaluate", "compare"} <= set(envs)
-    pins = requirement_pins()
-    for env_file in sorted({REPO / env for env in envs.values()}):
-        assert env_file.is_file(), env_file
-        for package, version in env_packages(env_file).items():
-            assert version, f"{env_file.name}: {package} is not pinned"
-            if package in ("python", "pip"):
-                continue
-            # requirements.txt, else the version installed with it (e.g. threadpoolctl)
-            expected = pins.get(package) or importlib.metadata.version(package)
-            assert version == expected, (
-                f"{env_file.name}: {package} {version} != {expected} (requirements.txt / .venv)"
-            )
-        assert env_packages(env_file)["python"] == "3.11", env_file.name
-        post_deploy = env_file.with_suffix(".post-deploy.sh")  # asset wheels, --no-deps
-        for package, version in re.findall(
-            r"--no-deps ([\w.\-]+)==(\S+)", post_deploy.read_text() if post_deploy.exists() else ""
-        ):
-            assert version == pins[canonical(package)], f"{post_deploy.name}: {package} {version}"
-
-
-def _third_party_imports(script: Path) -> set[str]:
-    """Top-level modules a workflow script imports, following `rekalm` and `_common`."""
-    seen: set[Path] = set()
-    found: set[str] = set()
-    todo = [script]
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = (
-                [alias.name for alias in node.names]
-                if isinstance(node, ast.Import)
-                else [node.module]
-                if isinstance(node, ast.ImportFrom) and node.level == 0
-                else []
-            )
-            for name in names:
-                top = name.split(".")[0]
-                if top == "rekalm":
-                    module = REPO / (name.replace(".", "/") + ".py")
-                    todo.append(module if module.exists() else REPO / name.replace(".", "/") / "__init__.py")
-                elif top == "_common":
-                    todo.append(REPO / "workflow_scripts" / "_common.py")
-                elif top not in sys.stdlib_module_names and top != "snakemake":
-                    found.add(top)
-    return found
-
-
-def test_each_rule_env_holds_what_its_script_imports():
-    distributions = importlib.metadata.packages_distributions()
-    for smk in sorted((REPO / "rules").glob("*.smk")):
-        text = smk.read_text()
-        for rule, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)+)", text, re.M):
-            env = re.search(r'conda:\s*\n\s*"([^"]+)"', body)
-            script = re.search(r'script:\s*\n\s*"([^"]+)"', body)
-            if not (env and script):
-                continue
-            packages = env_packages((smk.parent / env.group(1)).resolve())
-            for module in _third_party_imports((smk.parent / script.group(1)).resolve()):
-                provided_by = {canonical(name) for name in distributions.get(module, [module])}
-                assert provided_by & set(packages), (
-                    f"rule {rule}: {module} (from {sorted(provided_by)}) is not in {env.group(1)}"
-                )
