@@ -7,7 +7,10 @@ in one mapping (which YAML loaders resolve silently to the last value) stops the
 ``config: datasets.ml1m.split.test_fraction: 1.5 is greater than ...`` instead of a schema
 dump, and catches names that point nowhere (an ablation using an unknown source, a dataset
 naming a missing model preset), a run that would train nothing, and hub models whose
-revision is a branch rather than a commit, before any job starts.
+revision is a branch rather than a commit, before any job starts. Before it validates, it
+reads a string where the schema wants an integer, number, boolean or null as that type when
+it is spelled exactly as one (:mod:`rekalm.config_strings`): Snakemake hands every scalar
+of a nested ``--config`` value over as a string.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from rekalm.config_strings import read_strings_as_schema_types
 from rekalm.original_knowledge import FILE_ROLES as ORIGINAL_KNOWLEDGE_ROLES
 from rekalm.prepare import FORMATS
 from rekalm.registries import schema_with_registries
@@ -257,19 +261,38 @@ def _fill(config: dict[str, Any], schema: Mapping[str, Any]) -> None:
         pass
 
 
+def _read_config_strings(config: dict[str, Any], schema: Mapping[str, Any]) -> None:
+    converted = read_strings_as_schema_types(config, schema)
+    if converted:
+        # A warning, not info: Snakemake shows a library's warnings on the console, and a
+        # value read differently from how it was typed is worth one line there.
+        log.warning(
+            "config: read %d string value(s) as the schema's types (Snakemake passes a nested --config value "
+            "as strings): %s",
+            len(converted),
+            ", ".join(converted),
+        )
+
+
 def fill_defaults(config: dict[str, Any], schema_path: str | Path) -> None:
     """Fill in the schema's defaults wherever ``config`` leaves a key out, valid or not (the
     rule files call this so that a single rule runs on a config holding only what it reads;
-    the workflow's own config is checked by :func:`check_config` first)."""
-    _fill(config, schema_with_registries(load_yaml(schema_path)))
+    the workflow's own config is checked by :func:`check_config` first). Strings where the
+    schema wants another type are read as that type first, as :func:`check_config` does."""
+    schema = schema_with_registries(load_yaml(schema_path))
+    _read_config_strings(config, schema)
+    _fill(config, schema)
 
 
 def check_config(config: dict[str, Any], schema_path: str | Path) -> None:
-    """Validate ``config`` against the schema (its registry-backed enums extended by the
-    registries, :mod:`rekalm.registries`), fill in the schema's defaults in place, then check
-    the names that point across blocks. Raise ConfigError with the first problem, naming its key.
+    """Read the strings ``--config`` passes where the schema wants another type as that type
+    (:mod:`rekalm.config_strings`, logged in one line), validate ``config`` against the schema
+    (its registry-backed enums extended by the registries, :mod:`rekalm.registries`), fill in
+    the schema's defaults in place, then check the names that point across blocks. Raise
+    ConfigError with the first problem, naming its key.
     """
     schema = schema_with_registries(load_yaml(schema_path))
+    _read_config_strings(config, schema)
     problems = schema_errors(config, schema)
     if not problems:
         _fill(config, schema)

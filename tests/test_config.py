@@ -203,3 +203,169 @@ def test_no_ablation_is_a_baselines_only_run_but_no_system_at_all_is_an_error(sh
     nothing = with_change(with_change(baselines_only, "run.zero_shot", []), "run.baselines", False)
     with pytest.raises(ConfigError, match=r"run: nothing to compare"):
         check_config(nothing, SCHEMA)
+
+
+# --- --config values arrive as strings ----------------------------------------------------
+
+
+def read_as_schema_types(config: dict, path: str, value: object) -> tuple[object, list[str]]:
+    """The value at ``path`` after ``value`` is set there and the config's strings are read."""
+    from rekalm.config_strings import read_strings_as_schema_types
+    from rekalm.registries import schema_with_registries
+
+    changed = with_change(config, path, value)
+    converted = read_strings_as_schema_types(changed, schema_with_registries(load_yaml(SCHEMA)))
+    node = changed
+    for key in path.split("."):
+        node = node[key]
+    return node, converted
+
+
+@pytest.mark.parametrize(
+    "path,text,value",
+    [
+        ("run.seeds", ["22", "-3", "+4"], [22, -3, 4]),  # array items
+        ("run.baselines", "false", False),
+        ("run.resplit", "True", True),
+        ("allow_unpinned_revisions", "TRUE", True),  # top level (a plain --config key=true)
+        ("training.cpu_small.max_steps", "4", 4),  # additionalProperties -> $ref, [integer, null]
+        ("training.cpu_small.max_steps", "null", None),
+        ("training.cpu_small.max_steps", "~", None),
+        ("training.cpu_small.learning_rate", "1e-4", 0.0001),  # number: YAML 1.2's spelling
+        ("training.cpu_small.learning_rate", "2", 2),
+        ("training.cpu_small.lora_dropout", ".05", 0.05),
+        ("training.cpu_small.resources.runtime", "90", 90),  # nested object with defaults
+        ("datasets.ml1m.split.seed", "7", 7),  # additionalProperties -> $ref -> $ref
+        ("datasets.ml1m.knowledge.collab.min_support", "0.01", 0.01),  # type [object, null]
+        ("datasets.ml1m.knowledge.text", "null", None),  # null where a mapping or null is wanted
+        ("datasets.ml1m.like_if", "null", None),  # null beside strings: null
+        ("dbpedia.local_dump", "null", None),  # oneOf [null, array]
+        ("metrics.cutoffs", ["1", "5"], [1, 5]),
+        ("metrics.significance.max_p", "5E-2", 0.05),
+        ("baselines.grids.ease.l2", ["1e3", "50"], [1000.0, 50]),
+        ("merge.tolerance", "0.5", 0.5),
+    ],
+)
+def test_a_string_is_read_as_the_type_the_schema_wants(shipped_config, path, text, value):
+    read, converted = read_as_schema_types(shipped_config, path, text)
+    assert read == value and type(read) is type(value)
+    assert all(type(a) is type(b) for a, b in zip(read, value, strict=True)) if isinstance(value, list) else True
+    assert converted and all(line.startswith(path) for line in converted)
+
+
+@pytest.mark.parametrize(
+    "path,text",
+    [
+        ("training.cpu_small.optim", "22"),  # the schema wants a string: it stays one
+        ("datasets.ml1m.files.ratings.sha256", "1" * 64),
+        ("datasets.ml1m.like_if", ">= 4"),
+        ("inference.cpu_small.device", "cpu"),
+        ("run.seeds", ["22.0"]),  # not an integer: left for the validation to name
+        ("training.cpu_small.bf16", "yes"),  # YAML 1.1's booleans are not read
+        ("training.cpu_small.bf16", "1"),
+        ("training.cpu_small.learning_rate", ".inf"),
+        ("training.cpu_small.learning_rate", "1_000"),
+        ("datasets.ml1m.split.seed", "null"),  # no null here: stays a string
+        ("training.cpu_small.target_modules", "all-linear"),  # oneOf [const, array]
+    ],
+)
+def test_a_string_the_schema_takes_or_that_is_no_exact_value_is_left_alone(shipped_config, path, text):
+    read, converted = read_as_schema_types(shipped_config, path, text)
+    assert read == text and converted == []
+
+
+@pytest.mark.parametrize(
+    "path,text,message",
+    [
+        ("run.seeds", ["22.0"], r"run\.seeds\.0: '22\.0' is not of type 'integer'"),
+        ("training.cpu_small.bf16", "yes", r"training\.cpu_small\.bf16: 'yes' is not of type 'boolean'"),
+        ("datasets.ml1m.split.seed", "null", r"datasets\.ml1m\.split\.seed: 'null' is not of type 'integer'"),
+        ("training.cpu_small.learning_rate", "1e-4x", r"training\.cpu_small\.learning_rate: '1e-4x' is not of type"),
+        ("metrics.cutoffs", ["0"], r"metrics\.cutoffs\.0: 0 is less than the minimum of 1"),  # read, then checked
+    ],
+)
+def test_a_string_that_is_not_read_is_a_one_line_error_naming_the_key(shipped_config, path, text, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        check_config(with_change(shipped_config, path, text), SCHEMA)
+    assert "\n" not in str(error.value)
+
+
+def test_the_readme_replicate_example_is_read_from_the_command_line(shipped_config, caplog):
+    from snakemake.cli import parse_config
+    from snakemake.utils import update_config
+
+    readme_example = 'run={"datasets": ["ml1m_mini"], "ablations": ["no_kn", "graph"], "seeds": [22, 23, 24]}'
+    override = parse_config([readme_example])
+    assert override["run"]["seeds"] == ["22", "23", "24"]  # what Snakemake hands the Snakefile
+    config = copy.deepcopy(shipped_config)
+    update_config(config, override)
+    check_config(config, SCHEMA)
+    assert config["run"]["seeds"] == [22, 23, 24]
+    lines = [record.getMessage() for record in caplog.records if "string value" in record.getMessage()]
+    assert lines == [
+        "config: read 3 string value(s) as the schema's types (Snakemake passes a nested --config value as "
+        "strings): run.seeds.0 '22' -> 22, run.seeds.1 '23' -> 23, run.seeds.2 '24' -> 24"
+    ]
+
+
+def test_nothing_is_logged_when_no_string_is_read(shipped_config, caplog):
+    check_config(copy.deepcopy(shipped_config), SCHEMA)
+    assert "string value" not in caplog.text
+
+
+def test_fill_defaults_reads_strings_too(tmp_path):
+    from rekalm.config import fill_defaults
+
+    config = {"run": {"datasets": ["x"], "ablations": [], "seeds": ["5"], "resplit": "true"}}
+    fill_defaults(config, SCHEMA)
+    assert config["run"]["seeds"] == [5] and config["run"]["resplit"] is True
+    assert config["run"]["baselines"] is True  # and the defaults are filled
+
+
+def test_the_reading_follows_every_place_a_schema_can_put_a_type():
+    from rekalm.config_strings import read_strings_as_schema_types
+
+    schema = {
+        "$defs": {"count": {"type": "integer"}, "pair": {"type": "object", "properties": {"n": {"type": "number"}}}},
+        "type": "object",
+        "properties": {
+            "tuple": {"type": "array", "prefixItems": [{"type": "string"}, {"$ref": "#/$defs/count"}]},
+            "either": {
+                "anyOf": [
+                    {"type": "array", "items": {"type": "boolean"}},
+                    {"type": "array", "items": {"$ref": "#/$defs/pair"}},
+                ]
+            },
+            "choice": {"enum": [1, 2, "auto"]},
+            "level": {"enum": [1, 2]},
+            "fixed": {"const": False},
+            "both": {"allOf": [{"type": ["integer", "string"]}, {"type": ["integer", "null"]}]},
+            "free": {},
+        },
+        "patternProperties": {"^n_": {"type": "integer"}},
+        "additionalProperties": {"type": "boolean"},
+    }
+    config = {
+        "tuple": ["7", "7"],
+        "either": [{"n": "2.5"}],
+        "choice": "1",
+        "level": "1",
+        "fixed": "false",
+        "both": "3",
+        "free": "3",
+        "n_users": "12",
+        "switch": "false",
+    }
+    converted = read_strings_as_schema_types(config, schema)
+    assert config == {
+        "tuple": ["7", 7],
+        "either": [{"n": 2.5}],
+        "choice": "1",  # the enum takes strings
+        "level": 1,
+        "fixed": False,
+        "both": 3,  # allOf: integer is the only type both members take
+        "free": "3",  # no type given: anything goes, the string stays
+        "n_users": 12,
+        "switch": False,
+    }
+    assert len(converted) == 7
