@@ -49,6 +49,7 @@ from rekalm.raw_files import (
     read_failure,
     read_table,
 )
+from rekalm.registries import register
 from rekalm.tables import require_columns
 
 log = logging.getLogger(__name__)
@@ -94,11 +95,15 @@ class DatasetFormat:
 FORMATS: dict[str, DatasetFormat] = {}
 
 
-def register_format(name: str, roles: Sequence[str], optional_roles: Sequence[str] = ()) -> Callable[[Parser], Parser]:
-    """Register ``function`` as the parser of format ``name`` (``datasets.<ds>.format``)."""
+def register_format(
+    name: str, roles: Sequence[str], optional_roles: Sequence[str] = (), replace: bool = False
+) -> Callable[[Parser], Parser]:
+    """Register ``function`` as the parser of format ``name`` (``datasets.<ds>.format``); a
+    name already taken is an error unless ``replace`` (:func:`rekalm.registries.register`)."""
 
     def decorate(function: Parser) -> Parser:
-        FORMATS[name] = DatasetFormat(name, function, tuple(roles), tuple(optional_roles))
+        spec = DatasetFormat(name, function, tuple(roles), tuple(optional_roles))
+        register(FORMATS, "dataset formats", name, spec, lambda unit: unit.parse, replace)
         return function
 
     return decorate
