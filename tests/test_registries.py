@@ -23,6 +23,7 @@ from rekalm.extensions import load_extensions
 from rekalm.inference_inputs import InferenceSettings
 from rekalm.lexicalize import LEXICALIZERS
 from rekalm.mine_rules import ENGINES, RuleMiningSettings
+from rekalm.original_knowledge import OriginalGraphSettings
 from rekalm.prepare import FORMATS, PrepareSettings
 from rekalm.split import SplitSettings
 from rekalm.train import TrainingSettings
@@ -59,6 +60,7 @@ SETTINGS_BLOCKS = {
     "inference preset": (D["inference_preset"], InferenceSettings),
     "split": (D["split"], SplitSettings),
     "knowledge.collab": (D["knowledge"]["properties"]["collab"], RuleMiningSettings),
+    "knowledge.graph (source: original)": (D["knowledge"]["properties"]["graph"], OriginalGraphSettings),
     "dbpedia": (P["dbpedia"], DbpediaSettings),
     "lexicalize": (P["lexicalize"], BuildSettings),
     "metrics": (P["metrics"], MetricSettings),
