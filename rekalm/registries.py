@@ -63,11 +63,15 @@ def _identity(function: Any) -> tuple[str, str]:
 
 
 def origin(function: Any) -> str:
-    """Where a unit's function is defined, for messages: ``module.qualname (file)``."""
+    """Where a unit's function is defined, for messages: ``module.qualname (file)``; an
+    extension ``.py`` file's made-up module name is left out (its path says it)."""
+    from rekalm.extensions import FILE_MODULE_PREFIX
+
     module = getattr(function, "__module__", None) or "?"
     qualname = getattr(function, "__qualname__", None) or repr(function)
     code = getattr(function, "__code__", None)
-    return f"{module}.{qualname}" + (f" ({code.co_filename})" if code is not None else "")
+    named = qualname if module.startswith(FILE_MODULE_PREFIX) else f"{module}.{qualname}"
+    return named + (f" ({code.co_filename})" if code is not None else "")
 
 
 def register(

@@ -223,7 +223,7 @@ def test_replace_true_takes_a_built_in_name_with_a_warning(registry, tmp_path, r
     path = write_unit(tmp_path / "replacing.py", decorator.source(decorator.built_in, replace=True))
     with caplog.at_level("WARNING", logger="rekalm.registries"):
         (module,) = load_extensions([path])
-    assert f"replaced by {module.__name__}.my_unit ({path}) (replace=True)" in caplog.text
+    assert f"replaced by my_unit ({path}) (replace=True)" in caplog.text
     assert decorator.function_of(decorator.units[decorator.built_in]) is module.my_unit
 
 
