@@ -44,6 +44,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from rekalm.io import json_safe
+from rekalm.registries import register
 from rekalm.tables import CANDIDATES, PREDICTIONS, SPLIT, require_columns, run_from_predictions
 
 log = logging.getLogger(__name__)
@@ -74,13 +75,16 @@ BASELINES: dict[str, Baseline] = {}
 SEEDED_BASELINES: set[str] = set()
 
 
-def register_baseline(name: str, seeded: bool = False) -> Callable[[Baseline], Baseline]:
-    """Register a fit function as baseline ``name``; ``seeded``: its scores depend on the seed."""
+def register_baseline(name: str, seeded: bool = False, replace: bool = False) -> Callable[[Baseline], Baseline]:
+    """Register a fit function as baseline ``name``; ``seeded``: its scores depend on the seed.
+    A name already taken is an error unless ``replace`` (:func:`rekalm.registries.register`)."""
 
     def decorate(fit: Baseline) -> Baseline:
-        BASELINES[name] = fit
+        register(BASELINES, "baselines", name, fit, replace=replace)
         if seeded:
             SEEDED_BASELINES.add(name)
+        else:
+            SEEDED_BASELINES.discard(name)  # a replacement that does not depend on the seed
         return fit
 
     return decorate

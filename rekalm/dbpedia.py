@@ -35,6 +35,7 @@ class DbpediaSettings:
     retries: int = 5
     backoff_initial_s: float = 2.0
     backoff_max_s: float = 120.0
+    max_retry_after_s: float = 300.0  # a server's Retry-After beyond this fails the lookup
     language: str = "en"
     label_lookup: bool = True
     year_tolerance: int = 1
@@ -68,6 +69,7 @@ class DbpediaSettings:
             retries=self.retries,
             backoff_initial_s=self.backoff_initial_s,
             backoff_max_s=self.backoff_max_s,
+            max_retry_after_s=self.max_retry_after_s,
             request_delay_s=self.request_delay_s,
             max_requests=self.max_requests,
         )

@@ -18,7 +18,9 @@ a hash of what produced it (the URLs and the expected sha256; for an extracted m
 the archive's actual sha256 and the member's name) and carries a ``.source.json`` record
 of that origin plus its own size and sha256. A file whose record does not match (changed
 URL or checksum, a truncated or edited file) is fetched again; a download shorter than
-its ``Content-Length`` is retried, never cached.
+its ``Content-Length`` is retried, never cached. A 429 or 5xx answer with ``Retry-After``
+(seconds or an HTTP date) is retried no sooner than the server asks, up to
+``max_retry_after_s``; a longer wait fails that URL with one line (the next mirror is tried).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from rekalm.io import atomic_path, json_sha256, sha256_of, write_json
+from rekalm.request_deadline import retry_after_s
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ class DownloadSettings:
     attempts: int = 4
     backoff_s: float = 2.0
     timeout_s: float = 60  # an int, as config files give it: settings are fingerprinted
+    max_retry_after_s: float = 300  # a server's Retry-After (429/503) beyond this fails the URL
 
 
 def _check_sha256(path: Path, expected: str | None, label: str) -> str:
@@ -90,10 +94,12 @@ def _check_length(path: Path, content_length: str | None) -> None:
 
 
 def _fetch_url(url: str, target: Path, settings: DownloadSettings, label: str) -> None:
-    """Download ``url`` to ``target`` atomically, retrying with exponential backoff."""
+    """Download ``url`` to ``target`` atomically, retrying with exponential backoff, or
+    after the server's ``Retry-After`` when it gives a longer one."""
     last_error = ""
     hint = " (offline? set a local 'path' for this file)"
     for attempt in range(1, settings.attempts + 1):
+        server_wait = None
         try:
             request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
             with urllib.request.urlopen(request, timeout=settings.timeout_s) as response, atomic_path(target) as temp:
@@ -106,6 +112,13 @@ def _fetch_url(url: str, target: Path, settings: DownloadSettings, label: str) -
             hint = ""
             if error.code < 500 and error.code != 429:
                 break  # 404/403 will not change on retry
+            server_wait = retry_after_s(error.headers)
+            if server_wait is not None and server_wait > settings.max_retry_after_s:
+                # Asking again sooner only earns another 429: give up on this URL now.
+                raise DownloadError(
+                    f"{label}: {url} answered {last_error} asking to wait {server_wait:.0f} s (Retry-After), more "
+                    f"than download.max_retry_after_s={settings.max_retry_after_s:g}; try again later or raise it"
+                ) from None
         except _Truncated as error:
             last_error = str(error)
             hint = " (the server keeps closing early: try a mirror, or download it yourself and set a local 'path')"
@@ -113,7 +126,7 @@ def _fetch_url(url: str, target: Path, settings: DownloadSettings, label: str) -
             last_error = str(getattr(error, "reason", error))
             hint = " (offline? set a local 'path' for this file)"
         if attempt < settings.attempts:
-            delay = settings.backoff_s * 2 ** (attempt - 1)
+            delay = max(settings.backoff_s * 2 ** (attempt - 1), server_wait or 0.0)
             log.warning(
                 "%s: attempt %d/%d failed (%s); retrying in %.1fs",
                 label,

@@ -27,13 +27,17 @@ ones. The mean over each user's top-k, averaged over users. ``candidates_avg_pop
 
 ranx compiles its metrics with numba on first use (~1-2 min) and caches the result beside
 its sources; :func:`configure_numba_cache` moves that cache to a writable folder when the
-environment is read-only. Import ranx only through :func:`import_ranx`.
+environment is read-only, and :func:`configure_ir_datasets_home` keeps its import from
+writing ``~/.ir_datasets``. Import ranx only through :func:`import_ranx`.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,8 +141,24 @@ def configure_numba_cache(cache_dir: str | os.PathLike[str] | None = None) -> st
     return os.environ.get("NUMBA_CACHE_DIR")
 
 
+def configure_ir_datasets_home() -> str:
+    """Keep ``import ranx`` from making ``~/.ir_datasets``.
+
+    ranx imports ir_datasets, which creates about 60 empty folders under
+    ``$IR_DATASETS_HOME`` (default ``~/.ir_datasets``) as it is imported. The workflow never
+    loads an ir_datasets collection, so unless the variable is set they go to a temporary
+    folder of this process, removed when it exits. Must run before ranx is imported.
+    """
+    if not os.environ.get("IR_DATASETS_HOME"):
+        folder = tempfile.mkdtemp(prefix="rekalm-ir_datasets-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        os.environ["IR_DATASETS_HOME"] = folder
+    return os.environ["IR_DATASETS_HOME"]
+
+
 def import_ranx(cache_dir: str | os.PathLike[str] | None = None) -> Any:
     configure_numba_cache(cache_dir)
+    configure_ir_datasets_home()
     import ranx
 
     return ranx

@@ -27,6 +27,8 @@ from pathlib import Path
 from types import ModuleType
 
 RULE_FILE_SUFFIX = ".smk"
+#: The module name of an extension imported from a ``.py`` path starts with this.
+FILE_MODULE_PREFIX = "rekalm_extension_"
 
 
 def rule_files(entries: Sequence[str]) -> list[str]:
@@ -42,7 +44,7 @@ def rule_files(entries: Sequence[str]) -> list[str]:
 def _import_file(path: Path) -> ModuleType:
     # A stable module name per file, so that importing the same file twice (the Snakefile,
     # then a job in the same process) registers its units once.
-    name = "rekalm_extension_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    name = FILE_MODULE_PREFIX + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)

@@ -33,6 +33,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from rekalm.io import read_parquet, write_json, write_jsonl
+from rekalm.registries import origin, register
 from rekalm.tables import ABSTRACTS, ITEMS, RULES, TRIPLES, require_columns
 
 log = logging.getLogger(__name__)
@@ -58,12 +59,14 @@ LEXICALIZERS: dict[str, Lexicalizer] = {}
 
 
 def register_lexicalizer(
-    name: str, key: str, required_columns: Sequence[str], may_be_empty: bool = False
+    name: str, key: str, required_columns: Sequence[str], may_be_empty: bool = False, replace: bool = False
 ) -> Callable[[LexicalizerFunction], LexicalizerFunction]:
-    """Register ``function(table, names, domain) -> (rows, stats)`` as knowledge source ``name``."""
+    """Register ``function(table, names, domain) -> (rows, stats)`` as knowledge source ``name``;
+    a name already taken is an error unless ``replace`` (:func:`rekalm.registries.register`)."""
 
     def decorate(function: LexicalizerFunction) -> LexicalizerFunction:
-        LEXICALIZERS[name] = Lexicalizer(name, key, tuple(required_columns), function, may_be_empty)
+        lexicalizer = Lexicalizer(name, key, tuple(required_columns), function, may_be_empty)
+        register(LEXICALIZERS, "knowledge sources", name, lexicalizer, lambda unit: unit.function, replace)
         return function
 
     return decorate
@@ -285,8 +288,23 @@ def lexicalize(
         raise ValueError(f"lexicalize: unknown source {source!r}; registered: {sorted(LEXICALIZERS)}")
     lexicalizer = LEXICALIZERS[source]
     require_columns(knowledge, lexicalizer.required_columns, f"{source} input")
-    rows, stats = lexicalizer.function(knowledge, item_names(items), domain)
+    result = lexicalizer.function(knowledge, item_names(items), domain)
+    rows, stats = _checked_result(result, lexicalizer)
     return rows, {"source": source, "key": lexicalizer.key, "rows": len(rows), **stats}
+
+
+def _checked_result(result: Any, lexicalizer: Lexicalizer) -> tuple[list[Row], Mapping[str, Any]]:
+    # An extension's lexicalizer is code we did not write: a wrong return value gets a line
+    # naming it and the contract, not "cannot unpack non-iterable NoneType object".
+    pair = isinstance(result, tuple) and len(result) == 2
+    rows, stats = result if pair else (None, None)
+    if not isinstance(rows, list) or not isinstance(stats, Mapping) or not all(isinstance(r, Mapping) for r in rows):
+        got = f"({', '.join(type(part).__name__ for part in result)})" if pair else type(result).__name__
+        raise TypeError(
+            f"lexicalize: lexicalizer {lexicalizer.name!r} ({origin(lexicalizer.function)}) returned {got}; "
+            "expected (rows, stats): a list of row dicts and a dict of statistics"
+        )
+    return rows, stats
 
 
 def lexicalize_files(

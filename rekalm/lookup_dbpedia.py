@@ -304,7 +304,22 @@ def _lookup_online(
     log.info("%d of %d items mapped to %d DBpedia URIs", mapping["dbpedia_uri"].notna().sum(), len(mapping), len(uris))
     facts = fetch_facts(uris, domain.relations, client, settings) if route.graph == "dbpedia" else None
     abstracts = fetch_abstracts(uris, client, settings) if route.text == "dbpedia" else None
+    _warn_if_every_answer_was_empty(client.counters, description)
     return _assemble(items, route, domain, mapping, facts, abstracts, client.counters, description)
+
+
+def _warn_if_every_answer_was_empty(counters: RequestCounters, endpoint: str) -> None:
+    # A wrong endpoint (another SPARQL service, an empty local dump) answers every query
+    # correctly with no rows: nothing fails here, and the empty knowledge would only show
+    # later (an ablation without facts), so say it now.
+    queries = counters.fetched + counters.cache_hits
+    if queries and counters.empty_answers == queries:
+        log.warning(
+            "SPARQL endpoint %s answered all %d queries with no rows: is it the endpoint you meant "
+            "(dbpedia.endpoint, dbpedia.local_dump) and does it hold DBpedia?",
+            endpoint,
+            queries,
+        )
 
 
 def _assemble(
@@ -339,6 +354,7 @@ def _assemble(
         "retries": counters.retries,
         "queries": queries,
         "cache_hits": counters.cache_hits,
+        "empty_answers": counters.empty_answers,
         "cache_hit_rate": round(counters.cache_hits / queries, 4) if queries else None,
         **triple_stats(triples),
         "abstracts": len(abstract_table),

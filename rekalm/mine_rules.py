@@ -1,5 +1,5 @@
 """Association rules for the ``collab`` knowledge source: settings, transactions, the engine
-registry (:data:`ENGINES`), the rule table and its file.
+registry (:data:`ENGINES`, :func:`register_engine`), the rule table and its file.
 
 Transactions are the liked *history-side* items of TRAIN users only: one transaction per
 train user, in order of first appearance in ``split.parquet``; a train user with no liked
@@ -59,6 +59,7 @@ import scipy.sparse as sp
 
 from rekalm.bitset_apriori import frequent_itemsets_bitset, rules_from_itemsets
 from rekalm.io import atomic_path, read_parquet
+from rekalm.registries import register
 from rekalm.rule_counts import RuleCounts, from_code_tuples
 from rekalm.tables import RULES, RULES_SCHEMA, SPLIT, require_columns
 
@@ -331,13 +332,26 @@ def _mlxtend_engine(
     return run
 
 
-ENGINES: dict[str, Engine] = {
-    "bitset": _bitset_engine,
-    "efficient_apriori": _efficient_apriori_engine,
-    "mlxtend_fpgrowth": _mlxtend_engine("fpgrowth"),
-    "mlxtend_apriori": _mlxtend_engine("apriori"),
-    "mlxtend_apriori_low_memory": _mlxtend_engine("apriori", low_memory=True),
-}
+#: The registry (``knowledge.collab.engine``): name -> engine, built-ins first.
+ENGINES: dict[str, Engine] = {}
+
+
+def register_engine(name: str, replace: bool = False) -> Callable[[Engine], Engine]:
+    """Register ``engine(encoded, settings) -> RuleCounts`` as rule-mining engine ``name``; a
+    name already taken is an error unless ``replace`` (:func:`rekalm.registries.register`)."""
+
+    def decorate(engine: Engine) -> Engine:
+        register(ENGINES, "rule-mining engines", name, engine, replace=replace)
+        return engine
+
+    return decorate
+
+
+register_engine("bitset")(_bitset_engine)
+register_engine("efficient_apriori")(_efficient_apriori_engine)
+register_engine("mlxtend_fpgrowth")(_mlxtend_engine("fpgrowth"))
+register_engine("mlxtend_apriori")(_mlxtend_engine("apriori"))
+register_engine("mlxtend_apriori_low_memory")(_mlxtend_engine("apriori", low_memory=True))
 
 
 # --------------------------------------------------------------------------- entry points

@@ -28,6 +28,10 @@ handled here:
 - Many names in ``entities_names.json`` belong to another page ("List of awards and
   nominations received by Robert De Niro" for Robert De Niro). ``value_names: uri``
   (default) names a value from its DBpedia URI; ``original`` keeps the file's names.
+
+A value that neither file names is left out and counted (``original_values_without_name``,
+with a warning); more than ``max_unnamed_share`` of the facts about the items is an error
+naming the file, as for unnamed items in ``prepare``: the file is wrong or truncated.
 """
 
 from __future__ import annotations
@@ -66,6 +70,9 @@ class OriginalGraphSettings:
     relation_ids: Mapping[int, str] | None = None  # relation id -> domain relation name
     value_names: ValueNames = "uri"
     match: Match = "item"  # item ids are entity ids, or join on items' dbpedia_uri
+    # Facts whose value has no name are left out; more than this share of the facts about the
+    # items means a wrong or truncated entities/names file, not a few gaps (an error).
+    max_unnamed_share: float = 0.1
 
     @classmethod
     def from_config(cls, block: Mapping[str, Any]) -> OriginalGraphSettings:
@@ -76,7 +83,10 @@ class OriginalGraphSettings:
             raise ValueError(f"knowledge.graph.value_names: expected 'uri' or 'original', got {value_names!r}")
         if match not in ("item", "dbpedia_uri"):
             raise ValueError(f"knowledge.graph.match: expected 'item' or 'dbpedia_uri', got {match!r}")
-        return cls({int(key): str(name) for key, name in ids.items()} if ids else None, value_names, match)
+        share = float(block.get("max_unnamed_share", cls.max_unnamed_share))
+        if not 0 <= share <= 1:
+            raise ValueError(f"knowledge.graph.max_unnamed_share: expected a share in [0, 1], got {share!r}")
+        return cls({int(key): str(name) for key, name in ids.items()} if ids else None, value_names, match, share)
 
 
 @dataclass
@@ -212,6 +222,29 @@ def item_entities(
     }
 
 
+def _check_unnamed_values(
+    unnamed: int, about_items: int, files: Mapping[str, Path], settings: OriginalGraphSettings
+) -> None:
+    """The rule for unnamed items (``prepare``'s ``max_unnamed_share``), for values: a few
+    are a logged, counted repair; more than the share is a wrong or truncated file."""
+    if not unnamed:
+        return
+    # The file a value's name comes from (value_names: uri falls back to the names file).
+    where = files["entities"] if settings.value_names == "uri" else files["names"]
+    if unnamed > settings.max_unnamed_share * about_items:
+        raise ValueError(
+            f"{where}: {unnamed} of {about_items} facts about the items have a value without a name (more than "
+            f"knowledge.graph.max_unnamed_share={settings.max_unnamed_share:g}); is the file complete?"
+        )
+    log.warning(
+        "%s: %d of %d facts about the items have a value without a name; left out "
+        "(original_values_without_name in stats.json)",
+        where,
+        unnamed,
+        about_items,
+    )
+
+
 def original_triples(
     items: pd.DataFrame, files: Mapping[str, Path], domain: DomainSettings, settings: OriginalGraphSettings
 ) -> OriginalGraph:
@@ -248,16 +281,18 @@ def original_triples(
         item_of_entity.setdefault(entity, []).append(item)
     order = {relation.name: position for position, relation in enumerate(domain.relations)}
     position = {str(item): index for index, item in enumerate(items["item"])}
-    rows, unnamed = [], 0
+    rows, unnamed, about_items = [], 0, 0
     for entity, value, number in zip(facts["item"].astype(str), facts["value"].astype(str), facts["relation"]):
         if entity not in item_of_entity:
             continue
+        about_items += 1
         text = value_name(entity_uris.get(value), entity_names.get(value), settings.value_names)
         if text is None:
             unnamed += 1
             continue
         for item in item_of_entity[entity]:
             rows.append((position[item], order[names_of[number]], item, names_of[number], text))
+    _check_unnamed_values(unnamed, about_items, files, settings)
     if not rows:
         raise ValueError(
             f"{files['item_props']}: no fact about any of the {len(items)} items (knowledge.graph.match is "
@@ -274,16 +309,12 @@ def original_triples(
     ).drop_duplicates(ignore_index=True)
     stats = {
         "original_facts": int(len(facts)),
+        "original_facts_about_items": about_items,
         "original_items_matched": int(len(entity_of)),
         "original_values_without_name": unnamed,
         "original_facts_unknown_relation": int(unknown_relation.sum()),
         "original_value_names": settings.value_names,
         "original_relation_ids": "config" if settings.relation_ids is not None else "mapping_relations.tsv",
     }
-    log.info(
-        "original knowledge: %d triples about %d items (%d values without a name left out)",
-        len(triples),
-        triples["item"].nunique(),
-        unnamed,
-    )
+    log.info("original knowledge: %d triples about %d items", len(triples), triples["item"].nunique())
     return OriginalGraph(triples[list(TRIPLES.columns)] if len(triples) else TRIPLES.empty(), stats)

@@ -49,6 +49,7 @@ from rekalm.raw_files import (
     read_failure,
     read_table,
 )
+from rekalm.registries import register
 from rekalm.tables import require_columns
 
 log = logging.getLogger(__name__)
@@ -94,11 +95,15 @@ class DatasetFormat:
 FORMATS: dict[str, DatasetFormat] = {}
 
 
-def register_format(name: str, roles: Sequence[str], optional_roles: Sequence[str] = ()) -> Callable[[Parser], Parser]:
-    """Register ``function`` as the parser of format ``name`` (``datasets.<ds>.format``)."""
+def register_format(
+    name: str, roles: Sequence[str], optional_roles: Sequence[str] = (), replace: bool = False
+) -> Callable[[Parser], Parser]:
+    """Register ``function`` as the parser of format ``name`` (``datasets.<ds>.format``); a
+    name already taken is an error unless ``replace`` (:func:`rekalm.registries.register`)."""
 
     def decorate(function: Parser) -> Parser:
-        FORMATS[name] = DatasetFormat(name, function, tuple(roles), tuple(optional_roles))
+        spec = DatasetFormat(name, function, tuple(roles), tuple(optional_roles))
+        register(FORMATS, "dataset formats", name, spec, lambda unit: unit.parse, replace)
         return function
 
     return decorate
@@ -402,11 +407,9 @@ def prepare_dataset(
         raise ValueError(f"format {format_name!r} is unknown; known formats: {sorted(FORMATS)}")
     repairs = repairs if repairs is not None else Repairs()
     interactions, items = FORMATS[format_name].parse(files, options, repairs)
+    where = ", ".join(str(files[role]) for role in ("ratings", "train", "test") if role in files)
     if interactions.empty:
-        raise ValueError(
-            f"{', '.join(str(files[r]) for r in ('ratings', 'train', 'test') if r in files)}: no interactions in "
-            "the file(s)"
-        )
+        raise ValueError(f"{where}: no interactions in the file(s)")
     interactions = _deduplicate(interactions, repairs)
     before = interactions["user"].nunique()
     interactions = filter_users(interactions, options)
@@ -430,7 +433,22 @@ def prepare_dataset(
     items = items[items["item"].isin(set(interactions["item"]))].reset_index(drop=True)
     _normalise_names(items, repairs)
     _check_names(items, files, options, repairs)
+    _warn_if_one_label(interactions, options, where)
     return interactions, items
+
+
+def _warn_if_one_label(interactions: pd.DataFrame, options: PrepareSettings, where: str) -> None:
+    # Every interaction liked (like_if ">= 1" on a 1-5 scale) or none: no candidate list
+    # will mix the two, so every ranking scores the same; split stops on it, say it here first.
+    share = float(interactions["liked"].mean())
+    if share in (0.0, 1.0):
+        log.warning(
+            "%s: all %d interactions kept are %s (like_if=%r): no test user can be ranked meaningfully",
+            where,
+            len(interactions),
+            "liked" if share else "disliked",
+            options.like_if,
+        )
 
 
 def dataset_stats(

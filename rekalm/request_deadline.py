@@ -1,4 +1,4 @@
-"""A wall-clock deadline for one HTTP request made with urllib.
+"""How long one HTTP request made with urllib may take, and how long a server asks us to wait.
 
 urllib's ``timeout`` bounds each socket operation, not the request, so a server that
 trickles one byte at a time can hold a request for ever. :class:`RequestDeadline` shuts
@@ -9,6 +9,9 @@ urllib opener whose connections register their sockets with it::
         response = deadline_opener(deadline).open(request, timeout=60)
         ...
     if deadline.expired: ...  # whatever arrived was cut short
+
+:func:`retry_after_s` reads a 429/503 answer's ``Retry-After`` (seconds or an HTTP date),
+which the downloader and the SPARQL client honour up to their ``max_retry_after_s``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
+import time
 import urllib.request
+from email.utils import parsedate_to_datetime
+from typing import Any
 
 
 class RequestDeadline:
@@ -84,3 +90,18 @@ def deadline_opener(deadline: RequestDeadline) -> urllib.request.OpenerDirector:
             return self.do_open(SecureConnection, req, context=self._context)  # type: ignore[attr-defined]
 
     return urllib.request.build_opener(Handler, SecureHandler)
+
+
+def retry_after_s(headers: Any) -> float | None:
+    """Seconds from a Retry-After header (a number or an HTTP date), else None."""
+    value = headers.get("Retry-After") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

@@ -10,7 +10,8 @@ a resilient SELECT client over SPARQLWrapper.
 - Client: :class:`SparqlClient` adds a request budget, a politeness delay, a per-request
   deadline and retries with "equal jitter" backoff: with
   ``step = min(max_s, initial_s * 2**attempt)`` the wait is ``step/2 + U(0, 1) * step/2``,
-  and at least the server's ``Retry-After`` (capped at ``max_s``). An answer that is
+  and at least the server's ``Retry-After`` (seconds or an HTTP date); a ``Retry-After``
+  beyond ``max_retry_after_s`` fails at once with one line. An answer that is
   partial or cut at the server's row cap is never cached. Failures are
   :class:`SparqlError` subclasses with one-line messages.
 
@@ -36,7 +37,6 @@ import urllib.request
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -46,7 +46,7 @@ from SPARQLWrapper.Wrapper import QueryResult
 
 from rekalm import __version__
 from rekalm.io import write_json
-from rekalm.request_deadline import RequestDeadline, deadline_opener
+from rekalm.request_deadline import RequestDeadline, deadline_opener, retry_after_s
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,8 @@ class ClientSettings:
     retries: int = 5
     backoff_initial_s: float = 2.0
     backoff_max_s: float = 120.0
+    max_retry_after_s: float = 300.0
+    """The longest ``Retry-After`` waited for; a server asking for more fails the query."""
     request_delay_s: float = 0.5
     max_requests: int | None = None
     user_agent: str = DEFAULT_USER_AGENT
@@ -225,6 +227,8 @@ class RequestCounters:
     retries: int = 0
     fetched: int = 0
     """Queries answered by the endpoint (and then cached)."""
+    empty_answers: int = 0
+    """Queries (fetched or cached) answered with no rows: all of them means a wrong endpoint."""
 
 
 class _Retryable(Exception):
@@ -254,16 +258,17 @@ class SparqlClient:
 
     def select(self, query: str) -> list[Binding]:
         """The bindings of one SELECT query, from the cache when it was asked before."""
-        if self.cache is not None:
-            cached = self.cache.get(query)
-            if cached is not None:
-                self.counters.cache_hits += 1
-                return cached["results"]["bindings"]
-        result = self._fetch_with_retries(query)
-        self.counters.fetched += 1
-        if self.cache is not None:
-            self.cache.put(query, result)
-        return result["results"]["bindings"]
+        result = self.cache.get(query) if self.cache is not None else None
+        if result is not None:
+            self.counters.cache_hits += 1
+        else:
+            result = self._fetch_with_retries(query)
+            self.counters.fetched += 1
+            if self.cache is not None:
+                self.cache.put(query, result)
+        bindings: list[Binding] = result["results"]["bindings"]
+        self.counters.empty_answers += not bindings
+        return bindings
 
     def select_pages(self, query: str, page_size: int) -> list[Binding]:
         """All bindings of an ORDER BY query, fetched ``page_size`` rows at a time.
@@ -295,6 +300,7 @@ class SparqlClient:
                 return self._fetch_once(query)
             except _Retryable as error:
                 failure = error
+                self._check_retry_after(error)
             if attempt + 1 < attempts:
                 delay = self._backoff_delay(attempt, failure.retry_after)
                 self.counters.retries += 1
@@ -316,6 +322,16 @@ class SparqlClient:
                 )
             )
         raise SparqlError(one_line(message))
+
+    def _check_retry_after(self, failure: _Retryable) -> None:
+        # Retrying before the server's Retry-After only earns another 429 (and risks a ban).
+        cap = self.settings.max_retry_after_s
+        if failure.retry_after is not None and failure.retry_after > cap:
+            raise SparqlError(
+                f"SPARQL endpoint {self.endpoint} answered {failure.reason} asking to wait "
+                f"{failure.retry_after:.0f} s (Retry-After), more than dbpedia.max_retry_after_s={cap:g}; "
+                "re-run later (answers so far are cached) or raise it"
+            )
 
     def _check_budget(self) -> None:
         budget = self.settings.max_requests
@@ -339,7 +355,7 @@ class SparqlClient:
         step = min(self.settings.backoff_max_s, self.settings.backoff_initial_s * 2**attempt)
         delay = step / 2 + self.jitter() * step / 2
         if retry_after is not None:
-            delay = max(delay, min(retry_after, self.settings.backoff_max_s))
+            delay = max(delay, retry_after)  # at most max_retry_after_s (_check_retry_after)
         return delay
 
     def _fetch_once(self, query: str) -> dict[str, Any]:
@@ -386,7 +402,7 @@ class SparqlClient:
                         )
                     ) from None
                 if error.code in (408, 429) or error.code >= 500:
-                    raise _Retryable(f"HTTP {error.code}", retry_after=_retry_after_s(error.headers)) from None
+                    raise _Retryable(f"HTTP {error.code}", retry_after=retry_after_s(error.headers)) from None
                 raise SparqlError(
                     one_line(f"SPARQL endpoint {self.endpoint} answered HTTP {error.code} {error.reason}")
                 ) from None
@@ -423,21 +439,6 @@ def _body(error: urllib.error.HTTPError) -> str:
         return error.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-
-
-def _retry_after_s(headers: Any) -> float | None:
-    """Seconds from a Retry-After header (a number or an HTTP date), else None."""
-    value = headers.get("Retry-After") if headers is not None else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 _LIMIT = re.compile(r"\bLIMIT\s+(\d+)\s*(?:OFFSET\s+\d+\s*)?$", re.IGNORECASE)

@@ -23,11 +23,16 @@ Outputs (both methods):
 Optional caps (for small models and CPU runs; off by default) shorten histories to the
 most recent items and cut candidate lists while keeping liked and disliked items in
 proportion. They are applied after the split, so they never change who is a test user.
+
+A test user whose candidates are all liked (or all disliked) cannot be ranked
+meaningfully: such users are counted (``candidates_all_liked``, ``candidates_all_disliked``
+in the stats) with a warning, and a split in which no test user has both is an error.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +42,8 @@ import numpy as np
 import pandas as pd
 
 from rekalm.tables import CANDIDATES, INTERACTIONS, SPLIT, Table, require_columns
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -174,13 +181,42 @@ def split_interactions(interactions: pd.DataFrame, config: SplitSettings) -> tup
     user_sets = np.where(frame["user"].isin(test_users).to_numpy(), "test", "train")
     split = _table(frame, user_sets, split_rows, {"side": split_sides, "row": split_rows}, SPLIT)
     candidates_table = _table(frame, user_sets, candidate_rows, {"position": candidate_positions}, CANDIDATES)
-    test_likes = candidates_table.loc[candidates_table["user_set"] == "test", "liked"]
+    _check_rankable(candidates_table, len(test_users))
+    return split, candidates_table
+
+
+def one_sided_users(candidates: pd.DataFrame, user_set: str = "test") -> tuple[int, int]:
+    """How many users of ``user_set`` have only liked, and only disliked, candidates."""
+    liked = candidates.loc[candidates["user_set"] == user_set].groupby("user")["liked"].agg(["sum", "size"])
+    return int((liked["sum"] == liked["size"]).sum()), int((liked["sum"] == 0).sum())
+
+
+def _check_rankable(candidates: pd.DataFrame, n_test_users: int) -> None:
+    """A list whose candidates are all liked (or all disliked) ranks the same whatever the
+    order: with every rating liked (``like_if: ">= 1"`` on a 1-5 scale), precision and nDCG
+    are 1.0 for any system. Such test users are counted and warned about; none left that
+    could be ranked is an error, as none with a liked held-out item is."""
+    test_likes = candidates.loc[candidates["user_set"] == "test", "liked"]
     if not (test_likes == 1).any():
         raise ValueError(
-            f"split: none of the {len(test_users)} test users has a liked held-out item, so every metric would be "
+            f"split: none of the {n_test_users} test users has a liked held-out item, so every metric would be "
             "0; check like_if or the data"
         )
-    return split, candidates_table
+    all_liked, all_disliked = one_sided_users(candidates)
+    if all_liked + all_disliked == n_test_users:
+        raise ValueError(
+            f"split: none of the {n_test_users} test users has both a liked and a disliked held-out item "
+            f"({all_liked} only liked, {all_disliked} only disliked), so every ranking scores the same; "
+            "check like_if (is every rating a like?) or the data"
+        )
+    if all_liked or all_disliked:
+        log.warning(
+            "split: %d of %d test users have only liked candidates and %d only disliked ones: their rankings "
+            "cannot be told apart (test.candidates_all_liked/_all_disliked in stats.json)",
+            all_liked,
+            n_test_users,
+            all_disliked,
+        )
 
 
 def _shuffled_candidates(liked: list[int], disliked: list[int], user: str, config: SplitSettings) -> list[int]:
@@ -212,11 +248,13 @@ def _table(
 
 
 def split_stats(split: pd.DataFrame, candidates: pd.DataFrame) -> dict[str, dict[str, float | int]]:
-    """Per user set: users, history/held-out rows and candidate list sizes."""
+    """Per user set: users, history/held-out rows, candidate list sizes, and the users whose
+    candidates are all liked or all disliked (nothing to rank)."""
     stats: dict[str, dict[str, float | int]] = {}
     for user_set in ("train", "test"):
         rows = split[split["user_set"] == user_set]
         sizes = candidates[candidates["user_set"] == user_set].groupby("user").size()
+        all_liked, all_disliked = one_sided_users(candidates, user_set)
         stats[user_set] = {
             "users": int(rows["user"].nunique()),
             "history": int((rows["side"] == "history").sum()),
@@ -224,5 +262,7 @@ def split_stats(split: pd.DataFrame, candidates: pd.DataFrame) -> dict[str, dict
             "candidates_mean": round(float(sizes.mean()), 2) if len(sizes) else 0.0,
             "candidates_median": float(sizes.median()) if len(sizes) else 0.0,
             "candidates_max": int(sizes.max()) if len(sizes) else 0,
+            "candidates_all_liked": all_liked,
+            "candidates_all_disliked": all_disliked,
         }
     return stats

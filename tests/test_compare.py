@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from rekalm.compare import write_comparison
-from rekalm.evaluate import MetricSettings, evaluate_ranking, held_out_judgements, relevant_qrels
+from rekalm.evaluate import MetricSettings, evaluate_ranking, held_out_judgements, import_ranx, relevant_qrels
 from rekalm.parse_counts import PARSE_COUNT_COLUMNS
 from rekalm.report import letters_for, markdown_report
 from rekalm.tables import run_from_predictions
@@ -221,11 +221,10 @@ def test_single_seed_tests_equal_ranx_compare(evaluated: tuple) -> None:
 
 @pytest.mark.slow
 def test_replicates_are_averaged_tested_per_user_and_judged(tmp_path: Path) -> None:
-    import ranx
-
     candidates = synthetic_candidates()
     split = synthetic_split(candidates)
     settings = MetricSettings(cutoffs=(1, 3), numba_cache_dir=os.environ.get("NUMBA_CACHE_DIR"))
+    ranx = import_ranx(settings.numba_cache_dir)  # ranx only through import_ranx (its caches)
     plan = {  # system -> seed -> ranking strategy (and its shuffle seed)
         "no_kn": {22: ("random", 1), 23: ("random", 2)},
         "graph": {22: ("oracle", 0), 23: ("random", 3)},

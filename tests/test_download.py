@@ -1,10 +1,12 @@
 """The download stage against a real HTTP server on 127.0.0.1."""
 
+import email.utils
 import hashlib
 import io
 import socket
 import threading
 import zipfile
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -29,12 +31,13 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
 
 
 class FixtureServer:
-    """Serves ``routes`` (path -> bytes); ``failures`` (path -> list of status codes) are
-    answered first, one per request. Counts requests per path."""
+    """Serves ``routes`` (path -> bytes); ``failures`` (path -> list of status codes, or of
+    (status code, Retry-After value)) are answered first, one per request. Counts requests
+    per path."""
 
     def __init__(self) -> None:
         self.routes: dict[str, bytes] = {}
-        self.failures: dict[str, list[int]] = {}
+        self.failures: dict[str, list[int | tuple[int, str]]] = {}
         self.truncate: dict[str, int] = {}  # path -> how many answers stop halfway
         self.requests: dict[str, int] = {}
         server = self
@@ -44,7 +47,14 @@ class FixtureServer:
                 server.requests[self.path] = server.requests.get(self.path, 0) + 1
                 pending = server.failures.get(self.path)
                 if pending:
-                    self.send_error(pending.pop(0))
+                    failure = pending.pop(0)
+                    if isinstance(failure, int):
+                        self.send_error(failure)
+                        return
+                    self.send_response(failure[0])
+                    self.send_header("Retry-After", failure[1])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 if self.path not in server.routes:
                     self.send_error(404)
@@ -103,6 +113,42 @@ def test_server_errors_are_retried_with_backoff(server, tmp_path):
     server.failures["/flaky.tsv"] = [500, 503]
     path = resolve_file({"url": f"{server.url}/flaky.tsv"}, tmp_path, "f", FAST)
     assert path.read_bytes() == PAYLOAD and server.requests["/flaky.tsv"] == 3
+
+
+def test_retry_after_is_honoured_in_seconds_or_as_a_date(server, tmp_path, monkeypatch):
+    """The downloader used to retry a 429 after its own backoff (0.01 s here), whatever the
+    server asked for."""
+    sleeps: list[float] = []
+    monkeypatch.setattr("rekalm.download.time.sleep", sleeps.append)
+    server.routes["/busy.tsv"] = PAYLOAD
+    in_90_s = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
+    server.failures["/busy.tsv"] = [(429, "7"), (503, in_90_s)]
+    path = resolve_file({"url": f"{server.url}/busy.tsv"}, tmp_path, "f", FAST)
+    assert path.read_bytes() == PAYLOAD and server.requests["/busy.tsv"] == 3
+    assert sleeps[0] == 7 and 60 < sleeps[1] <= 90  # the date is read against the clock
+
+
+def test_a_retry_after_beyond_the_cap_fails_that_url_with_one_line(server, tmp_path, monkeypatch):
+    sleeps: list[float] = []
+    monkeypatch.setattr("rekalm.download.time.sleep", sleeps.append)
+    server.failures["/later.tsv"] = [(429, "3600")]
+    with pytest.raises(DownloadError) as error:
+        resolve_file({"url": f"{server.url}/later.tsv"}, tmp_path, "datasets.x.files.ratings", FAST)
+    assert str(error.value) == (
+        f"datasets.x.files.ratings: {server.url}/later.tsv answered HTTP 429 Too Many Requests asking to wait "
+        "3600 s (Retry-After), more than download.max_retry_after_s=300; try again later or raise it"
+    )
+    assert server.requests["/later.tsv"] == 1 and sleeps == []
+    # A mirror is tried instead; a larger cap waits.
+    server.routes["/mirror.tsv"] = PAYLOAD
+    server.failures["/later.tsv"] = [(429, "3600")]
+    spec = {"url": [f"{server.url}/later.tsv", f"{server.url}/mirror.tsv"], "filename": "ratings.tsv"}
+    assert resolve_file(spec, tmp_path, "f", FAST).read_bytes() == PAYLOAD
+    server.routes["/later.tsv"] = PAYLOAD
+    server.failures["/later.tsv"] = [(429, "3600")]
+    patient = DownloadSettings(attempts=2, backoff_s=0.01, timeout_s=5, max_retry_after_s=7200)
+    assert resolve_file({"url": f"{server.url}/later.tsv"}, tmp_path / "patient", "f", patient).read_bytes() == PAYLOAD
+    assert sleeps == [3600]
 
 
 def test_not_found_fails_fast_and_mirrors_are_tried(server, tmp_path):

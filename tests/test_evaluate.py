@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,8 @@ from rekalm.evaluate import (
 )
 from rekalm.parse_counts import PARSE_COUNT_COLUMNS
 from rekalm.tables import run_from_predictions
+
+REPO = Path(__file__).resolve().parents[1]
 
 LOG2_3 = math.log2(3)
 
@@ -232,6 +236,30 @@ def test_numba_cache_moves_only_when_needed(monkeypatch: pytest.MonkeyPatch, tmp
     assert configure_numba_cache() == str(tmp_path / "xdg" / "rekalm" / "numba")  # read-only install
     assert (tmp_path / "xdg" / "rekalm" / "numba").is_dir()
     assert configure_numba_cache(tmp_path / "explicit") == str(tmp_path / "explicit")  # config wins
+
+
+def test_importing_ranx_writes_nothing_in_home(tmp_path: Path) -> None:
+    """`import ranx` imports ir_datasets, which made ~/.ir_datasets (about 60 folders)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    environment = {
+        key: value for key, value in os.environ.items() if key not in ("IR_DATASETS_HOME", "XDG_CACHE_HOME")
+    }
+    # What a job has: MPLCONFIGDIR (workflow_scripts/_common.py), NUMBA_CACHE_DIR (Makefile).
+    environment.update(
+        HOME=str(home),
+        MPLCONFIGDIR=str(tmp_path / "matplotlib"),
+        NUMBA_CACHE_DIR=os.environ.get("NUMBA_CACHE_DIR", str(tmp_path / "numba")),
+        PYTHONPATH=str(REPO),
+    )
+    code = "import os; from rekalm.evaluate import import_ranx; import_ranx(); print(os.getenv('IR_DATASETS_HOME'))"
+    done = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(path.name for path in home.iterdir()) == []
+    assert not Path(done.stdout.strip()).exists()  # ir_datasets' folders went with the process
+    environment["IR_DATASETS_HOME"] = str(tmp_path / "mine")  # a home of the user's own is kept
+    done = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == str(tmp_path / "mine") and (tmp_path / "mine").is_dir()
 
 
 # --- the whole stage (ranx: compiles with numba once per environment) ------------------------

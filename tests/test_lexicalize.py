@@ -205,9 +205,15 @@ def test_text_source_collapses_whitespace_and_skips_empty_abstracts():
     assert stats["empty_abstracts"] == 1
 
 
-def test_a_new_source_is_one_registered_function(monkeypatch):
-    monkeypatch.setitem(lx.LEXICALIZERS, "captions", lx.LEXICALIZERS["text"])  # keep the registry clean
+@pytest.fixture
+def restored_lexicalizers():
+    saved = dict(lx.LEXICALIZERS)
+    yield
+    lx.LEXICALIZERS.clear()
+    lx.LEXICALIZERS.update(saved)
 
+
+def test_a_new_source_is_one_registered_function(restored_lexicalizers):
     @lx.register_lexicalizer("captions", key="item", required_columns=("item", "caption"))
     def lexicalize_captions(table, names, domain):
         return [
@@ -223,6 +229,26 @@ def test_a_new_source_is_one_registered_function(monkeypatch):
     )
     assert rows == [{"item": "1", "text": "The poster of Heat (1995) shows a man in a coat."}]
     assert stats == {"source": "captions", "key": "item", "rows": 1}
+
+
+@pytest.mark.parametrize(
+    ("returned", "got"),
+    [(None, "NoneType"), ([], "list"), (([{"item": "1", "text": "x"}],), "tuple"), (("rows", {}), "(str, dict)")],
+)
+def test_a_lexicalizer_returning_something_else_than_rows_and_stats_is_named(restored_lexicalizers, returned, got):
+    """An extension's lexicalizer that forgets its return gave a bare "cannot unpack
+    non-iterable NoneType object"."""
+
+    @lx.register_lexicalizer("forgetful", key="item", required_columns=("item",))
+    def lexicalize_forgetfully(table, names, domain):
+        return returned
+
+    with pytest.raises(TypeError) as error:
+        lx.lexicalize("forgetful", pd.DataFrame({"item": ["1"]}), items_table([("1", "Heat (1995)")]), MOVIE)
+    assert str(error.value) == (
+        f"lexicalize: lexicalizer 'forgetful' ({__name__}.{lexicalize_forgetfully.__qualname__} ({__file__})) "
+        f"returned {got}; expected (rows, stats): a list of row dicts and a dict of statistics"
+    )
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ come from a scripted local HTTP server (429, 5xx, garbage, hangs).
 from __future__ import annotations
 
 import bz2
+import email.utils
 import importlib.util
 import json
 import math
@@ -23,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -396,6 +398,24 @@ def test_one_request_per_50_items_per_group_then_none_on_a_rerun(synthetic_endpo
     pd.testing.assert_frame_equal(first.abstracts, again.abstracts)
 
 
+def test_an_endpoint_that_answers_every_query_with_no_rows_warns_at_lookup(synthetic_endpoint, tmp_path, caplog):
+    """A wrong endpoint answers every query correctly with nothing: the lookup exits 0 with
+    no facts, which used to surface only stages later."""
+    items = film_items(60)
+    with ScriptedServer() as server, caplog.at_level("WARNING", logger="rekalm.lookup_dbpedia"):
+        server.default = "empty"
+        settings = fast_settings(tmp_path)
+        result = lookup_knowledge(items, BOTH, MOVIE, settings, client_for(server.url, settings))
+    queries = server.requests
+    assert queries >= 4 and result.stats["triples"] == 0 and result.stats["empty_answers"] == queries
+    assert f"SPARQL endpoint {server.url} answered all {queries} queries with no rows" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rekalm.lookup_dbpedia"):  # an endpoint that knows the films
+        real = lookup_knowledge(items, BOTH, MOVIE, settings, client_for(synthetic_endpoint, settings, "real"))
+    assert real.stats["triples"] and real.stats["empty_answers"] < real.stats["queries"]
+    assert "no rows" not in caplog.text
+
+
 def test_large_results_are_paged_without_losing_rows(synthetic_endpoint, tmp_path):
     items = film_items(20)
     whole = lookup_knowledge(
@@ -524,6 +544,7 @@ def test_unreadable_cache_entries_are_fetched_again(synthetic_endpoint, tmp_path
 OK_BODY = json.dumps(
     {"head": {"vars": ["x"]}, "results": {"bindings": [{"x": {"type": "literal", "value": "ok"}}]}}
 ).encode()
+EMPTY_BODY = json.dumps({"head": {"vars": ["x"]}, "results": {"bindings": []}}).encode()
 
 
 class ScriptedServer:
@@ -531,6 +552,7 @@ class ScriptedServer:
 
     def __init__(self) -> None:
         self.behaviours: deque[str] = deque()
+        self.default = "ok"  # once the scripted behaviours are used up
         self.requests = 0
         self.stop_hanging = threading.Event()
         server = self
@@ -542,12 +564,13 @@ class ScriptedServer:
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 server.requests += 1
-                behaviour = server.behaviours.popleft() if server.behaviours else "ok"
+                behaviour = server.behaviours.popleft() if server.behaviours else server.default
                 if behaviour == "hang":
                     server.stop_hanging.wait(5)
                     behaviour = "ok"
                 status, headers, body = {
                     "ok": (200, {"Content-Type": "application/sparql-results+json"}, OK_BODY),
+                    "empty": (200, {"Content-Type": "application/sparql-results+json"}, EMPTY_BODY),
                     "garbage": (200, {"Content-Type": "application/sparql-results+json"}, b'{"head": {"vars": ["x"'),
                     "partial": (
                         200,
@@ -562,6 +585,8 @@ class ScriptedServer:
                     ),
                     "429": (429, {}, b"Too Many Requests"),
                     "429-retry-after": (429, {"Retry-After": "7"}, b"slow down"),
+                    "429-retry-in-an-hour": (429, {"Retry-After": "3600"}, b"slow down"),
+                    "503-retry-at-a-date": (503, {"Retry-After": server.date_in_90_s()}, b"maintenance"),
                     "500": (500, {}, b"Virtuoso 42000 Error"),
                     "502": (502, {}, b"Bad Gateway"),
                     "503": (503, {}, b"Service Unavailable"),
@@ -581,6 +606,10 @@ class ScriptedServer:
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/sparql"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @staticmethod
+    def date_in_90_s() -> str:
+        return email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
 
     def __enter__(self) -> ScriptedServer:
         self.thread.start()
@@ -622,6 +651,29 @@ def test_backoff_has_jitter_and_honours_retry_after(tmp_path):
         client.jitter = iter([0.0, 0.5, 0.0]).__next__
         client.select("SELECT ?x WHERE {}")
     assert sleeps == [0.25, 0.75, 7.0]  # half a step + jitter; Retry-After: 7 wins over 1.0
+
+
+def test_retry_after_is_honoured_beyond_the_backoff_cap_and_as_a_date(tmp_path):
+    with ScriptedServer() as server:
+        server.behaviours.extend(["429-retry-after", "503-retry-at-a-date"])
+        client, sleeps = recording_client(server.url, tmp_path)  # backoff_max_s=4
+        client.select("SELECT ?x WHERE {}")
+    assert sleeps[0] == 7.0 and 60 < sleeps[1] <= 90  # was capped at backoff_max_s (4 s)
+
+
+def test_a_retry_after_beyond_max_retry_after_s_fails_with_one_line(tmp_path):
+    with ScriptedServer() as server:
+        server.behaviours.extend(["429-retry-in-an-hour"])
+        client, sleeps = recording_client(server.url, tmp_path, max_retry_after_s=600)
+        with pytest.raises(SparqlError) as error:
+            client.select("SELECT ?x WHERE {}")
+    assert str(error.value) == (
+        f"SPARQL endpoint {server.url} answered HTTP 429 asking to wait 3600 s (Retry-After), more than "
+        "dbpedia.max_retry_after_s=600; re-run later (answers so far are cached) or raise it"
+    )
+    assert server.requests == 1 and sleeps == []
+    settings = DbpediaSettings.from_config({"max_retry_after_s": 5000})  # a config key, handed to the client
+    assert settings.client_settings().max_retry_after_s == 5000
 
 
 def test_a_hanging_server_times_out_and_the_retry_succeeds(tmp_path):

@@ -50,6 +50,23 @@ def test_ml1m_recbole_keeps_titles_intact_and_binarizes(tmp_path):
     assert pd.isna(items.set_index("item").loc["Se7en (1995)", "dbpedia_uri"])
 
 
+@pytest.mark.parametrize(("like_if", "label"), [(">= 1", "liked"), ("> 5", "disliked")])
+def test_a_like_rule_that_gives_one_label_is_a_warning(tmp_path, caplog, like_if, label):
+    """like_if ">= 1" on a 1-5 scale liked everything; nothing said so until the metrics
+    came out perfect (split now stops on it too)."""
+    files = {"ratings": write(tmp_path, "r.inter", RECBOLE_INTER), "items": write(tmp_path, "i.item", RECBOLE_ITEM)}
+    with caplog.at_level("WARNING", logger="rekalm.prepare"):
+        prepare_dataset("ml1m_recbole", files, PrepareSettings(like_if=like_if))
+    assert (
+        f"{files['ratings']}: all 4 interactions kept are {label} (like_if='{like_if}'): no test user can be ranked "
+        "meaningfully" in caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rekalm.prepare"):
+        prepare_dataset("ml1m_recbole", files, PrepareSettings(like_if=">= 4"))
+    assert "interactions kept are" not in caplog.text
+
+
 def test_ml1m_grouplens_dat_files(tmp_path):
     files = {
         "ratings": write(tmp_path, "ratings.dat", "1::2571::5::978300760\n1::1::2::978300761\n2::1::4::978300762\n"),

@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from rekalm import registries, systems
-from rekalm.baselines import BaselineSettings
+from rekalm.baselines import BASELINES, SEEDED_BASELINES, BaselineSettings, register_baseline
 from rekalm.build_inputs import BuildSettings
 from rekalm.config import ConfigError, check_config
 from rekalm.dbpedia import DbpediaSettings
 from rekalm.download import DownloadSettings
 from rekalm.evaluate import MetricSettings
+from rekalm.extensions import load_extensions
 from rekalm.inference_inputs import InferenceSettings
-from rekalm.mine_rules import RuleMiningSettings
+from rekalm.lexicalize import LEXICALIZERS
+from rekalm.mine_rules import ENGINES, RuleMiningSettings
+from rekalm.original_knowledge import OriginalGraphSettings
 from rekalm.prepare import FORMATS, PrepareSettings
 from rekalm.split import SplitSettings
 from rekalm.train import TrainingSettings
@@ -55,6 +60,7 @@ SETTINGS_BLOCKS = {
     "inference preset": (D["inference_preset"], InferenceSettings),
     "split": (D["split"], SplitSettings),
     "knowledge.collab": (D["knowledge"]["properties"]["collab"], RuleMiningSettings),
+    "knowledge.graph (source: original)": (D["knowledge"]["properties"]["graph"], OriginalGraphSettings),
     "dbpedia": (P["dbpedia"], DbpediaSettings),
     "lexicalize": (P["lexicalize"], BuildSettings),
     "metrics": (P["metrics"], MetricSettings),
@@ -131,3 +137,118 @@ def test_systems_name_kind_place_and_order():
     )
     assert list(systems.ZERO_SHOT_MODES) == P["run"]["properties"]["zero_shot"]["items"]["enum"]
     assert list(systems.ZERO_SHOT_MODES) == D["inference_preset"]["properties"]["mode"]["enum"]
+
+
+# ---------------------------------------------------------------- a name that is taken
+
+
+@dataclasses.dataclass(frozen=True)
+class Decorator:
+    """How an extension registers into one registry, and how to read a unit's function back."""
+
+    module: str
+    name: str
+    arguments: str  # the decorator's arguments after the name
+    built_in: str  # a name the project registers itself
+    units: dict
+    function_of: object = staticmethod(lambda unit: unit)
+
+    def source(self, name: str, replace: bool = False, function: str = "my_unit") -> str:
+        extra = self.arguments + (", replace=True" if replace else "")
+        return (
+            f"from {self.module} import {self.name}\n\n\n@{self.name}({name!r}{extra})\n"
+            f"def {function}(*args, **kwargs):\n    return None\n"
+        )
+
+
+DECORATORS = {
+    "knowledge sources": Decorator(
+        "rekalm.lexicalize",
+        "register_lexicalizer",
+        ", key='item', required_columns=('item',)",
+        "graph",
+        LEXICALIZERS,
+        lambda unit: unit.function,
+    ),
+    "baselines": Decorator("rekalm.baselines", "register_baseline", "", "popularity", BASELINES),
+    "dataset formats": Decorator(
+        "rekalm.prepare", "register_format", ", roles=('ratings',)", "ml1m_recbole", FORMATS, lambda unit: unit.parse
+    ),
+    "rule-mining engines": Decorator("rekalm.mine_rules", "register_engine", "", "bitset", ENGINES),
+}
+
+
+def test_every_registry_has_its_decorator_under_test():
+    assert sorted(DECORATORS) == sorted(registries.SCHEMA_ENUMS)
+
+
+@pytest.fixture
+def restored_registries():
+    """Every registry as it was before the test (extension files register into them)."""
+    saved = [(decorator.units, dict(decorator.units)) for decorator in DECORATORS.values()]
+    seeded = set(SEEDED_BASELINES)
+    yield
+    for units, contents in saved:
+        units.clear()
+        units.update(contents)
+    SEEDED_BASELINES.clear()
+    SEEDED_BASELINES.update(seeded)
+
+
+def write_unit(path: Path, source: str) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(source)
+    return str(path)
+
+
+@pytest.mark.parametrize("registry", sorted(DECORATORS))
+def test_an_extension_under_a_built_in_name_is_an_error_naming_both(registry, tmp_path, restored_registries):
+    """An extension lexicalizer called `graph` (or a baseline called `popularity`) used to
+    replace the built-in one silently: every row of graph.jsonl was the extension's."""
+    decorator = DECORATORS[registry]
+    built_in = decorator.units[decorator.built_in]
+    path = write_unit(tmp_path / "lab" / "clash.py", decorator.source(decorator.built_in))
+    with pytest.raises(registries.RegistryError) as error:
+        load_extensions([path])
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"{registry}: {decorator.built_in!r} is already registered by {decorator.module}.")
+    assert f"my_unit ({path}) cannot take the name" in message and "replace=True" in message
+    assert decorator.units[decorator.built_in] is built_in
+
+
+@pytest.mark.parametrize("registry", sorted(DECORATORS))
+def test_replace_true_takes_a_built_in_name_with_a_warning(registry, tmp_path, restored_registries, caplog):
+    decorator = DECORATORS[registry]
+    path = write_unit(tmp_path / "replacing.py", decorator.source(decorator.built_in, replace=True))
+    with caplog.at_level("WARNING", logger="rekalm.registries"):
+        (module,) = load_extensions([path])
+    assert f"replaced by my_unit ({path}) (replace=True)" in caplog.text
+    assert decorator.function_of(decorator.units[decorator.built_in]) is module.my_unit
+
+
+def test_the_same_definition_imported_again_is_no_conflict(tmp_path, restored_registries, monkeypatch):
+    """Extensions are imported at workflow start and in every job; a module may also be
+    reached by its file path and by its module name, or reloaded: one definition, no error."""
+    decorator = DECORATORS["baselines"]
+    path = write_unit(tmp_path / "toy_units.py", decorator.source("toy_baseline"))
+    (first,) = load_extensions([path])
+    assert load_extensions([path]) == [first]
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        importlib.reload(importlib.import_module("toy_units"))  # the same file under another module name
+    finally:
+        sys.modules.pop("toy_units", None)
+    assert BASELINES["toy_baseline"].__code__.co_filename == path
+    # Another function under that name is a conflict, wherever it is defined.
+    other = write_unit(tmp_path / "toy_units_2.py", decorator.source("toy_baseline", function="another_unit"))
+    with pytest.raises(registries.RegistryError, match=r"'toy_baseline' is already registered by toy_units\.my_unit"):
+        load_extensions([other])
+
+
+def test_a_replacing_baseline_takes_its_own_seededness(restored_registries):
+    @register_baseline("random", replace=True)
+    def deterministic_random(data, seed, threads):
+        return lambda users, items: items * 0.0
+
+    assert "random" not in SEEDED_BASELINES and BASELINES["random"] is deterministic_random

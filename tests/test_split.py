@@ -161,3 +161,36 @@ def test_test_users_without_any_liked_candidate_is_an_error():
     interactions.loc[interactions["user"].isin(test_users), "liked"] = 0
     with pytest.raises(ValueError, match=r"none of the 2 test users has a liked held-out item"):
         split_interactions(interactions, SplitSettings())
+
+
+# --- degenerate labels: nothing to rank -------------------------------------------------
+
+
+def test_every_rating_liked_is_an_error_not_perfect_metrics():
+    """With every rating liked (like_if ">= 1" on a 1-5 scale) no candidate list had a
+    negative, and precision@k and nDCG@10 came out 1.0 with exit 0."""
+    interactions = make_interactions(users=20).assign(liked=1)
+    with pytest.raises(ValueError) as error:
+        split_interactions(interactions, SplitSettings())
+    assert str(error.value) == (
+        "split: none of the 4 test users has both a liked and a disliked held-out item (4 only liked, 0 only "
+        "disliked), so every ranking scores the same; check like_if (is every rating a like?) or the data"
+    )
+
+
+def test_one_sided_test_users_are_counted_and_warned_about(caplog):
+    interactions = make_interactions(users=20)
+    test_users = sorted(select_test_users(list(pd.unique(interactions["user"])), SplitSettings()))
+    interactions.loc[interactions["user"] == test_users[0], "liked"] = 1
+    interactions.loc[interactions["user"].isin(test_users[1:3]), "liked"] = 0
+    with caplog.at_level("WARNING", logger="rekalm.split"):
+        split, candidates = split_interactions(interactions, SplitSettings())
+    assert "split: 1 of 4 test users have only liked candidates and 2 only disliked ones" in caplog.text
+    stats = split_stats(split, candidates)["test"]
+    assert (stats["candidates_all_liked"], stats["candidates_all_disliked"]) == (1, 2)
+    by_user = candidates[candidates["user_set"] == "test"].groupby("user")["liked"]
+    assert by_user.min()[test_users[0]] == 1 and by_user.max()[test_users[1]] == 0
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rekalm.split"):
+        split_interactions(make_interactions(users=20), SplitSettings())  # every test user has both
+    assert "only liked" not in caplog.text

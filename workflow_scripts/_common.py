@@ -7,6 +7,11 @@ even where it is not pip-installed (e.g. inside a conda env built from envs/). I
 points matplotlib's config/cache folder at ``.snakemake/matplotlib`` in the working
 directory (unless ``MPLCONFIGDIR`` is set), so no job writes into ``$HOME``, and imports
 the config's extension modules (``rekalm.extensions``), whose units the job may look up.
+
+A failing job's reason reaches the console as well as its log: Snakemake shows a job's own
+stderr there but only ``message: None`` and the log's path for the error, so every ERROR
+record, and the last line of an uncaught exception, is also written to the stderr the job
+was started with (once: not when that stderr is the log file itself).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import IO, Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,16 +36,49 @@ def start(snakemake: Any) -> logging.Logger:
     os.environ.setdefault("MPLCONFIGDIR", str(MPLCONFIGDIR.resolve()))
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
+    console = sys.stderr
     if snakemake.log:
         sys.stderr = open(snakemake.log[0], "w", buffering=1)
+    # force=True: the root logger gets exactly these handlers, however often this runs.
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    wildcards = ", ".join(f"{name}={value}" for name, value in snakemake.wildcards.items())
+    job = f"rule {snakemake.rule}" + (f" ({wildcards})" if wildcards else "")
+    if not _same_file(console, sys.stderr):
+        to_console = logging.StreamHandler(console)
+        to_console.setLevel(logging.ERROR)
+        to_console.setFormatter(logging.Formatter(f"{job}: %(message)s"))
+        handlers.append(to_console)
+        sys.excepthook = _excepthook(console, job, snakemake.log[0] if snakemake.log else None)
     logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+        handlers=handlers, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
     from rekalm.extensions import load_extensions
 
     # Units registered by extension modules (a dataset format, a baseline, ...) are known here too.
     load_extensions(snakemake.config.get("extensions") or [])
     return logging.getLogger(f"rekalm.{snakemake.rule}")
+
+
+def _same_file(one: IO[str], other: IO[str]) -> bool:
+    if one is other:
+        return True
+    try:
+        first, second = os.fstat(one.fileno()), os.fstat(other.fileno())
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+
+
+def _excepthook(console: IO[str], job: str, log_file: str | None) -> Any:
+    """The traceback goes to the log (sys.stderr) as always; its last line to the console."""
+
+    def hook(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> None:
+        sys.__excepthook__(kind, error, traceback)
+        message = " ".join(str(error).split())
+        where = f" (traceback in {log_file})" if log_file else ""
+        print(f"{job}: {kind.__name__}: {message}{where}", file=console, flush=True)
+
+    return hook
 
 
 @contextmanager
