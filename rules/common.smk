@@ -420,8 +420,12 @@ def system_replicates(dataset, system):
     return [{"seed": None, "dataset": dataset, "name": system}]
 
 
+def get_inference_preset_name(wildcards):
+    return get_dataset_config(wildcards)["inference"]
+
+
 def inference_preset(wildcards):
-    return config["inference"][get_dataset_config(wildcards)["inference"]]
+    return config["inference"][get_inference_preset_name(wildcards)]
 
 
 def get_inference_settings(wildcards):
