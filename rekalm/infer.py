@@ -31,6 +31,10 @@ per-user parse counts of :mod:`rekalm.parse`, zero in score mode, and the contex
 generate mode. The ranx
 run ``{user: {item: 1 - (rank-1)/len}}`` is derived from the ranks, so it has no ties.
 
+``generate_max_users: N`` ranks only the first N users of ``test.jsonl`` in generate mode
+(a smoke test of that path on a CPU, where a full generate run takes minutes per hundred
+users); the job logs how many it left out and evaluate counts them as ``not_ranked``.
+
 Resumable: users are processed in chunks of ``chunk_size``; each finished chunk is written
 atomically to ``chunk_dir`` beside a fingerprint of the inputs and settings, so a killed job
 loses at most one chunk, and chunks of another model or settings are never reused.
@@ -343,6 +347,16 @@ def run_inference(
     if threads:
         torch.set_num_threads(threads)  # the cores Snakemake granted, not every core of the node
     prompts = read_test_prompts(test_path)
+    cap = settings.generate_max_users
+    if settings.mode == "generate" and cap is not None and cap < len(prompts):
+        log.warning(
+            "generate_max_users %d: ranking the first %d of %d test users; the other %d are not ranked",
+            cap,
+            cap,
+            len(prompts),
+            len(prompts) - cap,
+        )
+        prompts = prompts[:cap]
     from rekalm.hf import resolve_device
 
     resolve_device(settings.device, gpus=gpus, where=where)  # a GPU job without a GPU stops before any work

@@ -36,6 +36,9 @@ class InferenceSettings:
     max_new_tokens: int | None = None  # generate: a fixed budget instead (512 = the original)
     prefill_answer: bool = True  # generate: start the answer with the trained prefix
     fuzzy_threshold: float = 85  # generate: rapidfuzz ratio (0-100) to accept a name
+    # generate: rank only the first N test users (a smoke test of the generate path; the
+    # others stay unranked, and rules/common.smk keeps such a ranking out of `compare`)
+    generate_max_users: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("score", "generate"):
@@ -50,6 +53,14 @@ class InferenceSettings:
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError(
                 f"inference.max_new_tokens: expected a positive integer or null, got {self.max_new_tokens!r}"
+            )
+        if self.generate_max_users is not None and (
+            isinstance(self.generate_max_users, bool)
+            or not isinstance(self.generate_max_users, int)
+            or self.generate_max_users < 1
+        ):
+            raise ValueError(
+                f"inference.generate_max_users: expected a positive integer or null, got {self.generate_max_users!r}"
             )
         if not 0 <= self.fuzzy_threshold <= 100:
             raise ValueError(f"inference.fuzzy_threshold: expected 0-100, got {self.fuzzy_threshold!r}")

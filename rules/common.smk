@@ -420,19 +420,45 @@ def system_replicates(dataset, system):
     return [{"seed": None, "dataset": dataset, "name": system}]
 
 
+def get_inference_preset_name(wildcards):
+    return get_dataset_config(wildcards)["inference"]
+
+
 def inference_preset(wildcards):
-    return config["inference"][get_dataset_config(wildcards)["inference"]]
+    return config["inference"][get_inference_preset_name(wildcards)]
 
 
-def get_inference_settings(wildcards):
+def inference_settings(dataset, system):
     """The preset minus its resources (a new runtime must not re-rank); zero-shot systems
     use their own mode."""
-    preset = inference_preset(wildcards)
+    preset = config["inference"][dataset_block(dataset)["inference"]]
     settings = {key: value for key, value in preset.items() if key != "resources"}
-    mode = systems.zero_shot_mode(wildcards.system)
+    mode = systems.zero_shot_mode(system)
     if mode is not None:
         settings["mode"] = mode
     return settings
+
+
+def get_inference_settings(wildcards):
+    return inference_settings(wildcards.dataset, wildcards.system)
+
+
+def check_ranks_every_user(dataset, system):
+    """A compared LLM system ranks every test user: the paired tests keep only the users
+    every system ranked, so a generate-mode cap would shrink them all to its N users."""
+    # No preset, no cap (the rule tests run compare on configs without presets).
+    no_preset = "inference" not in dataset_block(dataset)
+    if systems.system_kind(config, system) == "baseline" or no_preset:
+        return
+    settings = inference_settings(dataset, system)
+    cap = settings.get("generate_max_users")
+    if settings.get("mode", InferenceSettings.mode) == "generate" and cap is not None:
+        raise ValueError(
+            f"compare {dataset}: {system} ranks in generate mode only the first {cap} test users "
+            f"(inference.{dataset_block(dataset)['inference']}.generate_max_users), which would shrink "
+            "every paired test to them; set it to null, or build that system's metrics alone "
+            f"(results/{dataset}/metrics/{system}.json) and leave it out of run.zero_shot / run.ablations"
+        )
 
 
 def get_inference_resource(name):
@@ -470,13 +496,16 @@ def get_compared_replicates(wildcards):
             f"compare {wildcards.dataset!r}: split replicates are compared together under "
             f"results/{base_dataset(wildcards.dataset)}/compare/"
         )
+    compared = systems.compared_systems(config, wildcards.dataset)
+    for system in compared:
+        check_ranks_every_user(wildcards.dataset, system)
     return [
         {
             "name": system,
             "kind": systems.system_kind(config, system),
             "replicates": system_replicates(wildcards.dataset, system),
         }
-        for system in systems.compared_systems(config, wildcards.dataset)
+        for system in compared
     ]
 
 

@@ -24,6 +24,7 @@ rule infer:
         runtime=get_inference_resource("runtime"),
     params:
         settings=get_inference_settings,
+        preset_name=get_inference_preset_name,
         chunk_dir="results/{dataset}/infer_chunks/{system}",
         trust_remote_code=config["trust_remote_code"],
     script:

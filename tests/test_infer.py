@@ -549,3 +549,40 @@ def test_run_inference_counts_context_cuts_and_never_fails(tiny_llama_dir: Path,
             assert predictions.loc[predictions["source"] == "appended", "score"].isna().all()
         else:
             assert (per_user["n_budget_cut"] > 0).all()
+
+
+# --- generate_max_users: a smoke test of the generate path on a few users -------------------
+
+
+def test_generate_max_users_ranks_the_first_users_in_generate_mode_only(tiny_llama_dir: Path, tiny, tmp_path: Path):
+    _, tokenizer, _ = tiny
+    rows = write_test_set(tmp_path / "test.jsonl", tokenizer, n_users=3)
+    ranked = {}
+    for mode in ("score", "generate"):
+        settings = InferenceSettings(
+            mode=mode, generate_max_users=2, max_new_tokens=4, chunk_size=2, dtype="float32", device="cpu"
+        )
+        predictions, run = run_inference(tmp_path / "test.jsonl", tiny_llama_dir, settings, tmp_path / mode)
+        ranked[mode] = list(dict.fromkeys(predictions["user"]))
+        assert list(run) == ranked[mode]
+    assert ranked == {"score": [r["user"] for r in rows], "generate": [r["user"] for r in rows[:2]]}
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(ValueError, match="inference.generate_max_users: expected a positive integer or null"):
+            InferenceSettings(generate_max_users=bad)
+
+
+def test_a_capped_generate_ranking_cannot_join_the_comparison(tmp_path: Path) -> None:
+    from snakemake_helpers import load_config, planned_jobs, write_override
+
+    inference = load_config()["inference"]
+    inference["cpu_small"]["generate_max_users"] = 4
+    override = write_override(tmp_path, {"inference": inference})
+    with pytest.raises(Exception) as error:
+        planned_jobs(tmp_path, overrides=[override])  # run.zero_shot: [score, generate]
+    message = "compare ml1m_mini: zero_shot_generate ranks in generate mode only the first 4 test users"
+    assert message in str(error.value) or message in repr(error.value.__cause__)
+    # its metrics alone are fine, and so is a comparison without it
+    alone = planned_jobs(tmp_path, targets=["results/ml1m_mini/metrics/zero_shot_generate.json"], overrides=[override])
+    assert ("infer", {"dataset": "ml1m_mini", "system": "zero_shot_generate"}) in alone
+    without = write_override(tmp_path, {"inference": inference, "run": {"zero_shot": ["score"]}}, name="score.yaml")
+    assert any(rule == "compare" for rule, _ in planned_jobs(tmp_path, overrides=[without]))

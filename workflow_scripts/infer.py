@@ -21,7 +21,7 @@ with one_line_errors(log, DeviceUnavailableError):
         gpus=int(snakemake.resources.get("gpu", 0)),
         where=(
             f"rule infer ({snakemake.wildcards.dataset}/{snakemake.wildcards.system}), preset "
-            f"inference.{snakemake.config['datasets'][snakemake.wildcards.dataset]['inference']}"
+            f"inference.{snakemake.params.preset_name}"
         ),
     )
 write_parquet(predictions, snakemake.output.predictions)
