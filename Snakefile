@@ -11,7 +11,12 @@ min_version("9.0")
 
 sys.path.insert(0, workflow.basedir)  # the `rekalm` package, installed or not
 
-from rekalm.config import check_config, check_config_files, resolve_local_copies
+from rekalm.config import (
+    check_config,
+    check_config_files,
+    read_config_strings,
+    resolve_local_copies,
+)
 from rekalm.extensions import load_extensions, rule_files
 from rekalm.replicates import SUFFIX_PATTERN
 
@@ -28,10 +33,12 @@ configfile: "config/domains.yaml"
 report: "config/report/workflow.rst"  # the report's front page: the comparison first
 
 
-for change in resolve_local_copies(config):  # a local `path` wins over a `url`
-    logger.info(change)
 # Extension modules register their units before the check (schema enums follow the registries).
 load_extensions(config.get("extensions") or [])
+# --config values arrive as strings: typed first, so `"path": null` is no path named "null".
+read_config_strings(config, Path(workflow.basedir) / "config" / "schema.yaml")
+for change in resolve_local_copies(config):  # a local `path` wins over a `url`
+    logger.info(change)
 # Validates, fills in the schema's defaults, checks cross-references (one-line errors).
 check_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
 

@@ -261,6 +261,14 @@ def _fill(config: dict[str, Any], schema: Mapping[str, Any]) -> None:
         pass
 
 
+def read_config_strings(config: dict[str, Any], schema_path: str | Path) -> None:
+    """Read the strings ``--config`` passes where the schema wants another type as that type,
+    in place (:mod:`rekalm.config_strings`). The Snakefile calls it before the local-copy
+    rule, so that ``"path": null`` from the command line is null there, not a path named
+    "null" that would drop the spec's ``url``; :func:`check_config` calls it again (a no-op)."""
+    _read_config_strings(config, schema_with_registries(load_yaml(schema_path)))
+
+
 def _read_config_strings(config: dict[str, Any], schema: Mapping[str, Any]) -> None:
     converted = read_strings_as_schema_types(config, schema)
     if converted:

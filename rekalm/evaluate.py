@@ -357,9 +357,13 @@ def evaluate_ranking(
         )
     not_ranked = sorted(set(judgements) - ranked_users)
     if not_ranked:
-        # build_sets may leave users out (e.g. no candidate with a usable name): say so, loudly.
+        # build_sets may leave users out (no candidate with a usable name), and a generate-mode
+        # smoke run ranks only the first inference.<preset>.generate_max_users: say so, loudly.
         log.warning(
-            "%d test user(s) have no test prompt and are not evaluated, e.g. %s", len(not_ranked), not_ranked[:3]
+            "%d test user(s) were not ranked (no test prompt, or left out by generate_max_users) and are not "
+            "evaluated, e.g. %s",
+            len(not_ranked),
+            not_ranked[:3],
         )
     qrels = {user: items for user, items in relevant_qrels(judgements).items() if user in ranked_users}
     popularity = item_popularity(split)

@@ -369,3 +369,12 @@ def test_the_reading_follows_every_place_a_schema_can_put_a_type():
         "switch": False,
     }
     assert len(converted) == 7
+
+
+def test_a_null_verdict_metric_means_the_default_headline_metric(shipped_config):
+    # The schema said "null = nDCG at the largest cutoff" but refused null.
+    from rekalm.evaluate import MetricSettings
+
+    config = with_change(shipped_config, "metrics.verdict", {"metric": None})
+    check_config(config, SCHEMA)
+    assert MetricSettings.from_config(config["metrics"]).verdict_metric == f"ndcg@{max(MetricSettings().cutoffs)}"

@@ -104,3 +104,25 @@ def test_extra_config_file_points_a_dataset_at_local_copies(original_data, tmp_p
     )
     with pytest.raises(Exception, match=r"datasets\.dbbook\.files\.test\.path: .*absent\.tsv is not a file"):
         planned_jobs(tmp_path, [target], overrides=[absent])
+
+
+def test_a_null_path_from_the_command_line_keeps_the_url(tmp_path):
+    # Snakemake passes `--config 'datasets={"dbbook": {"files": {"train": {"path": null}}}}'` as the
+    # string "null": read as the schema's null before the local-copy rule, it is no path, so the url stays.
+    from snakemake.utils import update_config
+
+    from rekalm.config import read_config_strings
+
+    config = shipped_config()
+    url = config["datasets"]["dbbook"]["files"]["train"]["url"]
+    update_config(config, {"datasets": {"dbbook": {"files": {"train": {"path": "null"}}}}})
+    read_config_strings(config, SCHEMA)
+    assert resolve_local_copies(config) == []
+    assert config["datasets"]["dbbook"]["files"]["train"]["url"] == url
+    assert config["datasets"]["dbbook"]["files"]["train"]["path"] is None
+    check_config(config, SCHEMA)
+
+
+def test_the_snakefile_types_command_line_strings_before_the_local_copy_rule():
+    snakefile = (REPO / "Snakefile").read_text(encoding="utf-8")
+    assert snakefile.index("read_config_strings(config") < snakefile.index("resolve_local_copies(config)")
