@@ -476,12 +476,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     payload = json.loads(Path(arguments.job).read_text(encoding="utf-8"))
     resume = payload.pop("resume_from", None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Which code this worker runs: it must be the parent's (worker_environment).
+    # Which code this worker runs: it must be the parent's (worker_environment). The package's
+    # folder, two levels up from this module (rekalm/training/train.py).
     log.info(
         "worker rank %s of %s: rekalm from %s",
         os.environ.get("RANK", "0"),
         os.environ.get("WORLD_SIZE", "1"),
-        Path(__file__).resolve().parent,
+        Path(__file__).resolve().parents[1],
     )
     train_adapter(TrainingJob.from_dict(payload), resume)
 

@@ -94,7 +94,7 @@ def test_hub_download_uses_pinned_revision_and_token_from_env(tmp_path, tiny_lla
 def test_embedded_gguf_converts_to_an_equivalent_plain_folder(tmp_path):
     import numpy as np
     import torch
-    from conftest import smollm2_gguf_path
+    from asset_paths import smollm2_gguf_path
     from gguf import GGUFReader, dequantize
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM, AutoTokenizer
