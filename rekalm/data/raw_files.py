@@ -22,7 +22,8 @@ import lzma
 import re
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
+from io import BufferedIOBase
 from pathlib import Path
 from typing import IO
 
@@ -58,12 +59,15 @@ def check_scale(ratings: pd.Series, low: float, high: float, path: Path, column:
         )
 
 
-_OPENERS: dict[str, Callable[..., IO[bytes]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+# Typeshed calls a zip member IO[bytes] and a gzip file a BufferedIOBase (not an IO[bytes]);
+# both read bytes and close as context managers, which is all the readers here use.
+BinaryFile = IO[bytes] | BufferedIOBase
+_OPENERS: dict[str, Callable[..., BinaryFile]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 # What a truncated or corrupt compressed file raises while it is read.
 READ_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, UnicodeDecodeError, ValueError)
 
 
-def open_binary(path: Path) -> IO[bytes]:
+def open_binary(path: Path) -> BinaryFile:
     suffix = path.suffix.lower()
     if suffix == ".zip":
         bundle = zipfile.ZipFile(path)
@@ -120,7 +124,7 @@ def read_table(path: Path, **kwargs: object) -> pd.DataFrame:
         raise read_failure(path, error) from None
 
 
-def no_nulls(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
+def no_nulls(frame: pd.DataFrame, columns: Sequence[Hashable], path: Path) -> None:
     for column in columns:
         missing = frame[column].isna().to_numpy()
         if missing.any():

@@ -36,7 +36,7 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -161,7 +161,10 @@ def split_interactions(interactions: pd.DataFrame, config: SplitSettings) -> tup
     split_sides: list[str] = []
     candidate_rows: list[int] = []
     candidate_positions: list[int] = []
-    for user, positions in frame.groupby("user", sort=False).indices.items():
+    # Each group's positions are an ndarray and users are strings (prepare writes them with
+    # astype(str)); pandas-stubs types `indices` as {Hashable: ndarray | Index | list[int]}.
+    groups = cast("dict[str, np.ndarray]", frame.groupby("user", sort=False).indices)
+    for user, positions in groups.items():
         rows = sorted(positions.tolist())
         if config.method == "seeded":  # draw over items, not file positions
             rows = sorted(rows, key=lambda r: (item_ids[r], r))

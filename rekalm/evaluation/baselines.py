@@ -410,7 +410,7 @@ def tune(
         (candidates["user_set"] == "train") & candidates["user"].astype(str).isin(validation_users)
     ]
     metric = f"ndcg@{settings.validation_cutoff}"
-    results = []
+    results: list[dict[str, Any]] = []
     for params in tqdm(expand_grid(name, settings.grid), desc=f"tune {name}", unit="fit"):
         score = validation_score(name, params, tuning_data, validation, settings) if len(validation) else float("nan")
         log.info("%s %s: %s = %.4f", name, params, metric, score)

@@ -296,6 +296,7 @@ def write_comparison(
     if "standard" in settings.definitions:
         comparison, scores = compare_runs(runs, qrels, settings, split_qrels)
         if kinds is not None:
+            assert settings.verdict_metric is not None  # MetricSettings.__post_init__ resolves a null one
             seed_sd = {name: (spread[name] or {}).get("standard", {}).get(settings.verdict_metric) for name in metrics}
             verdict = verdicts(
                 scores, kinds, settings.verdict_metric, settings.verdict_reference, 1 - settings.max_p, seed_sd

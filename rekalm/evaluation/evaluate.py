@@ -41,7 +41,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -195,7 +195,7 @@ def rankings_from_predictions(predictions: pd.DataFrame, model_only: bool = Fals
 
 
 def run_for_qrels(
-    run: Mapping[str, Mapping[str, float]], qrels: Judgements, source: str = "run"
+    run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]], source: str = "run"
 ) -> dict[str, dict[str, float]]:
     """The run restricted to the judged users; every judged user must have been ranked."""
     missing = sorted(set(qrels) - set(run))
@@ -236,8 +236,8 @@ def standard_metrics(
 def _dcg(gains: Sequence[float]) -> float:
     if len(gains) == 0:
         return float("nan")  # ClayRS: an empty list has no DCG
-    gains = np.asarray(gains, dtype=np.float64)
-    return float(np.sum(gains / np.log2(np.arange(2, len(gains) + 2))))
+    values = np.asarray(gains, dtype=np.float64)
+    return float(np.sum(values / np.log2(np.arange(2, len(values) + 2))))
 
 
 def clayrs_ndcg(ranked: Sequence[str], labels: Mapping[str, int], k: int | None) -> float:
@@ -283,8 +283,8 @@ def clayrs_metrics(rankings: Ranking, judgements: Judgements, cutoffs: Sequence[
         return {}
     table = pd.DataFrame(per_user)
     return {
-        name: (float(np.nanmean(column)) if np.isfinite(column).any() else float("nan"))
-        for name, column in table.items()
+        cast(str, name): (float(np.nanmean(column)) if np.isfinite(column).any() else float("nan"))
+        for name, column in table.items()  # columns named by clayrs_user_metrics' str keys
     }
 
 
@@ -299,7 +299,7 @@ def item_popularity(split: pd.DataFrame) -> dict[str, float]:
     if n_users == 0:
         return {}
     counts = training["item"].astype(str).value_counts()
-    return {item: count / n_users for item, count in counts.items()}
+    return {cast(str, item): count / n_users for item, count in counts.items()}  # str: astype above
 
 
 def average_popularity(rankings: Ranking, popularity: Mapping[str, float], cutoffs: Sequence[int]) -> dict[str, float]:

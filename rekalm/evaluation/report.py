@@ -124,12 +124,12 @@ def single_rows(
     for index, system in enumerate(metrics):
         cells = []
         for name in names:
-            value = columns[name][index]
+            value, best_value = columns[name][index], best[name]
             is_best = (
                 higher_is_better
                 and value is not None
-                and best[name] is not None
-                and round(value, 4) == round(best[name], 4)
+                and best_value is not None
+                and round(value, 4) == round(best_value, 4)
             )
             marks = significant_wins(comparison, system, name) if comparison and definition == "standard" else ""
             sd = ((spread or {}).get(system) or {}).get(definition, {}) or {}
@@ -296,10 +296,10 @@ def markdown_report(
 ) -> str:
     systems = list(metrics)
     parts = [f"# Systems on {dataset}", ""]
-    headers, rows = verdict_rows(verdict)
-    if rows:
-        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+    verdict_headers, verdict_table = verdict_rows(verdict)
+    if verdict_table:
+        lines = ["| " + " | ".join(verdict_headers) + " |", "|" + "|".join("---" for _ in verdict_headers) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in verdict_table]
         parts += [f"## {_verdict_heading(settings)}", "", _verdict_note(comparison), "", *lines, ""]
     parts += [*(_preamble(dataset, metrics, settings)), ""]
     for heading, _, headers, rows in _sections(metrics, settings, comparison, spread):
@@ -317,9 +317,9 @@ def latex_report(
 ) -> str:
     systems = list(metrics)
     parts = ["% Needs \\usepackage{booktabs}. " + " ".join(_preamble(dataset, metrics, settings)), ""]
-    headers, rows = verdict_rows(verdict)
-    if rows:
-        body = [" & ".join(_latex_escape(cell).replace("–", "--") for cell in row) + r" \\" for row in rows]
+    verdict_headers, verdict_table = verdict_rows(verdict)
+    if verdict_table:
+        body = [" & ".join(_latex_escape(cell).replace("–", "--") for cell in row) + r" \\" for row in verdict_table]
         caption = dataset + ": " + _verdict_heading(settings) + ". " + _verdict_note(comparison)
         parts += [
             "\n".join(
@@ -328,9 +328,9 @@ def latex_report(
                     r"\centering",
                     rf"\caption{{{_latex_escape(caption)}}}",
                     rf"\label{{tab:{dataset.replace('_', '-')}-verdict}}",
-                    r"\begin{tabular}{ll" + "r" * (len(headers) - 2) + "}",
+                    r"\begin{tabular}{ll" + "r" * (len(verdict_headers) - 2) + "}",
                     r"\toprule",
-                    " & ".join(_latex_escape(h) for h in headers) + r" \\",
+                    " & ".join(_latex_escape(h) for h in verdict_headers) + r" \\",
                     r"\midrule",
                     *body,
                     r"\bottomrule",

@@ -132,7 +132,7 @@ def fetch_facts(
     uris: Sequence[str], relations: Sequence[Relation], client: SparqlClient, settings: DbpediaSettings
 ) -> pd.DataFrame:
     """(uri, relation, value) for every relation of the domain; one query per URI batch."""
-    relation_of = {}
+    relation_of: dict[str, str] = {}
     for relation in relations:
         for uri in relation.uris:
             relation_of[uri] = relation.name
@@ -144,11 +144,12 @@ def fetch_facts(
         uris, lambda uris: facts_query(uris, relations, settings.language), client, settings, "facts"
     ):
         predicate = binding.get("p", {}).get("value")
-        relation = relation_of.get(predicate)  # named by the returned predicate itself
+        # The relation is named by the returned predicate itself.
+        relation_name = relation_of.get(predicate) if predicate is not None else None
         value = fact_value(binding)
-        if relation is None or value is None or "uri" not in binding:
+        if relation_name is None or value is None or "uri" not in binding:
             continue
-        rows.append((binding["uri"]["value"], relation, value))
+        rows.append((binding["uri"]["value"], relation_name, value))
     return pd.DataFrame(rows, columns=["uri", "relation", "value"], dtype="str").drop_duplicates(ignore_index=True)
 
 

@@ -158,8 +158,8 @@ def lookup_labels(
                 by_label.setdefault(binding["label"]["value"], []).append(binding)
         for key, row in enumerate(batch):
             year = _item_year(row) or split_title_year(str(row.name))[1]
-            rows = [binding for label in candidates[key] for binding in by_label.get(label, [])]
-            entity = choose_entity(candidates[key], rows, year, settings.year_tolerance)
+            matched = [binding for label in candidates[key] for binding in by_label.get(label, [])]
+            entity = choose_entity(candidates[key], matched, year, settings.year_tolerance)
             if entity is not None:
                 found[str(row.item)] = entity
     return found

@@ -27,7 +27,7 @@ import string
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 from tqdm import tqdm
@@ -194,7 +194,8 @@ def lexicalize_graph(
 def _grouped_values(triples: pd.DataFrame) -> Iterable[tuple[str, str, list[str]]]:
     frame = triples.assign(item=triples["item"].astype(str), relation=triples["relation"].astype(str))
     # sort=False keeps first-appearance order, so output order follows the (deterministic) input.
-    for (item, relation), group in frame.groupby(["item", "relation"], sort=False):
+    for keys, group in frame.groupby(["item", "relation"], sort=False):
+        item, relation = cast("tuple[str, str]", keys)  # both columns are str since the assign above
         values = _unique_in_order(group["value"])
         if values:
             yield item, relation, values
@@ -244,7 +245,7 @@ def lexicalize_collab(
 ) -> tuple[list[Row], dict[str, Any]]:
     """One sentence per association rule: "People who like A and B also tend to like C."
     Rule ids follow rules.parquet order (which mine_rules keeps deterministic)."""
-    rows = []
+    rows: list[Row] = []
     for number, (antecedent, consequent, confidence) in enumerate(
         tqdm(
             zip(rules["antecedent"], rules["consequent"], rules["confidence"]),

@@ -157,8 +157,9 @@ def attribute_triples(
 
 def mapping_from_items(items: pd.DataFrame, source: str = "items.parquet") -> pd.DataFrame:
     """The dataset's own DBpedia mapping (items.parquet ``dbpedia_uri``), validated."""
+    uris: list[str | None]
     if "dbpedia_uri" in items.columns:
-        uris = [(_cell_values(uri) or [None])[0] for uri in items["dbpedia_uri"]]
+        uris = [next(iter(_cell_values(uri)), None) for uri in items["dbpedia_uri"]]  # the first, if any
     else:
         uris = [None] * len(items)
     for item, uri in zip(items["item"], uris):

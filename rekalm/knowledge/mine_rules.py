@@ -103,7 +103,7 @@ class RuleMiningSettings:
 def load_split(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read ``split.parquet`` and check the columns and values rule mining relies on."""
     split = read_parquet(path, required=_SPLIT_NEEDED)
-    checks = {"user_set": {"train", "test"}, "side": {"history", "held_out"}, "liked": {0, 1}}
+    checks: dict[str, set[object]] = {"user_set": {"train", "test"}, "side": {"history", "held_out"}, "liked": {0, 1}}
     for column, allowed in checks.items():
         unexpected = set(pd.unique(split[column])) - allowed
         if unexpected:
@@ -147,9 +147,9 @@ class EncodedTransactions:
 
 
 def encode_transactions(transactions: Sequence[Iterable[str]]) -> EncodedTransactions:
-    transactions = [t if isinstance(t, (list, tuple)) else list(t) for t in transactions]
-    lengths = np.fromiter(map(len, transactions), dtype=np.int64, count=len(transactions))
-    flat = pa.array(itertools.chain.from_iterable(transactions), type=pa.string())
+    listed: list[Sequence[str]] = [t if isinstance(t, (list, tuple)) else list(t) for t in transactions]
+    lengths = np.fromiter(map(len, listed), dtype=np.int64, count=len(listed))
+    flat = pa.array(itertools.chain.from_iterable(listed), type=pa.string())
     # Arrow's dictionary encoding + a sort of the distinct ids is ~3x faster than
     # pandas.factorize(sort=True) on Python strings; UTF-8 byte order = str order.
     encoded = flat.dictionary_encode()
@@ -158,8 +158,8 @@ def encode_transactions(transactions: Sequence[Iterable[str]]) -> EncodedTransac
     rank[by_name] = np.arange(len(by_name))
     codes = rank[encoded.indices.to_numpy(zero_copy_only=False)] if len(flat) else np.zeros(0, dtype=np.int64)
     items = encoded.dictionary.take(pa.array(by_name, type=pa.int64())).to_numpy(zero_copy_only=False).astype(object)
-    rows = np.repeat(np.arange(len(transactions)), lengths)
-    matrix = sp.csr_matrix((np.ones(len(codes), dtype=bool), (rows, codes)), shape=(len(transactions), len(items)))
+    rows = np.repeat(np.arange(len(listed)), lengths)
+    matrix = sp.csr_matrix((np.ones(len(codes), dtype=bool), (rows, codes)), shape=(len(listed), len(items)))
     matrix.sum_duplicates()  # a repeated item in one transaction counts once
     matrix.data[:] = True
     return EncodedTransactions(matrix=matrix, items=items)

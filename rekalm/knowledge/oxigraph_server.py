@@ -134,6 +134,7 @@ def _oxigraph_load(executable: str, store: Path, path: Path, fmt: str, decompres
     # exit status 0, so those messages are read back and fail the load.
     command = [executable, "load", "--lenient", "--location", str(store), "--format", fmt]
     failure = ""
+    process: subprocess.CompletedProcess[bytes] | subprocess.Popen[bytes]  # both give the returncode below
     with tempfile.TemporaryFile() as errors:
         if decompress is None:
             process = subprocess.run([*command, "--file", str(path)], stdout=subprocess.DEVNULL, stderr=errors)

@@ -38,7 +38,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import quote
 
 from SPARQLWrapper import JSON, POST, SPARQLWrapper
@@ -455,7 +455,7 @@ def _cut_at_cap(query: str, rows: int, row_cap: str) -> bool:
     return rows >= cap and (limit is None or int(limit.group(1)) > cap)
 
 
-def _is_select_result(payload: object) -> bool:
+def _is_select_result(payload: object) -> TypeGuard[dict[str, Any]]:
     if not isinstance(payload, dict):
         return False
     results = payload.get("results")

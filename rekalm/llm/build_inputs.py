@@ -181,7 +181,8 @@ def _user_lists(
 ) -> UserLists:
     candidate_items = held_out["item"].tolist()
     held_set = set(candidate_items)
-    liked, disliked = [], []
+    liked: list[str] = []
+    disliked: list[str] = []
     if history is not None:
         for item, flag in zip(history["item"], history["liked"]):
             if item in held_set:  # the same item on both sides would reveal its label

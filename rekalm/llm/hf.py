@@ -165,7 +165,9 @@ def causal_lm_class(model_dir: str | os.PathLike[str], trust_remote_code: bool =
 
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     try:
-        return AutoModelForCausalLM._model_mapping[type(config)]
+        # transformers annotates every auto mapping's value as the tokenizers' (slow, fast)
+        # pair; a model mapping's value is the model class itself.
+        return AutoModelForCausalLM._model_mapping[type(config)]  # type: ignore[return-value]
     except KeyError:
         return None
 
@@ -265,7 +267,9 @@ def load_causal_lm(
         model_dir, dtype=dtype, attn_implementation=attention, trust_remote_code=trust_remote_code, **extra
     )
     if device.type != "cuda":
-        model.to(device)
+        # PreTrainedModel.to is functools.wraps(Module.to), which typeshed types as taking the
+        # model itself as its first argument.
+        model.to(device)  # type: ignore[arg-type]
     log.info(
         "%s: loaded %s (%s) as %s on %s with %s attention",
         where,

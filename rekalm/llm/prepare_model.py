@@ -120,6 +120,7 @@ def download_hub(source: ModelSource, destination: Path, trust_remote_code: bool
         log.warning(
             "models.%s.revision %r is not a commit hash: a branch or tag can move", source.name, source.revision
         )
+    assert source.repo_id is not None  # from_config requires it of a hub source
     token = os.environ.get(source.token_env) if source.token_env else None
     patterns = HUB_ALLOW_PATTERNS + (HUB_REMOTE_CODE_PATTERNS if trust_remote_code else [])
     snapshot = snapshot_download(source.repo_id, revision=source.revision, token=token, allow_patterns=patterns)

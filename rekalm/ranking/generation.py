@@ -102,12 +102,11 @@ def _batches_within_context(order: Sequence[int], plans: Sequence[GenerationPlan
             continue
         current = batches[-1] if batches else None
         # The batch decodes its largest budget (this user's) for every row.
-        fits = (
+        if (
             current is not None
             and len(current) < batch_size
-            and all(plans[i].room is None or plans[index].budget <= plans[i].room for i in current)
-        )
-        if fits:
+            and all(room is None or plans[index].budget <= room for room in (plans[i].room for i in current))
+        ):
             current.append(index)
         else:
             batches.append([index])

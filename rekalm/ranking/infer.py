@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -242,7 +242,7 @@ def _user_frame(
     user: str,
     items: Sequence[str],
     order: Sequence[int],
-    scores: Sequence[float],
+    scores: np.ndarray,
     appended: Sequence[bool],
     counts: dict[str, int],
 ) -> pd.DataFrame:
@@ -309,7 +309,8 @@ def predictions_from_generations(prompts: Sequence[UserPrompt], raw: pd.DataFram
     for prompt in prompts:
         if prompt.user not in by_user.index:
             raise ValueError(f"inference chunks: no generation for user {prompt.user!r}")
-        generated = by_user.loc[prompt.user]
+        # A row, not a frame: run_in_chunks writes one generation per prompt, one prompt per user.
+        generated = cast(pd.Series, by_user.loc[prompt.user])
         order, appended, counts = rank_generation(generated["text"], prompt.names, threshold)
         ranks = np.arange(1, len(order) + 1)
         # Generations from elsewhere (the HF pipeline of benchmarks/inference.py) had no cuts.

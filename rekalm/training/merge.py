@@ -42,7 +42,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from rekalm.common.io import atomic_dir
 
@@ -129,7 +129,8 @@ def update_probes(model, seed: int = 0) -> dict[str, UpdateProbe]:
         for name, module in model.named_modules():
             if not (isinstance(module, LoraLayer) and hasattr(module, "get_delta_weight")):
                 continue
-            weight = module.get_base_layer().weight
+            # A LoRA base layer's weight is a Parameter; torch types Module attributes as Tensor | Module.
+            weight = cast("torch.Tensor", module.get_base_layer().weight)
             if weight.dim() != 2:
                 continue
             delta = sum(module.get_delta_weight(adapter).float() for adapter in module.active_adapters)

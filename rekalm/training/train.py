@@ -37,10 +37,10 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rekalm.common.io import atomic_dir, write_json
 from rekalm.llm.hf import load_tokenizer
@@ -61,6 +61,7 @@ from rekalm.training.training_data import (
 from rekalm.training.training_log import make_callback_class, make_shard_callback, plot_loss, write_training_log
 
 if TYPE_CHECKING:
+    from peft import PeftModel
     from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback
 
 log = logging.getLogger(__name__)
@@ -411,7 +412,7 @@ def train_adapter(
         examples=len(tokenized.examples),
         dropped_examples=tokenized.dropped,
         truncated_examples=tokenized.truncated,
-        packed_rows=len(trainer.train_dataset),
+        packed_rows=len(cast(Sized, trainer.train_dataset)),  # build_trainer's PackedRows or SingleExamples
         train_runtime_s=runtime,
         device=plan.device,
     )
@@ -427,8 +428,10 @@ def train_adapter(
 
 def save_outputs(trainer: Trainer, job: TrainingJob, result: TrainingResult) -> None:
     history = trainer.state.log_history
+    # Trainer types its model as any torch Module; load_lora_model gave it a PeftModel.
+    model = cast("PeftModel", trainer.model)
     with atomic_dir(job.adapter_dir) as staging:
-        trainer.model.save_pretrained(staging, safe_serialization=True)
+        model.save_pretrained(str(staging), safe_serialization=True)  # peft types the folder as a str
         record = {
             "settings": job.settings.to_dict(),
             "result": dataclasses.asdict(result),
