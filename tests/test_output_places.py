@@ -40,7 +40,7 @@ def test_a_job_script_keeps_matplotlib_out_of_home(tmp_path):
         "import sys; sys.path.insert(0, sys.argv[1])\n"
         "from types import SimpleNamespace\n"
         "from _common import start\n"
-        "start(SimpleNamespace(log=[], rule='compare', config={}))\n"
+        "start(SimpleNamespace(log=[], rule='compare', wildcards={}, config={}))\n"
         "import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt\n"
         "plt.plot([1, 2]); plt.savefig('results.png')\n"
     )
