@@ -21,7 +21,8 @@ ALLOWED: dict[str, set[str]] = {
     "llm": {"common", "data", "knowledge"},
     "training": {"common", "data", "knowledge", "llm"},
     "ranking": {"common", "data", "knowledge", "llm"},
-    "evaluation": {"common", "data", "knowledge"},
+    "recommenders": {"common", "data", "knowledge"},
+    "evaluation": {"common", "data", "knowledge", "recommenders"},
 }
 #: top-level modules a family may import: leaves that import nothing of the package.
 FAMILY_MAY_IMPORT_AT_TOP = {"version"}

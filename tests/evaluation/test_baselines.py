@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import sparse
 
-from rekalm.evaluation import baselines
 from rekalm.evaluation.baselines import (
     BASELINES,
     BaselineSettings,
@@ -119,18 +117,6 @@ def test_collaborative_baselines_recover_an_obvious_cooccurrence(name):
     assert ranking_of(predictions, "t2")[0] == "Q"
     popularity, _, _ = run_baseline("popularity", split, candidates, FAST)
     assert ranking_of(popularity, "t1")[0] == "Z"  # the data really separates the two ideas
-
-
-def test_ease_matches_its_closed_form():
-    # X'X + l2 I inverted by hand for a 3-item example; B = -P/diag(P) with a zero diagonal.
-    X = np.array([[1, 1, 0], [1, 1, 1], [0, 1, 1], [1, 0, 0]], dtype=float)
-    users, items = np.array(["a", "b", "c", "d"], dtype=object), np.array(["i0", "i1", "i2"], dtype=object)
-    data = baselines.Interactions(matrix=sparse.csr_matrix(X), users=users, items=items)
-    P = np.linalg.inv(X.T @ X + 2.0 * np.eye(3))
-    B = -P / np.diag(P)
-    np.fill_diagonal(B, 0.0)
-    u, i = np.repeat(np.arange(4), 3), np.tile(np.arange(3), 4)
-    np.testing.assert_allclose(baselines.fit_ease(data, seed=0, threads=1, l2=2.0)(u, i), (X @ B)[u, i], rtol=1e-10)
 
 
 def test_validation_ndcg_is_the_standard_definition():
@@ -336,23 +322,3 @@ def test_on_original_lastfm_slice_models_beat_random():
         ranked = predictions.merge(candidates[["user", "item", "liked"]], on=["user", "item"])
         ndcg[name] = mean_ndcg(ranked, cutoff=10)
     assert ndcg["ease"] > ndcg["random"] and ndcg["popularity"] > ndcg["random"], ndcg
-
-
-def test_ease_switches_to_float32_past_the_lapack_limit(monkeypatch):
-    """SciPy's OpenBLAS crashes in dpotrf on large float64 matrices (BoardGameGeek's 21,772
-    items): past 12,000 items EASE runs in float32, and past float32's limit it stops with
-    one line."""
-    rng = np.random.default_rng(3)
-    X = sparse.csr_matrix((rng.random((30, 12)) < 0.3).astype(np.float32))
-    data = baselines.Interactions(
-        matrix=X, users=np.array([f"u{n}" for n in range(30)]), items=np.array([f"i{n}" for n in range(12)])
-    )
-    u, i = np.repeat(np.arange(30), 12), np.tile(np.arange(12), 30)
-    exact = baselines.fit_ease(data, seed=0, threads=1, l2=2.0)(u, i)
-    active = int((X.getnnz(axis=0) > 0).sum())
-    monkeypatch.setattr(baselines, "_FLOAT64_MAX_ITEMS", active - 1)
-    assert baselines.lapack_dtype(active) == np.float32
-    np.testing.assert_allclose(baselines.fit_ease(data, seed=0, threads=1, l2=2.0)(u, i), exact, rtol=1e-4, atol=1e-5)
-    monkeypatch.setattr(baselines, "_LAPACK_MAX_BYTES", active * active * 4 - 1)
-    with pytest.raises(ValueError, match=rf"EASE: {active} items exceed what SciPy's LAPACK"):
-        baselines.fit_ease(data, seed=0, threads=1, l2=2.0)
