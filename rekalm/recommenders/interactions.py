@@ -12,13 +12,14 @@ it is a candidate.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy import sparse
 
 from rekalm.common.tables import SPLIT, require_columns
+from rekalm.recommenders.knowledge_inputs import ItemKnowledge
 
 # The split columns a baseline reads (the split's row numbers it does not need).
 SPLIT_NEEDED = SPLIT.select("user", "user_set", "item", "liked", "side")
@@ -29,11 +30,13 @@ PairScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class Interactions:
-    """Positive feedback as a binary users x items matrix, with the ids of its rows/columns."""
+    """Positive feedback as a binary users x items matrix, with the ids of its rows/columns,
+    and the item knowledge the baseline declared it reads (none for the classical ones)."""
 
     matrix: sparse.csr_matrix
     users: np.ndarray  # row index -> user id
     items: np.ndarray  # column index -> item id
+    knowledge: ItemKnowledge = field(default_factory=ItemKnowledge)
 
 
 def rows_scorer(row_scores: Callable[[np.ndarray], np.ndarray]) -> PairScorer:

@@ -13,6 +13,7 @@ from typing import Any
 
 from rekalm.common.registry import register
 from rekalm.recommenders.interactions import PairScorer
+from rekalm.recommenders.knowledge_inputs import KNOWLEDGE_KINDS
 
 Baseline = Callable[..., PairScorer]
 #: The registry (``baselines.names``): name -> fit function ``fit(data, seed, threads, **grid)``
@@ -22,11 +23,22 @@ BASELINES: dict[str, Baseline] = {}
 #: Baselines whose result depends on their seed: they run once per seed of run.seeds
 #: (rekalm.replicates); the others are deterministic and run once.
 SEEDED_BASELINES: set[str] = set()
+#: The knowledge each baseline reads (rekalm.recommenders.knowledge_inputs); absent = none.
+BASELINE_READS: dict[str, tuple[str, ...]] = {}
 
 
-def register_baseline(name: str, seeded: bool = False, replace: bool = False) -> Callable[[Baseline], Baseline]:
-    """Register a fit function as baseline ``name``; ``seeded``: its scores depend on the seed.
-    A name already taken is an error unless ``replace`` (:func:`rekalm.common.registry.register`)."""
+def register_baseline(
+    name: str, seeded: bool = False, reads: tuple[str, ...] = (), replace: bool = False
+) -> Callable[[Baseline], Baseline]:
+    """Register a fit function as baseline ``name``; ``seeded``: its scores depend on the seed;
+    ``reads``: the kinds of item knowledge it learns from (``KNOWLEDGE_KINDS``), handed to it
+    as ``data.knowledge``. A name already taken is an error unless ``replace``
+    (:func:`rekalm.common.registry.register`)."""
+    unknown = sorted(set(reads) - set(KNOWLEDGE_KINDS))
+    if unknown:
+        raise ValueError(
+            f"baseline {name!r}: reads unknown knowledge {unknown}; expected some of {list(KNOWLEDGE_KINDS)}"
+        )
 
     def decorate(fit: Baseline) -> Baseline:
         register(BASELINES, "baselines", name, fit, replace=replace)
@@ -34,6 +46,10 @@ def register_baseline(name: str, seeded: bool = False, replace: bool = False) ->
             SEEDED_BASELINES.add(name)
         else:
             SEEDED_BASELINES.discard(name)  # a replacement that does not depend on the seed
+        if reads:
+            BASELINE_READS[name] = tuple(reads)
+        else:
+            BASELINE_READS.pop(name, None)
         return fit
 
     return decorate
