@@ -11,7 +11,12 @@ their held-out rows leave the tuning data and their candidate lists act as valid
 candidates. Every grid point is fitted and scored by nDCG@``validation_cutoff`` (plain
 numpy, standard definition: ideal DCG over all liked candidates; users without a liked
 candidate are skipped). The best point (first in grid order on ties) is refitted on the full
-training data. (The original study tuned on the test set instead.)
+training data. (The original study tuned on the test set instead.) An iterative model may stop
+early: while tuning, its data carries ``validation``
+(:class:`rekalm.recommenders.interactions.Validation`), which scores it on the validation
+candidates whenever it asks (LightGCN: after every epoch); what it chose
+(the best epoch count) is recorded as the grid row's ``refit`` and merged into ``chosen``, so
+the refit, which has no validation users to stop on, trains exactly that long.
 
 The models live in :mod:`rekalm.recommenders` (the registry, one module per model family);
 this module imports the built-in ones, so that importing it registers them all.
@@ -23,7 +28,7 @@ import itertools
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,12 +37,14 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 import rekalm.recommenders.classical  # noqa: F401  (registers the built-in baselines)
+import rekalm.recommenders.lightgcn  # noqa: F401  (LightGCN; torch is imported only when it fits)
 from rekalm.common.io import json_safe
 from rekalm.common.tables import CANDIDATES, PREDICTIONS, require_columns, run_from_predictions
 from rekalm.recommenders.interactions import (
     SPLIT_NEEDED,
     Interactions,
     PairScorer,
+    Validation,
     build_interactions,
     training_rows,
 )
@@ -161,10 +168,17 @@ def mean_ndcg(ranked: pd.DataFrame, cutoff: int) -> float:
 
 def validation_score(
     name: str, params: Mapping[str, Any], data: Interactions, candidates: pd.DataFrame, settings: BaselineSettings
-) -> float:
-    scorer = get_baseline(name)(data, settings.seed, settings.threads, **params)
-    ranked = rank_candidates(candidates, score_candidates(scorer, data, candidates))
-    return mean_ndcg(ranked, settings.validation_cutoff)
+) -> tuple[float, dict[str, Any]]:
+    """The grid point's validation metric, and what the fit chose by validation for the refit
+    (``Validation.refit``: e.g. the early-stopped epoch count; empty for one-shot models)."""
+
+    def score(scorer: PairScorer) -> float:
+        ranked = rank_candidates(candidates, score_candidates(scorer, data, candidates))
+        return mean_ndcg(ranked, settings.validation_cutoff)
+
+    validation = Validation(score=score)
+    scorer = get_baseline(name)(replace(data, validation=validation), settings.seed, settings.threads, **params)
+    return score(scorer), validation.refit
 
 
 def tune(
@@ -186,9 +200,11 @@ def tune(
     metric = f"ndcg@{settings.validation_cutoff}"
     results: list[dict[str, Any]] = []
     for params in tqdm(expand_grid(name, settings.grid), desc=f"tune {name}", unit="fit"):
-        score = validation_score(name, params, tuning_data, validation, settings) if len(validation) else float("nan")
-        log.info("%s %s: %s = %.4f", name, params, metric, score)
-        results.append({"params": params, metric: score})
+        score, refit = float("nan"), {}
+        if len(validation):
+            score, refit = validation_score(name, params, tuning_data, validation, settings)
+        log.info("%s %s: %s = %.4f%s", name, params, metric, score, f" (refit with {refit})" if refit else "")
+        results.append({"params": params, metric: score, **({"refit": refit} if refit else {})})
     scored = [r for r in results if math.isfinite(r[metric])]
     best = max(scored, key=lambda r: r[metric]) if scored else results[0]  # max keeps the first on ties
     return {
@@ -200,7 +216,9 @@ def tune(
         "validation_users": len(validation_users),
         "validation_users_with_likes": int(validation.loc[validation["liked"].astype(int) == 1, "user"].nunique()),
         "grid": results,
-        "chosen": best["params"],
+        # The refit runs with what validation chose on top of the grid point (early stopping's
+        # epoch count), so it trains as long as the best tuning fit did.
+        "chosen": {**best["params"], **best.get("refit", {})},
         "chosen_score": best[metric],
     }
 

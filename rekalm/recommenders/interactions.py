@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,15 +29,32 @@ USER_BATCH = 512  # users scored at once: bounds the dense (users x items) score
 PairScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
+@dataclass
+class Validation:
+    """The early-stopping channel a fit function gets during tuning (``Interactions.validation``).
+
+    ``score(scorer)`` is the tuning metric (nDCG@``validation_cutoff`` on the validation users'
+    candidates) of a scorer, so an iterative model can score itself after every epoch and keep
+    its best one. What it chose by validation it writes into ``refit`` (e.g. ``{"max_epochs":
+    12}``): the tuning report records it and the final refit, on all training rows and without
+    validation, runs with the grid point's parameters updated by it.
+    """
+
+    score: Callable[[PairScorer], float]
+    refit: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Interactions:
     """Positive feedback as a binary users x items matrix, with the ids of its rows/columns,
-    and the item knowledge the baseline declared it reads (none for the classical ones)."""
+    the item knowledge the baseline declared it reads (none for the classical ones) and,
+    while tuning, the validation channel for early stopping (:class:`Validation`)."""
 
     matrix: sparse.csr_matrix
     users: np.ndarray  # row index -> user id
     items: np.ndarray  # column index -> item id
     knowledge: ItemKnowledge = field(default_factory=ItemKnowledge)
+    validation: Validation | None = None  # set during tuning only (early stopping)
 
 
 def rows_scorer(row_scores: Callable[[np.ndarray], np.ndarray]) -> PairScorer:
