@@ -17,7 +17,7 @@ rule baselines:
         baseline="|".join(config["baselines"]["names"]),
         replicate=SUFFIX_PATTERN,
     conda:
-        "../envs/data.yaml"
+        "../envs/recommenders.yaml"
     threads: 2
     resources:
         mem_mb=8000,
