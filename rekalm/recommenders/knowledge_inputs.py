@@ -29,6 +29,7 @@ import pandas as pd
 
 from rekalm.common.io import read_jsonl, read_parquet
 from rekalm.common.tables import RULES, TRIPLES, require_columns
+from rekalm.knowledge.mine_rules import read_rules
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def load_item_knowledge(
             len(items),
         )
     if "item_rules" in reads:
-        rules = item_rules_table(read_parquet(paths["item_rules"]), items)
+        rules = item_rules_table(read_rules(paths["item_rules"]), items)
         loaded["item_rules"] = rules
         log.info("%s: item_rules: %d rules", baseline, len(rules))
     return ItemKnowledge(**loaded)
