@@ -100,7 +100,7 @@ def fit_ctr(
     lambda_v: float = 10.0,
     a: float = 1.0,
     b: float = 0.01,
-    max_iter: int = 30,
+    max_iter: int = 20,
     max_vocab: int = 5000,
 ) -> PairScorer:
     """Collaborative Topic Regression: item factors = LDA topic proportions of the item's
@@ -134,7 +134,7 @@ def fit_hft(
     lambda_text: float = 0.1,
     l2_reg: float = 0.001,
     max_iter: int = 10,
-    grad_iter: int = 20,
+    grad_iter: int = 5,
     negatives: int = 3,
     max_vocab: int = 5000,
 ) -> PairScorer:
