@@ -79,10 +79,13 @@ def baseline_knowledge(config: Config, dataset: str, baseline: str) -> tuple[dic
     """The knowledge source feeding each kind a baseline reads on ``dataset``
     (``item_text``: the first of ``baselines.knowledge.item_text`` the dataset provides;
     ``item_facts``: graph; ``item_rules``: collab), and the kinds the dataset cannot feed."""
+    reads = BASELINE_READS.get(baseline, ())
+    if not reads:  # asks nothing of the config: a rule test's config may hold no datasets block
+        return {}, []
     available = set(dataset_sources(config, dataset))
     fed: dict[str, str] = {}
     missing: list[str] = []
-    for kind in BASELINE_READS.get(baseline, ()):
+    for kind in reads:
         wanted = config["baselines"]["knowledge"]["item_text"] if kind == "item_text" else [KIND_SOURCES[kind]]
         found = [source for source in wanted if source in available]
         if found:

@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from rekalm.common.io import read_jsonl, read_parquet
 from rekalm.common.tables import RULES, TRIPLES, require_columns
-from rekalm.knowledge.mine_rules import read_rules
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,11 @@ def load_item_knowledge(
             len(items),
         )
     if "item_rules" in reads:
-        rules = item_rules_table(read_rules(paths["item_rules"]), items)
+        # pyarrow, not mine_rules.read_rules: importing mine_rules would bring its mining
+        # engines (efficient-apriori, mlxtend) into the baselines env.
+        columns = list(RULES.select("antecedent", "consequent", "support", "confidence"))
+        table = pq.read_table(paths["item_rules"], columns=columns).to_pydict()
+        rules = item_rules_table(pd.DataFrame(table), items)
         loaded["item_rules"] = rules
         log.info("%s: item_rules: %d rules", baseline, len(rules))
     return ItemKnowledge(**loaded)
