@@ -27,9 +27,10 @@ import yaml
 
 from rekalm.config_strings import read_strings_as_schema_types
 from rekalm.data.prepare import FORMATS
+from rekalm.knowledge.lexicalize import LEXICALIZERS
 from rekalm.knowledge.original_knowledge import FILE_ROLES as ORIGINAL_KNOWLEDGE_ROLES
 from rekalm.registries import schema_with_registries
-from rekalm.systems import ablations_for, dataset_sources, reserved_name_errors
+from rekalm.systems import ablations_for, baseline_knowledge_errors, dataset_sources, reserved_name_errors
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,19 @@ def reference_errors(config: Config) -> list[str]:
                 f"run.ablations: {name!r} is not defined under ablations (known: {sorted(config['ablations'])})"
             )
     messages += reserved_name_errors(config)
+    if all(name in config["datasets"] for name in config["run"]["datasets"]):
+        messages += baseline_knowledge_errors(config)
+    for source in config["baselines"]["knowledge"]["item_text"]:
+        if source not in config["lexicalize"]["sources"]:
+            messages.append(
+                f"baselines.knowledge.item_text: {source!r} has no lexicalize.sources.{source} entry "
+                f"(known: {sorted(config['lexicalize']['sources'])})"
+            )
+        elif source in LEXICALIZERS and LEXICALIZERS[source].key != "item":
+            messages.append(
+                f"baselines.knowledge.item_text: {source!r} writes one row per {LEXICALIZERS[source].key}, not "
+                "per item; name an item-keyed source (graph, text)"
+            )
     sources = config["lexicalize"]["sources"]
     for name, ablation_sources in config["ablations"].items():
         for source in ablation_sources:

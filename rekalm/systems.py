@@ -38,6 +38,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from rekalm.evaluation.baselines import SEEDED_BASELINES
+from rekalm.recommenders.knowledge_inputs import KIND_SOURCES
+from rekalm.recommenders.registry import BASELINE_READS
 from rekalm.replicates import SUFFIX_PATTERN, split_replicate
 
 Config = Mapping[str, Any]
@@ -71,6 +73,48 @@ def ablations_for(config: Config, dataset: str, requested: Sequence[str] | None 
 
 def baseline_names(config: Config) -> list[str]:
     return list(config["baselines"]["names"])
+
+
+def baseline_knowledge(config: Config, dataset: str, baseline: str) -> tuple[dict[str, str], list[str]]:
+    """The knowledge source feeding each kind a baseline reads on ``dataset``
+    (``item_text``: the first of ``baselines.knowledge.item_text`` the dataset provides;
+    ``item_facts``: graph; ``item_rules``: collab), and the kinds the dataset cannot feed."""
+    reads = BASELINE_READS.get(baseline, ())
+    if not reads:  # asks nothing of the config: a rule test's config may hold no datasets block
+        return {}, []
+    available = set(dataset_sources(config, dataset))
+    fed: dict[str, str] = {}
+    missing: list[str] = []
+    for kind in reads:
+        wanted = config["baselines"]["knowledge"]["item_text"] if kind == "item_text" else [KIND_SOURCES[kind]]
+        found = [source for source in wanted if source in available]
+        if found:
+            fed[kind] = found[0]
+        else:
+            missing.append(kind)
+    return fed, missing
+
+
+def baseline_knowledge_errors(config: Config) -> list[str]:
+    """One line per (dataset, baseline) of the run where the baseline reads knowledge the
+    dataset does not provide: refused at the start, not found out when its job fails."""
+    if not config["run"]["baselines"]:
+        return []
+    messages = []
+    for dataset in config["run"]["datasets"]:
+        for baseline in baseline_names(config):
+            _, missing = baseline_knowledge(config, dataset, baseline)
+            if missing:
+                where = {
+                    kind: config["baselines"]["knowledge"]["item_text"] if kind == "item_text" else KIND_SOURCES[kind]
+                    for kind in missing
+                }
+                messages.append(
+                    f"baselines.names: {baseline!r} reads {missing} (from the source(s) {where}), which {dataset!r} "
+                    f"does not provide (its sources: {dataset_sources(config, dataset)}); drop {baseline!r} from "
+                    f"baselines.names or run {dataset!r} separately"
+                )
+    return messages
 
 
 def system_kind(config: Config, system: str) -> Kind:

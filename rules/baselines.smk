@@ -1,10 +1,10 @@
 # Classical recommenders ranking exactly the test users' candidates (rekalm/evaluation/baselines.py);
-# tuned on a validation split of train users. CPU only. Seeded baselines (random, BPR) have
-# one replicate per run.seeds entry ({replicate} = '' or .seed<s>); the others only ''.
+# tuned on a validation split of train users. CPU only. Seeded baselines (random, BPR, CTR,
+# HFT) have one replicate per run.seeds entry ({replicate} = '' or .seed<s>); the others
+# only ''. A baseline that reads knowledge also gets its files (get_baseline_inputs).
 rule baselines:
     input:
-        split="results/{dataset}/split/split.parquet",
-        candidates="results/{dataset}/split/candidates.parquet",
+        unpack(get_baseline_inputs),
     output:
         predictions="results/{dataset}/baselines/{baseline}{replicate}/predictions.parquet",
         run="results/{dataset}/baselines/{baseline}{replicate}/run.json",
@@ -17,7 +17,7 @@ rule baselines:
         baseline="|".join(config["baselines"]["names"]),
         replicate=SUFFIX_PATTERN,
     conda:
-        "../envs/data.yaml"
+        "../envs/recommenders.yaml"
     threads: 2
     resources:
         mem_mb=8000,

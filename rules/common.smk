@@ -384,6 +384,32 @@ def get_baseline_seed(wildcards):
     return config["baselines"].get("validation_seed", BaselineSettings.validation_seed)
 
 
+def get_baseline_inputs(wildcards):
+    """Split, candidates, and the file of each kind of knowledge the baseline declared it
+    reads (register_baseline(reads=...)): knowledge_item_text = the lexicalized jsonl of
+    the source baselines.knowledge.item_text picks, knowledge_item_facts / _item_rules =
+    the table of the graph / collab source (lexicalize.sources.<source>.input)."""
+    dataset = wildcards.dataset
+    inputs = {
+        "split": f"results/{dataset}/split/split.parquet",
+        "candidates": f"results/{dataset}/split/candidates.parquet",
+    }
+    fed, missing = systems.baseline_knowledge(
+        config, base_dataset(dataset), wildcards.baseline
+    )
+    if missing:  # the config check refuses this first; a rule test may get here
+        raise ValueError(
+            f"baseline {wildcards.baseline!r} reads {missing}, which {dataset!r} does not provide"
+        )
+    for kind, source in fed.items():
+        inputs[f"knowledge_{kind}"] = (
+            lexicalized_path(dataset, source)
+            if kind == "item_text"
+            else stage_path(dataset, source_table(source))
+        )
+    return inputs
+
+
 # The keys of the baselines block every baseline reads (rekalm.evaluation.baselines.BaselineSettings).
 BASELINE_SHARED_KEYS = ("validation_seed", "validation_fraction", "validation_cutoff")
 

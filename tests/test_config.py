@@ -378,3 +378,35 @@ def test_a_null_verdict_metric_means_the_default_headline_metric(shipped_config)
     config = with_change(shipped_config, "metrics.verdict", {"metric": None})
     check_config(config, SCHEMA)
     assert MetricSettings.from_config(config["metrics"]).verdict_metric == f"ndcg@{max(MetricSettings().cutoffs)}"
+
+
+# --- knowledge-reading baselines ------------------------------------------------------------
+
+
+def test_a_baseline_whose_knowledge_the_dataset_lacks_is_refused_in_one_line(shipped_config):
+    from rekalm.systems import baseline_knowledge
+
+    with_text = with_change(shipped_config, "baselines.names", ["ease", "ctr", "hft"])
+    check_config(with_text, SCHEMA)  # ml1m_mini has no text source: ctr/hft read its graph sentences
+    assert baseline_knowledge(with_text, "ml1m_mini", "ctr") == ({"item_text": "graph"}, [])
+    assert baseline_knowledge(with_text, "ml1m_mini", "ease") == ({}, [])
+    text_only = with_change(with_text, "baselines.knowledge", {"item_text": ["text"]})
+    with pytest.raises(
+        ConfigError,
+        match=r"^config: baselines\.names: 'ctr' reads \['item_text'\] .* which 'ml1m_mini' does not provide "
+        r"\(its sources: \['collab', 'graph'\]\); drop 'ctr' from baselines\.names .* \(and 1 more\)$",
+    ):
+        check_config(text_only, SCHEMA)
+    check_config(with_change(text_only, "run.baselines", False), SCHEMA)  # no baselines run: nothing to refuse
+
+
+@pytest.mark.parametrize(
+    ("sources", "message"),
+    [
+        (["collab"], r"'collab' writes one row per rule, not per item"),
+        (["reviews"], r"'reviews' has no lexicalize\.sources\.reviews entry"),
+    ],
+)
+def test_item_text_names_item_keyed_lexicalized_sources(shipped_config, sources, message):
+    with pytest.raises(ConfigError, match=rf"baselines\.knowledge\.item_text: {message}"):
+        check_config(with_change(shipped_config, "baselines.knowledge", {"item_text": sources}), SCHEMA)

@@ -169,6 +169,50 @@ def test_a_new_baseline_is_one_registered_fit_function(tmp_path):
     assert 0 < metrics["standard"]["ndcg@10"] <= 1
 
 
+TOY_KNOWLEDGE_BASELINE = """
+    # A baseline that reads knowledge: items whose document (item_text) shares more words with
+    # the user's liked items' documents first. It declares what it reads; the rule passes it.
+    import numpy as np
+
+    from rekalm.registries import register_baseline
+
+
+    @register_baseline("word_overlap", reads=("item_text",))
+    def fit_word_overlap(data, seed, threads, min_length=3):
+        words = [{w for w in doc.lower().split() if len(w) >= min_length} for doc in data.knowledge.item_text]
+        liked = [set(data.matrix[u].indices) for u in range(data.matrix.shape[0])]
+
+        def score(user_index, item_index):
+            return np.array(
+                [sum(len(words[i] & words[j]) for j in liked[u]) for u, i in zip(user_index, item_index)],
+                dtype=float,
+            )
+
+        return score
+"""
+
+
+def test_a_knowledge_reading_baseline_declares_what_it_reads_and_gets_those_files(tmp_path):
+    write(tmp_path / "lab/word_overlap.py", TOY_KNOWLEDGE_BASELINE)
+    override = {
+        "extensions": ["lab/word_overlap.py"],
+        "baselines": {"names": ["popularity", "word_overlap"], "grids": {"word_overlap": {"min_length": [3, 5]}}},
+    }
+    target = "results/ml1m_mini/baselines/word_overlap/tuning.json"
+    dry = succeeded(snakemake(tmp_path, override, [target], dry_run=True))
+    assert "lexicalize" in planned_rules(dry)  # ml1m_mini has no text source: its graph sentences
+    succeeded(snakemake(tmp_path, override, [target]))
+    tuning = json.loads((tmp_path / target).read_text())
+    assert len(tuning["grid"]) == 2 and 0 < tuning["chosen_score"] <= 1
+    log = (tmp_path / "logs/ml1m_mini/baselines/word_overlap.log").read_text()
+    assert "word_overlap: item_text:" in log and "items have a document" in log
+    # Knowledge the dataset lacks: refused before any job, in one line.
+    text_only = {**override, "baselines": {**override["baselines"], "knowledge": {"item_text": ["text"]}}}
+    refused = snakemake(tmp_path, text_only, [target], dry_run=True)
+    assert refused.returncode != 0
+    assert "baselines.names: 'word_overlap' reads ['item_text']" in refused.stdout + refused.stderr
+
+
 TOY_LEXICALIZER = """
     # A knowledge source on a table the workflow already makes (the graph facts): genres only.
     from rekalm.registries import register_lexicalizer

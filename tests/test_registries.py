@@ -68,8 +68,9 @@ SETTINGS_BLOCKS = {
     "download": (P["download"], DownloadSettings),
     "dataset (prepare keys)": (D["dataset"], PrepareSettings),
 }
-# Keys the workflow layer reads to plan jobs: their defaults are the schema's.
-WORKFLOW_KEYS = {"resources", "sources", "names", "grids"}
+# Keys the workflow layer reads to plan jobs: their defaults are the schema's
+# (baselines.knowledge: which files the baselines rule is given).
+WORKFLOW_KEYS = {"resources", "sources", "names", "grids", "knowledge"}
 
 
 def _defaults_within(block: dict) -> list[str]:

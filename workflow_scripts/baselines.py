@@ -1,5 +1,5 @@
-"""One classical baseline of one dataset, tuned and ranking its test users' candidates
-(rekalm.evaluation.baselines)."""
+"""One baseline of one dataset (with the knowledge files it reads, if any), tuned and ranking
+its test users' candidates (rekalm.evaluation.baselines)."""
 
 from _common import start
 
@@ -9,11 +9,16 @@ from rekalm.evaluation.baselines import BaselineSettings, run_baseline
 from rekalm.common.io import read_parquet, write_json, write_parquet
 
 name = snakemake.wildcards.baseline
+# knowledge_<kind>: the files of the knowledge the baseline reads (rules/common.smk)
+knowledge_paths = {
+    key.removeprefix("knowledge_"): path for key, path in snakemake.input.items() if key.startswith("knowledge_")
+}
 predictions, run, tuning = run_baseline(
     name,
     split=read_parquet(snakemake.input.split, required=["user", "user_set", "item", "liked", "side"]),
     candidates=read_parquet(snakemake.input.candidates, required=["user", "user_set", "position", "item", "liked"]),
     settings=BaselineSettings(**snakemake.params.settings, threads=snakemake.threads),
+    knowledge_paths=knowledge_paths,
 )
 log.info(
     "%s/%s: chose %s (%s %s)",

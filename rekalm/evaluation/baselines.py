@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -38,6 +39,7 @@ from tqdm.auto import tqdm
 
 import rekalm.recommenders.classical  # noqa: F401  (registers the built-in baselines)
 import rekalm.recommenders.lightgcn  # noqa: F401  (LightGCN; torch is imported only when it fits)
+import rekalm.recommenders.text_aware  # noqa: F401  (CTR, HFT; cornac is imported only when they fit)
 from rekalm.common.io import json_safe
 from rekalm.common.tables import CANDIDATES, PREDICTIONS, require_columns, run_from_predictions
 from rekalm.recommenders.interactions import (
@@ -48,7 +50,9 @@ from rekalm.recommenders.interactions import (
     build_interactions,
     training_rows,
 )
+from rekalm.recommenders.knowledge_inputs import ItemKnowledge, load_item_knowledge
 from rekalm.recommenders.registry import (
+    BASELINE_READS,
     BASELINES,
     SEEDED_BASELINES,
     Baseline,
@@ -188,12 +192,17 @@ def tune(
     users: np.ndarray,
     items: np.ndarray,
     settings: BaselineSettings,
+    knowledge: ItemKnowledge | None = None,
 ) -> dict[str, Any]:
-    """Fit every grid point on the tuning data and score it on the validation candidates."""
+    """Fit every grid point on the tuning data and score it on the validation candidates;
+    ``knowledge``: the item knowledge the baseline reads (about items only, so the same
+    for tuning and refit)."""
     validation_users = choose_validation_users(split, settings.validation_fraction, settings.validation_seed)
     rows = training_rows(split)
     held_out_of_validation = rows["user"].astype(str).isin(validation_users) & (rows["side"] == "held_out")
     tuning_data = build_interactions(rows[~held_out_of_validation], users, items)
+    if knowledge is not None:
+        tuning_data = replace(tuning_data, knowledge=knowledge)
     validation = candidates[
         (candidates["user_set"] == "train") & candidates["user"].astype(str).isin(validation_users)
     ]
@@ -233,17 +242,26 @@ def _index_ids(split: pd.DataFrame, candidates: pd.DataFrame) -> tuple[np.ndarra
 
 
 def run_baseline(
-    name: str, split: pd.DataFrame, candidates: pd.DataFrame, settings: BaselineSettings
+    name: str,
+    split: pd.DataFrame,
+    candidates: pd.DataFrame,
+    settings: BaselineSettings,
+    knowledge_paths: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, float]], dict[str, Any]]:
     """Tune ``name`` on train users, refit on all training rows, rank each test user's
-    candidates: (predictions, ranx run dict, tuning report)."""
+    candidates: (predictions, ranx run dict, tuning report). ``knowledge_paths``: kind ->
+    file of the knowledge the baseline declared it reads (``register_baseline(reads=...)``)."""
     fit = get_baseline(name)
     require_columns(split, SPLIT_NEEDED, "split")
     require_columns(candidates, CANDIDATES, "candidates")
     users, items = _index_ids(split, candidates)
+    reads = BASELINE_READS.get(name, ())
+    knowledge = load_item_knowledge(reads, knowledge_paths or {}, items, name) if reads else None
     with threadpool_limits(limits=settings.threads):
-        tuning = tune(name, split, candidates, users, items, settings)
+        tuning = tune(name, split, candidates, users, items, settings, knowledge)
         data = build_interactions(training_rows(split), users, items)
+        if knowledge is not None:
+            data = replace(data, knowledge=knowledge)
         test = candidates[candidates["user_set"] == "test"]
         scores = score_candidates(fit(data, settings.seed, settings.threads, **tuning["chosen"]), data, test)
     if not np.isfinite(scores).all():

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rekalm.common.io import write_jsonl, write_parquet
 from rekalm.evaluation.baselines import (
     BASELINES,
     BaselineSettings,
@@ -38,6 +39,26 @@ def make_tables(rows: list[tuple[str, str, str, int, str]]) -> tuple[pd.DataFram
     held = split[split["side"] == "held_out"].copy()
     held["position"] = held.groupby("user").cumcount().astype("int32")
     return split, held[["user", "user_set", "position", "item", "liked"]].reset_index(drop=True)
+
+
+def knowledge_files(split: pd.DataFrame, folder: Path) -> dict[str, Path]:
+    """Toy knowledge of every kind about the split's items, for the baselines that read some
+    (one document, one fact per item; one rule between the first two items)."""
+    items = sorted(split["item"].astype(str).unique())
+    write_jsonl(
+        [{"item": item, "text": f"{item} shares words with {item.lower()}kind"} for item in items], folder / "t.jsonl"
+    )
+    facts = pd.DataFrame({"item": items, "relation": "kind", "value": [i.lower() for i in items], "source": "toy"})
+    write_parquet(facts, folder / "triples.parquet")
+    rules = pd.DataFrame(
+        {"antecedent": [items[:1]], "consequent": [items[1:2]], "support": [0.5], "confidence": [1.0], "lift": [1.0]}
+    )
+    write_parquet(rules, folder / "rules.parquet")
+    return {
+        "item_text": folder / "t.jsonl",
+        "item_facts": folder / "triples.parquet",
+        "item_rules": folder / "rules.parquet",
+    }
 
 
 def cooccurrence_data() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -139,7 +160,7 @@ def test_training_rows_drop_exactly_the_test_users_held_out_side():
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_no_held_out_item_of_a_test_user_reaches_any_fit(name, monkeypatch):
+def test_no_held_out_item_of_a_test_user_reaches_any_fit(name, monkeypatch, tmp_path):
     split, candidates = cooccurrence_data()
     seen: list[set[tuple[str, str]]] = []
     real_fit = BASELINES[name]
@@ -151,7 +172,7 @@ def test_no_held_out_item_of_a_test_user_reaches_any_fit(name, monkeypatch):
 
     spy.__signature__ = inspect.signature(real_fit)
     monkeypatch.setitem(BASELINES, name, spy)
-    _, _, tuning = run_baseline(name, split, candidates, FAST)
+    _, _, tuning = run_baseline(name, split, candidates, FAST, knowledge_files(split, tmp_path))
     assert len(seen) == 2  # one tuning fit (empty grid) + the final fit
     test_held_out = {
         (u, i)
@@ -185,9 +206,9 @@ def test_leaked_held_out_likes_would_change_the_answer():
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_output_covers_exactly_the_test_candidates(name):
+def test_output_covers_exactly_the_test_candidates(name, tmp_path):
     split, candidates = cooccurrence_data()
-    predictions, run, tuning = run_baseline(name, split, candidates, FAST)
+    predictions, run, tuning = run_baseline(name, split, candidates, FAST, knowledge_files(split, tmp_path))
     test = candidates[candidates["user_set"] == "test"]
     assert list(predictions.columns) == ["user", "item", "rank", "score", "source"]
     assert sorted(zip(predictions["user"], predictions["item"])) == sorted(zip(test["user"], test["item"]))
@@ -200,10 +221,12 @@ def test_output_covers_exactly_the_test_candidates(name):
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_same_seed_same_output(name):
+def test_same_seed_same_output(name, tmp_path):
     split, candidates = cooccurrence_data()
-    first = run_baseline(name, split, candidates, FAST)
-    again = run_baseline(name, split.sample(frac=1.0, random_state=3), candidates, FAST)  # row order must not matter
+    files = knowledge_files(split, tmp_path)
+    first = run_baseline(name, split, candidates, FAST, files)
+    shuffled = split.sample(frac=1.0, random_state=3)  # row order must not matter
+    again = run_baseline(name, shuffled, candidates, FAST, files)
     pd.testing.assert_frame_equal(first[0], again[0])
     assert first[1] == again[1] and first[2] == again[2]
 
