@@ -76,7 +76,7 @@ def cornac_dataset(
     item_index: np.ndarray,
     values: np.ndarray,
     shape: tuple[int, int],
-    graph: sparse.spmatrix,
+    graph: sparse.csr_matrix | sparse.coo_matrix,
     seed: int,
 ):
     """A cornac Dataset whose user/item ids are our indices, with ``graph`` as its item graph."""
@@ -93,7 +93,7 @@ def cornac_dataset(
         uir_tuple=(np.asarray(user_index, dtype=int), np.asarray(item_index, dtype=int), np.asarray(values, float)),
         seed=seed,
     )
-    edges = sparse.coo_matrix(graph)
+    edges = graph.tocoo()
     modality = GraphModality(data=list(zip(edges.row.tolist(), edges.col.tolist(), edges.data.tolist())))
     dataset.add_modalities(item_graph=modality.build(id_map=item_map))
     return dataset
@@ -158,7 +158,8 @@ def fit_mcf_on(
     order = rng.permutation(len(values))
 
     edges = graph.matrix.tocoo()
-    linked = (graph.matrix != 0).astype(np.float64).tocsr()
+    linked = graph.matrix.tocsr(copy=True)
+    linked.data = np.ones_like(linked.data)  # any link, whatever its weight
     unlinked_source, unlinked_target = _sample_unobserved(
         linked, np.repeat(edges.row, int(negatives)).astype(np.int64), rng
     )
