@@ -1,10 +1,11 @@
 """One baseline of one dataset (with the knowledge files it reads, if any), tuned and ranking
 its test users' candidates (rekalm.evaluation.baselines)."""
 
-from _common import start
+from _common import one_line_errors, start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake; stderr -> snakemake.log[0])
 
+from rekalm.common.device import DeviceUnavailableError
 from rekalm.evaluation.baselines import BaselineSettings, run_baseline
 from rekalm.common.io import read_parquet, write_json, write_parquet
 
@@ -13,13 +14,16 @@ name = snakemake.wildcards.baseline
 knowledge_paths = {
     key.removeprefix("knowledge_"): path for key, path in snakemake.input.items() if key.startswith("knowledge_")
 }
-predictions, run, tuning = run_baseline(
-    name,
-    split=read_parquet(snakemake.input.split, required=["user", "user_set", "item", "liked", "side"]),
-    candidates=read_parquet(snakemake.input.candidates, required=["user", "user_set", "position", "item", "liked"]),
-    settings=BaselineSettings(**snakemake.params.settings, threads=snakemake.threads),
-    knowledge_paths=knowledge_paths,
-)
+with one_line_errors(log, DeviceUnavailableError):  # a GPU grid (device: cuda) on a job without one
+    predictions, run, tuning = run_baseline(
+        name,
+        split=read_parquet(snakemake.input.split, required=["user", "user_set", "item", "liked", "side"]),
+        candidates=read_parquet(
+            snakemake.input.candidates, required=["user", "user_set", "position", "item", "liked"]
+        ),
+        settings=BaselineSettings(**snakemake.params.settings, threads=snakemake.threads),
+        knowledge_paths=knowledge_paths,
+    )
 log.info(
     "%s/%s: chose %s (%s %s)",
     snakemake.wildcards.dataset,

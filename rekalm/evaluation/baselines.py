@@ -37,7 +37,9 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+import rekalm.recommenders.cke  # noqa: F401  (CKE; torch and PyG are imported only when it fits)
 import rekalm.recommenders.classical  # noqa: F401  (registers the built-in baselines)
+import rekalm.recommenders.graph_aware  # noqa: F401  (C2PF, MCF; cornac is imported only when they fit)
 import rekalm.recommenders.lightgcn  # noqa: F401  (LightGCN; torch is imported only when it fits)
 import rekalm.recommenders.text_aware  # noqa: F401  (CTR, HFT; cornac is imported only when they fit)
 from rekalm.common.io import json_safe

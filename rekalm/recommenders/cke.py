@@ -45,33 +45,30 @@ device) or ``auto`` (CUDA when available).
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from rekalm.common.device import resolve_device
 from rekalm.recommenders.graph_aware import given
 from rekalm.recommenders.interactions import Interactions, PairScorer
 from rekalm.recommenders.registry import register_baseline
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
 DEVICES = ("cpu", "cuda", "auto")
 
 
-def torch_device(setting: str):
-    """The torch device for ``cpu`` | ``cuda`` | ``auto``; a cuda request without CUDA stops."""
-    import torch
-
+def torch_device(setting: str) -> torch.device:
+    """The torch device for ``cpu`` | ``cuda`` | ``auto``; a cuda request without CUDA stops
+    at once with one line (:func:`rekalm.common.device.resolve_device`, the one owner)."""
     if setting not in DEVICES:
-        raise ValueError(f"cke: device: expected one of {list(DEVICES)}, got {setting!r}")
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"cke: device cuda asked for, but torch {torch.__version__} sees no CUDA device "
-            f"(torch.cuda.is_available() = False); set device: cpu or auto in baselines.grids.cke"
-        )
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
+        raise ValueError(f"baselines.grids.cke.device: expected one of {list(DEVICES)}, got {setting!r}")
+    return resolve_device(setting, where="baselines cke")
 
 
 def knowledge_triples(facts: pd.DataFrame, n_items: int) -> tuple[np.ndarray, int, int]:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from planted_knowledge import permuted_facts, planted_world, validation_ndcg
 
+from rekalm.common.device import DeviceUnavailableError
 from rekalm.recommenders import cke
 from rekalm.recommenders.interactions import Interactions
 from rekalm.recommenders.knowledge_inputs import ItemKnowledge
@@ -64,11 +65,13 @@ def test_same_seed_same_scores_and_the_global_generator_is_left_alone():
 
 def test_a_cuda_request_without_cuda_stops_at_once(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(RuntimeError, match=r"^cke: device cuda asked for, but torch .* sees no CUDA device") as error:
+    with pytest.raises(
+        DeviceUnavailableError, match=r"^baselines cke: expected device cuda, 1 needed, but torch"
+    ) as error:
         cke.fit_cke(small_data(), 0, 1, device="cuda")
     assert "\n" not in str(error.value)
     assert cke.torch_device("auto") == torch.device("cpu")
-    with pytest.raises(ValueError, match="device: expected one of"):
+    with pytest.raises(ValueError, match="baselines.grids.cke.device: expected one of"):
         cke.torch_device("gpu")
 
 
