@@ -15,7 +15,9 @@ baseline        reads            item graph
 Both models are cornac's own code; what is ours is the data they get:
 
 - C2PF (Poisson factorisation with item context) takes the binary liked matrix as counts and
-  the graph's weights as context counts. Score = user factors . (item factors + context
+  the graph's weights as context counts, the graph made two-way first (cornac's C++ segfaults
+  on a one-way link; for the rules graph a pair is linked when a rule links it either way,
+  weight the larger confidence: :func:`symmetric`). Score = user factors . (item factors + context
   factors), the sum cornac's ``C2PF.score`` computes; it is computed here for all items at
   once because cornac's ``score(user, item)`` adds the whole context matrix for one item.
   Cornac draws C2PF's initial values from NumPy's global generator: it is seeded with the
@@ -32,7 +34,8 @@ Both models are cornac's own code; what is ours is the data they get:
   ranking of cornac's sigmoid score.
 
 Both are single-threaded (cornac's C++/Cython loops); ``threads`` is not used. Items no
-training user liked are left out of the graph by cornac (``get_train_triplet``).
+training user liked are left out of the graph by cornac (``get_train_triplet``); a graph left
+with no edge is refused with one line naming the baseline (:func:`require_edges`).
 """
 
 from __future__ import annotations
@@ -66,9 +69,38 @@ def rules_item_graph(data: Interactions) -> ItemGraph:
     return rules_graph(given(data, "item_rules"), len(data.items))
 
 
-def require_edges(graph: ItemGraph) -> None:
+def require_edges(baseline: str, graph: ItemGraph, data: Interactions) -> None:
+    """Stop with one line when the graph gives cornac no context to fit: no edge at all, or no
+    edge between two items a training user liked. Cornac keeps only the latter
+    (``get_train_triplet``) and, left with none, fails deep inside with an IndexError (C2PF) or
+    a ``min() arg is an empty sequence`` (MCF) that names neither the model nor the data."""
     if graph.matrix.nnz == 0:
-        raise ValueError(f"the item graph has no edges: this dataset's knowledge links no two items ({graph.stats})")
+        raise ValueError(
+            f"{baseline}: the item graph has no edges: this dataset's knowledge links no two items ({graph.stats})"
+        )
+    liked = np.asarray(data.matrix.getnnz(axis=0)) > 0
+    edges = graph.matrix.tocoo()
+    if not (liked[edges.row] & liked[edges.col]).any():
+        raise ValueError(
+            f"{baseline}: the item graph has no edge between two items liked in training, the only edges cornac "
+            f"keeps ({graph.stats}, items liked in training: {int(liked.sum())})"
+        )
+
+
+def symmetric(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
+    """``matrix`` with every link made two-way, weight = the larger of the two directions.
+
+    Cornac's C2PF C++ (``cpp_c2pf.cpp``) needs a context graph whose *pattern* is symmetric: it
+    walks column i of the context matrix as item i's context but reads and writes the per-link
+    parameters at (i, j), so a link j -> i without i -> j sends it to entries that do not exist,
+    and cornac 3.0.1 dies with a segmentation fault (measured: a single one-way link is
+    enough). The facts graph is symmetric already (this is a no-op for it); a rules graph is
+    directed (a rule's confidence is), so for C2PF each rule is read as "these two items go
+    together", with the larger confidence where rules link the pair both ways, the same
+    "largest confidence" convention :func:`rules_graph` uses for several rules on one pair.
+    """
+    matrix = sparse.csr_matrix(matrix)
+    return matrix.maximum(matrix.T).tocsr()
 
 
 def cornac_dataset(
@@ -99,12 +131,13 @@ def cornac_dataset(
     return dataset
 
 
-def fit_c2pf_on(data: Interactions, graph: ItemGraph, seed: int, k: int, max_iter: int) -> PairScorer:
+def fit_c2pf_on(baseline: str, data: Interactions, graph: ItemGraph, seed: int, k: int, max_iter: int) -> PairScorer:
     from cornac.models import C2PF
 
-    require_edges(graph)
+    require_edges(baseline, graph, data)
     liked = data.matrix.tocoo()
-    dataset = cornac_dataset(liked.row, liked.col, np.ones(liked.nnz), data.matrix.shape, graph.matrix, seed)
+    context = symmetric(graph.matrix)  # cornac's C2PF segfaults on a one-way link: see symmetric()
+    dataset = cornac_dataset(liked.row, liked.col, np.ones(liked.nnz), data.matrix.shape, context, seed)
     model = C2PF(k=int(k), max_iter=int(max_iter), variant="c2pf")
     state = np.random.get_state()
     np.random.seed(seed)
@@ -135,6 +168,7 @@ def _sample_unobserved(
 
 
 def fit_mcf_on(
+    baseline: str,
     data: Interactions,
     graph: ItemGraph,
     seed: int,
@@ -146,7 +180,7 @@ def fit_mcf_on(
 ) -> PairScorer:
     from cornac.models import MCF
 
-    require_edges(graph)
+    require_edges(baseline, graph, data)
     rng = np.random.default_rng(seed)
     liked = data.matrix.tocoo()
     negative_users, negative_items = _sample_unobserved(
@@ -195,13 +229,13 @@ def fit_c2pf(
     data: Interactions, seed: int, threads: int, k: int = 50, max_iter: int = 50, max_value_items: int = 100
 ) -> PairScorer:
     """C2PF with the facts graph as item context."""
-    return fit_c2pf_on(data, facts_item_graph(data, max_value_items), seed, k, max_iter)
+    return fit_c2pf_on("c2pf", data, facts_item_graph(data, max_value_items), seed, k, max_iter)
 
 
 @register_baseline("c2pf_rules", seeded=True, reads=("item_rules",))
 def fit_c2pf_rules(data: Interactions, seed: int, threads: int, k: int = 50, max_iter: int = 50) -> PairScorer:
     """C2PF with the association-rules graph as item context."""
-    return fit_c2pf_on(data, rules_item_graph(data), seed, k, max_iter)
+    return fit_c2pf_on("c2pf_rules", data, rules_item_graph(data), seed, k, max_iter)
 
 
 @register_baseline("mcf", seeded=True, reads=("item_facts",))
@@ -218,7 +252,7 @@ def fit_mcf(
 ) -> PairScorer:
     """MCF co-factorising the liked matrix and the facts graph."""
     graph = facts_item_graph(data, max_value_items)
-    return fit_mcf_on(data, graph, seed, k, max_iter, learning_rate, lamda, negatives)
+    return fit_mcf_on("mcf", data, graph, seed, k, max_iter, learning_rate, lamda, negatives)
 
 
 @register_baseline("mcf_rules", seeded=True, reads=("item_rules",))
@@ -233,4 +267,4 @@ def fit_mcf_rules(
     negatives: int = 4,
 ) -> PairScorer:
     """MCF co-factorising the liked matrix and the association-rules graph."""
-    return fit_mcf_on(data, rules_item_graph(data), seed, k, max_iter, learning_rate, lamda, negatives)
+    return fit_mcf_on("mcf_rules", data, rules_item_graph(data), seed, k, max_iter, learning_rate, lamda, negatives)

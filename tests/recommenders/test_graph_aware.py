@@ -83,3 +83,59 @@ def test_missing_knowledge_and_an_empty_graph_are_one_line_errors():
     with pytest.raises(ValueError, match="the item graph has no edges"):
         graph_aware.fit_mcf(Interactions(data.matrix, data.users, data.items, ItemKnowledge(item_facts=lonely)), 0, 1)
     assert sparse.issparse(facts_graph(lonely, 2).matrix)
+
+
+def test_no_edge_between_items_liked_in_training_is_a_one_line_error_naming_the_baseline():
+    """Cornac keeps only links between items liked in training; with none left C2PF failed with
+    an IndexError and MCF with 'min() arg is an empty sequence' deep inside cornac."""
+    data, _, _ = planted_world()
+    matrix = data.matrix.tolil(copy=True)
+    matrix[:, 0] = 0  # item 0: liked by no training user
+    matrix = sparse.csr_matrix(matrix)
+    matrix.eliminate_zeros()
+    assert matrix[:, 1].nnz > 0
+    unliked, other = 0, 1
+    facts = pd.DataFrame({"item_index": [unliked, other], "relation": ["r", "r"], "value": ["v", "v"]})
+    rules = pd.DataFrame({"antecedent": [[unliked]], "consequent": [[other]], "support": 0.1, "confidence": 0.5})
+    for name, fit in FITS.items():
+        given = ItemKnowledge(item_rules=rules) if name.endswith("_rules") else ItemKnowledge(item_facts=facts)
+        with pytest.raises(ValueError, match=rf"^{name}: the item graph has no edge between two items liked in"):
+            fit(Interactions(matrix, data.users, data.items, given), 0, 1, max_iter=2)
+
+
+ONE_WAY_RULES = """
+import numpy as np, pandas as pd, sys
+sys.path.insert(0, {tests!r})
+from planted_knowledge import planted_world
+from rekalm.recommenders import graph_aware
+from rekalm.recommenders.interactions import Interactions
+from rekalm.recommenders.knowledge_inputs import ItemKnowledge
+data, _, _ = planted_world()
+rules = pd.DataFrame({{"antecedent": [[0], [2]], "consequent": [[1], [3]], "support": 0.1, "confidence": [0.5, 0.8]}})
+data = Interactions(data.matrix, data.users, data.items, ItemKnowledge(item_rules=rules))
+users, items = np.repeat(np.arange(5), len(data.items)), np.tile(np.arange(len(data.items)), 5)
+print("finite", np.isfinite(graph_aware.{fit}(data, 0, 1, max_iter=3)(users, items)).all())
+"""
+
+
+@pytest.mark.parametrize("fit", ["fit_c2pf_rules", "fit_mcf_rules"])
+def test_one_way_rules_fit_without_crashing_the_interpreter(fit):
+    """A rule links two items one way only; cornac's C2PF C++ died with a segmentation fault on
+    such a context graph (it needs a symmetric pattern), so C2PF gets it made two-way. Run in
+    a subprocess so that a regression fails this test instead of killing pytest."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ONE_WAY_RULES.format(tests=str(Path(__file__).parent), fit=fit)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])  # -11: the segfault
+    assert "finite True" in done.stdout
+
+
+def test_the_c2pf_context_is_two_way_with_the_larger_weight():
+    one_way = sparse.csr_matrix(([0.5, 0.8, 0.3], ([0, 2, 3], [1, 3, 2])), shape=(4, 4))
+    two_way = graph_aware.symmetric(one_way).toarray()
+    assert (two_way == two_way.T).all()
+    assert two_way[0, 1] == two_way[1, 0] == 0.5 and two_way[2, 3] == two_way[3, 2] == 0.8
+    assert np.count_nonzero(two_way) == 4
