@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from asset_paths import SHARED_DATA
 
 from rekalm.common.io import write_jsonl, write_parquet
 from rekalm.evaluation.baselines import (
@@ -23,7 +24,7 @@ from rekalm.evaluation.baselines import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_LASTFM = REPO.parent / "shared" / "data" / "rekalm-original" / "lastfm" / "user-item"
+SHARED_LASTFM = SHARED_DATA / "lastfm" / "user-item"  # REKALM_ORIGINAL_DATA or ../shared
 ALL = sorted(BASELINES)
 
 
@@ -43,12 +44,21 @@ def make_tables(rows: list[tuple[str, str, str, int, str]]) -> tuple[pd.DataFram
 
 def knowledge_files(split: pd.DataFrame, folder: Path) -> dict[str, Path]:
     """Toy knowledge of every kind about the split's items, for the baselines that read some
-    (one document, one fact per item; one rule between the first two items)."""
+    (one document per item; per item one fact of its own and one "group" fact it shares with
+    its neighbour in sorted order, so the facts graph has edges; one one-way rule between the
+    first two items)."""
     items = sorted(split["item"].astype(str).unique())
     write_jsonl(
         [{"item": item, "text": f"{item} shares words with {item.lower()}kind"} for item in items], folder / "t.jsonl"
     )
-    facts = pd.DataFrame({"item": items, "relation": "kind", "value": [i.lower() for i in items], "source": "toy"})
+    facts = pd.DataFrame(
+        {
+            "item": items * 2,
+            "relation": ["kind"] * len(items) + ["group"] * len(items),
+            "value": [i.lower() for i in items] + [f"g{n // 2}" for n in range(len(items))],
+            "source": "toy",
+        }
+    )
     write_parquet(facts, folder / "triples.parquet")
     rules = pd.DataFrame(
         {"antecedent": [items[:1]], "consequent": [items[1:2]], "support": [0.5], "confidence": [1.0], "lift": [1.0]}
@@ -331,7 +341,7 @@ def test_on_original_lastfm_slice_models_beat_random():
     """A slice of the original Last.FM data: EASE and popularity must beat random on test
     users (a sanity check that scores map to the right candidates)."""
     if not SHARED_LASTFM.is_dir():
-        pytest.skip(f"original study data not found at {SHARED_LASTFM} (shared/ is not beside the checkout)")
+        pytest.skip(f"original study data not found at {SHARED_LASTFM} (set REKALM_ORIGINAL_DATA)")
     from rekalm.data.split import SplitSettings, split_interactions
 
     frame = pd.read_csv(SHARED_LASTFM / "train.tsv", sep="\t", header=None, names=["user", "item", "liked"], dtype=str)
