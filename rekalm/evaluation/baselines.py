@@ -211,7 +211,7 @@ def tune(
     metric = f"ndcg@{settings.validation_cutoff}"
     results: list[dict[str, Any]] = []
     for params in tqdm(expand_grid(name, settings.grid), desc=f"tune {name}", unit="fit"):
-        score, refit = float("nan"), {}
+        score, refit = float("nan"), dict[str, Any]()
         if len(validation):
             score, refit = validation_score(name, params, tuning_data, validation, settings)
         log.info("%s %s: %s = %.4f%s", name, params, metric, score, f" (refit with {refit})" if refit else "")

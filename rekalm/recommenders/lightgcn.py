@@ -46,12 +46,17 @@ INIT_STD = 0.1  # layer-0 initialisation, as the official PyTorch code
 NEGATIVE_RETRIES = 50  # resampling rounds for a negative that is a liked item
 
 
-def normalized_adjacency(matrix: sparse.spmatrix) -> sparse.csr_matrix:
+def normalized_adjacency(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
     """A_hat = D^-1/2 A D^-1/2 of the bipartite graph A = [[0, R], [R^T, 0]] (users first,
     then items); a node without edges keeps a zero row (no division by zero)."""
-    interactions = sparse.csr_matrix(matrix, dtype=np.float64)
-    interactions.data[:] = 1.0
-    adjacency = sparse.bmat([[None, interactions], [interactions.T, None]], format="csr")
+    liked = sparse.coo_matrix(matrix)
+    n_users, n_items = liked.shape
+    # Built from its COO entries rather than sparse.bmat, whose scipy-stubs return type
+    # (spmatrix) mypy cannot do arithmetic on; the same matrix.
+    rows = np.concatenate([liked.row, liked.col + n_users])
+    columns = np.concatenate([liked.col + n_users, liked.row])
+    size = n_users + n_items
+    adjacency = sparse.csr_matrix((np.ones(len(rows), dtype=np.float64), (rows, columns)), shape=(size, size))
     degree = np.asarray(adjacency.sum(axis=1)).ravel()
     inverse_root = np.zeros_like(degree)
     np.divide(1.0, np.sqrt(degree), out=inverse_root, where=degree > 0)
@@ -78,7 +83,7 @@ def torch_csr(matrix: sparse.csr_matrix, device: torch.device, dtype: Any = None
         )
 
 
-def _symmetric_product() -> type:
+def _symmetric_product() -> Any:  # a torch.autograd.Function subclass, built on first use
     """A @ X for a *symmetric* sparse A, differentiable in X: the backward pass is A @ grad
     (A^T = A), so autograd never transposes the CSR matrix (a CSC conversion per step)."""
     import torch
@@ -176,12 +181,13 @@ def train_epoch(
     losses = []
     for start in range(0, len(users), int(batch_size)):
         stop = start + int(batch_size)
-        batch = [
+        batch_users, batch_positives, batch_negatives = (
             torch.from_numpy(part[start:stop]).to(embedding.device)
             for part in (users, positives + n_users, negatives + n_users)
-        ]
+        )
         optimizer.zero_grad()
-        loss = bpr_loss(propagate(adjacency, embedding, layers, combination), embedding, *batch, reg=reg)
+        final = propagate(adjacency, embedding, layers, combination)
+        loss = bpr_loss(final, embedding, batch_users, batch_positives, batch_negatives, reg=reg)
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
