@@ -71,6 +71,7 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check .
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: $(STAMP)
 	$(BIN)/pytest

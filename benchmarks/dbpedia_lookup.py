@@ -177,9 +177,9 @@ def movielens_items(data_dir: Path, rdf: MovieLensRdf) -> pd.DataFrame:
 def _worker(arguments: dict[str, Any]) -> dict[str, Any]:
     import yaml
 
-    from rekalm.dbpedia import DbpediaSettings
-    from rekalm.domains import DomainSettings
-    from rekalm.lookup_dbpedia import KnowledgeRoute, lookup_knowledge
+    from rekalm.knowledge.dbpedia import DbpediaSettings
+    from rekalm.knowledge.domains import DomainSettings
+    from rekalm.knowledge.lookup_dbpedia import KnowledgeRoute, lookup_knowledge
 
     items = pd.read_parquet(arguments["items"])
     domains = yaml.safe_load((REPO / "config" / "domains.yaml").read_text())["domains"]
@@ -260,7 +260,7 @@ def main() -> None:
         sys.exit(f"original study data not found at {args.data}")
 
     sys.path.insert(0, str(REPO))
-    from rekalm.oxigraph_server import load_rdf_store
+    from rekalm.knowledge.oxigraph_server import load_rdf_store
 
     out = args.out
     cache = out / "cache"

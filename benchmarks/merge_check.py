@@ -3,10 +3,10 @@ missing one LoRA module, per saved dtype, and the merge's wall time, on a random
 
 The base model (random weights, saved in ``--base-dtype``) gets a random LoRA adapter on
 every linear layer whose update has a relative size ``--update`` (||s·B@A|| / ||W||; trained
-adapters are typically 1e-3..1e-2). rekalm.merge.merge_adapter merges it on ``--device`` and
+adapters are typically 1e-3..1e-2). rekalm.training.merge.merge_adapter merges it on ``--device`` and
 checks it; then the same merged folder with one module's update removed (the middle layer's
 ``--drop`` projection reverted to the base weight) is checked again. The tolerances in
-rekalm/merge.py must sit between the two columns.
+rekalm/training/merge.py must sit between the two columns.
 
     .venv/bin/python benchmarks/merge_check.py --threads 2
     .venv/bin/python benchmarks/merge_check.py --hidden 1024 --layers 8 --dtypes bfloat16
@@ -117,8 +117,8 @@ def main() -> None:
 
     import torch
 
-    from rekalm import merge
-    from rekalm.merge import check_merged_model, merge_adapter
+    from rekalm.training import merge
+    from rekalm.training.merge import check_merged_model, merge_adapter
 
     merge.UPDATE_TOLERANCE = float("inf")  # measure, do not stop at the first failing check
 

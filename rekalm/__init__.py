@@ -1,13 +1,24 @@
-"""REKALM library: every workflow stage as importable, typed functions.
+"""REKALM library: every workflow stage as importable, typed functions, one subpackage per
+stage family, in pipeline order:
 
-Modules are named after the pipeline stages (download, prepare, split, mine_rules,
-lookup_dbpedia, lexicalize, build_sets, prepare_model, train, merge, infer, evaluate,
-compare); the Snakemake scripts in ``workflow_scripts/`` only read the ``snakemake``
-object and call into them.
+- ``rekalm.common``: table contracts, I/O, fingerprints (imports no other family);
+- ``rekalm.data``: download, raw files, prepare, split;
+- ``rekalm.knowledge``: rule mining, DBpedia lookup, lexicalization;
+- ``rekalm.llm``: model loading, prompts, base-model preparation, training/test sets;
+- ``rekalm.training``: LoRA training and the merge;
+- ``rekalm.ranking``: inference (score / generate) and parsing;
+- ``rekalm.evaluation``: baselines, metrics, verdict, comparison report.
 
-A concept a stage needs beside its own gets a module of its own (e.g. ``bitset_apriori``
-for mine_rules; ``domains``, ``label_match``, ``dbpedia_facts`` and ``oxigraph_server`` for
-lookup_dbpedia).
+A family imports only the families before it (``tests/test_layering.py`` keeps it so).
+The contracts that span families stay here: ``config``, ``registries`` (the one import
+path for extension authors), ``systems``, ``extensions``, ``replicates``. Modules keep the
+names of the stages they implement; the Snakemake scripts in ``workflow_scripts/`` only
+read the ``snakemake`` object and call into them.
 """
 
-__version__ = "0.1.0"
+from rekalm.moved_modules import install as _install_old_paths
+from rekalm.version import __version__
+
+__all__ = ["__version__"]
+
+_install_old_paths()

@@ -26,8 +26,8 @@ import jsonschema
 import yaml
 
 from rekalm.config_strings import read_strings_as_schema_types
-from rekalm.original_knowledge import FILE_ROLES as ORIGINAL_KNOWLEDGE_ROLES
-from rekalm.prepare import FORMATS
+from rekalm.data.prepare import FORMATS
+from rekalm.knowledge.original_knowledge import FILE_ROLES as ORIGINAL_KNOWLEDGE_ROLES
 from rekalm.registries import schema_with_registries
 from rekalm.systems import ablations_for, dataset_sources, reserved_name_errors
 

@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
+from rekalm.common.registry import FILE_MODULE_PREFIX
+
 RULE_FILE_SUFFIX = ".smk"
-#: The module name of an extension imported from a ``.py`` path starts with this.
-FILE_MODULE_PREFIX = "rekalm_extension_"
 
 
 def rule_files(entries: Sequence[str]) -> list[str]:

@@ -1,24 +1,25 @@
 """The project's registries and the configuration choices each one backs.
 
 Four kinds of unit are looked up by a config name, each in one registry owned by its stage's
-module, where a decorator adds to it:
+module, where a decorator adds to it. Extension authors import every decorator from here
+(``from rekalm.registries import register_format``), the one documented path:
 
-===================  =====================================  ==============================
-registry             add one with                           config choice it backs
-===================  =====================================  ==============================
-dataset formats      ``rekalm.prepare.register_format``      ``datasets.<ds>.format``
-knowledge sources    ``rekalm.lexicalize.register_lexicalizer``  ``ablations.<name>`` items,
-                                                            ``datasets.<ds>.knowledge``
-baselines            ``rekalm.baselines.register_baseline``  ``baselines.names``
-rule-mining engines  ``rekalm.mine_rules.register_engine``   ``knowledge.collab.engine``
-===================  =====================================  ==============================
+===================  ========================  ===================================================
+registry             add one with              config choice it backs
+===================  ========================  ===================================================
+dataset formats      ``register_format``       ``datasets.<ds>.format``
+knowledge sources    ``register_lexicalizer``  ``ablations.<name>`` items, ``datasets.<ds>.knowledge``
+baselines            ``register_baseline``     ``baselines.names``
+rule-mining engines  ``register_engine``       ``knowledge.collab.engine``
+===================  ========================  ===================================================
 
 ``config/schema.yaml`` lists the built-in names as enums (so the file documents them, and
 ``tests/test_registries.py`` checks that they equal the registries); :func:`schema_with_registries`
 replaces those enums by the registries' keys, so that units registered by an extension
 module (``extensions:`` in the config, :mod:`rekalm.extensions`) validate like built-in ones.
 
-Every decorator adds through :func:`register`, the one rule for a name that is taken: a
+Every decorator adds through :func:`rekalm.common.registry.register`, the one rule for a
+name that is taken: a
 different unit under an existing name is an error naming both (an extension's ``graph``
 lexicalizer would otherwise replace the built-in one without a word), unless it passes
 ``replace=True``, which is logged as a warning. The same definition registered again (an
@@ -29,14 +30,30 @@ name) is no conflict: a unit is identified by its function's source file and qua
 from __future__ import annotations
 
 import copy
-import logging
-from collections.abc import Callable, Mapping, MutableMapping
-from pathlib import Path
-from typing import Any, TypeVar
+import importlib
+from collections.abc import Mapping
+from typing import Any
 
-log = logging.getLogger(__name__)
+from rekalm.common.registry import RegistryError, origin, register
 
-Unit = TypeVar("Unit")
+#: The decorators that add to each registry, importable from here (the one documented path
+#: for extension authors); each lives with the registry it fills and is imported on first use,
+#: so that importing this module costs no stage's dependencies.
+DECORATORS: dict[str, str] = {
+    "register_format": "rekalm.data.prepare",
+    "register_lexicalizer": "rekalm.knowledge.lexicalize",
+    "register_baseline": "rekalm.evaluation.baselines",
+    "register_engine": "rekalm.knowledge.mine_rules",
+}
+
+__all__ = ["RegistryError", "origin", "register", "registry_keys", "schema_with_registries", *DECORATORS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in DECORATORS:
+        return getattr(importlib.import_module(DECORATORS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: registry -> the paths of the schema's enums it backs (keys into the schema mapping).
 SCHEMA_ENUMS: dict[str, tuple[tuple[str, ...], ...]] = {
@@ -49,60 +66,12 @@ _KNOWLEDGE_BLOCKS = ("$defs", "knowledge", "properties")
 _BASELINE_GRIDS = ("properties", "baselines", "properties", "grids", "properties")
 
 
-class RegistryError(ValueError):
-    """A name is registered twice with different units; the message names both origins."""
-
-
-def _identity(function: Any) -> tuple[str, str]:
-    # Source file + qualified name, not the function object or its module name: the same
-    # file imported as ``lab.units`` and as ``lab/units.py`` (or re-imported in a job)
-    # defines the same unit twice, which is harmless.
-    code = getattr(function, "__code__", None)
-    where = str(Path(code.co_filename).resolve()) if code is not None else getattr(function, "__module__", "?")
-    return where, getattr(function, "__qualname__", repr(function))
-
-
-def origin(function: Any) -> str:
-    """Where a unit's function is defined, for messages: ``module.qualname (file)``; an
-    extension ``.py`` file's made-up module name is left out (its path says it)."""
-    from rekalm.extensions import FILE_MODULE_PREFIX
-
-    module = getattr(function, "__module__", None) or "?"
-    qualname = getattr(function, "__qualname__", None) or repr(function)
-    code = getattr(function, "__code__", None)
-    named = qualname if module.startswith(FILE_MODULE_PREFIX) else f"{module}.{qualname}"
-    return named + (f" ({code.co_filename})" if code is not None else "")
-
-
-def register(
-    registry: MutableMapping[str, Unit],
-    kind: str,
-    name: str,
-    unit: Unit,
-    function_of: Callable[[Unit], Any] = lambda unit: unit,
-    replace: bool = False,
-) -> None:
-    """Add ``unit`` to ``registry`` (the ``kind`` of :data:`SCHEMA_ENUMS`, for messages) under
-    ``name``; ``function_of`` gives a unit's defining function. A name held by another
-    unit is a :class:`RegistryError` unless ``replace`` (then a warning)."""
-    if name in registry:
-        old, new = function_of(registry[name]), function_of(unit)
-        if _identity(old) != _identity(new):
-            if not replace:
-                raise RegistryError(
-                    f"{kind}: {name!r} is already registered by {origin(old)}; {origin(new)} cannot take the name "
-                    "(choose another name, or register it with replace=True to replace it on purpose)"
-                )
-            log.warning("%s: %r of %s replaced by %s (replace=True)", kind, name, origin(old), origin(new))
-    registry[name] = unit
-
-
 def registry_keys() -> dict[str, list[str]]:
     """Each registry's names, in registration order (built-ins first, then extensions)."""
-    from rekalm.baselines import BASELINES
-    from rekalm.lexicalize import LEXICALIZERS
-    from rekalm.mine_rules import ENGINES
-    from rekalm.prepare import FORMATS
+    from rekalm.data.prepare import FORMATS
+    from rekalm.evaluation.baselines import BASELINES
+    from rekalm.knowledge.lexicalize import LEXICALIZERS
+    from rekalm.knowledge.mine_rules import ENGINES
 
     return {
         "dataset formats": list(FORMATS),

@@ -9,7 +9,7 @@ did before replicates existed; every other seed ``s`` appends ``.seed<s>``
 renames the existing ones, so Snakemake plans only the new seed's jobs.
 
 Which systems replicate: trained ablations (training seed and data order) and the baselines
-whose result depends on their seed (:data:`rekalm.baselines.SEEDED_BASELINES`). Zero-shot
+whose result depends on their seed (:data:`rekalm.evaluation.baselines.SEEDED_BASELINES`). Zero-shot
 ranking and the deterministic baselines run once.
 
 Example::

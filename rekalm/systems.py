@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from rekalm.baselines import SEEDED_BASELINES
+from rekalm.evaluation.baselines import SEEDED_BASELINES
 from rekalm.replicates import SUFFIX_PATTERN, split_replicate
 
 Config = Mapping[str, Any]

@@ -1,4 +1,4 @@
-# Classical recommenders ranking exactly the test users' candidates (rekalm/baselines.py);
+# Classical recommenders ranking exactly the test users' candidates (rekalm/evaluation/baselines.py);
 # tuned on a validation split of train users. CPU only. Seeded baselines (random, BPR) have
 # one replicate per run.seeds entry ({replicate} = '' or .seed<s>); the others only ''.
 rule baselines:

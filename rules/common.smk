@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rekalm import systems
 from rekalm.config import fill_defaults
-from rekalm.baselines import SEEDED_BASELINES, BaselineSettings
+from rekalm.evaluation.baselines import SEEDED_BASELINES, BaselineSettings
 from rekalm.replicates import (
     SUFFIX_PATTERN,
     check_seeds,
@@ -16,9 +16,9 @@ from rekalm.replicates import (
     replicate_seed,
     split_replicate,
 )
-from rekalm.inference_inputs import InferenceSettings
-from rekalm.prepare import PrepareSettings
-from rekalm.train import TrainingSettings
+from rekalm.ranking.inference_inputs import InferenceSettings
+from rekalm.data.prepare import PrepareSettings
+from rekalm.training.train import TrainingSettings
 
 # The schema's defaults, for rule files included on their own (tests run single rules on a
 # config holding only what those rules read); a no-op after the Snakefile's check_config.
@@ -384,7 +384,7 @@ def get_baseline_seed(wildcards):
     return config["baselines"].get("validation_seed", BaselineSettings.validation_seed)
 
 
-# The keys of the baselines block every baseline reads (rekalm.baselines.BaselineSettings).
+# The keys of the baselines block every baseline reads (rekalm.evaluation.baselines.BaselineSettings).
 BASELINE_SHARED_KEYS = ("validation_seed", "validation_fraction", "validation_cutoff")
 
 

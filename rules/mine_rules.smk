@@ -1,5 +1,5 @@
 # Collaborative knowledge: association rules over the liked history items of train users
-# (knowledge.collab in config; engine semantics in rekalm/mine_rules.py).
+# (knowledge.collab in config; engine semantics in rekalm/knowledge/mine_rules.py).
 
 
 rule mine_rules:

@@ -46,14 +46,14 @@ def main() -> None:
     import snakemake.cli  # noqa: F401
     import snakemake.workflow  # noqa: F401
 
-    import rekalm.baselines  # noqa: F401
     import rekalm.config  # noqa: F401
+    import rekalm.data.prepare  # noqa: F401
+    import rekalm.evaluation.baselines  # noqa: F401
     import rekalm.extensions  # noqa: F401
-    import rekalm.inference_inputs  # noqa: F401
-    import rekalm.prepare  # noqa: F401
+    import rekalm.ranking.inference_inputs  # noqa: F401
     import rekalm.replicates  # noqa: F401
     import rekalm.systems  # noqa: F401
-    import rekalm.train  # noqa: F401
+    import rekalm.training.train  # noqa: F401
 
     codes: dict[int, int] = {}
     running: dict[int, int] = {}

@@ -373,7 +373,7 @@ def test_the_reading_follows_every_place_a_schema_can_put_a_type():
 
 def test_a_null_verdict_metric_means_the_default_headline_metric(shipped_config):
     # The schema said "null = nDCG at the largest cutoff" but refused null.
-    from rekalm.evaluate import MetricSettings
+    from rekalm.evaluation.evaluate import MetricSettings
 
     config = with_change(shipped_config, "metrics.verdict", {"metric": None})
     check_config(config, SCHEMA)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from asset_paths import SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = [REPO / "README.md", REPO / "config" / "README.md", *sorted((REPO / "docs").glob("**/*.md"))]
@@ -42,7 +42,7 @@ DOCUMENTED_PATHS = {"/data/rekalm": str(SHARED_DATA)}
 #: command (as :attr:`Command.text` writes it) -> why it is not dry-run here.
 SKIPPED: dict[str, str] = {
     "snakemake --report results/report.html": (
-        "builds the report of a finished run (the README: 'after a run'); tests/test_workflow.py builds it after "
+        "builds the report of a finished run (docs/stages.md: 'after a run'); tests/test_workflow.py builds it after "
         "its real run"
     ),
     "snakemake --report": "the same, in prose",

@@ -8,7 +8,7 @@
   ``rekalm`` and ``_common``, plus packages marked ``# runtime-only: <reason>``), both ways:
   an import without a pin fails, and so does a pin that no rule of the env imports; then
   the roots' closure, all at the lock versions (``envs/pin_envs.py``, run by ``make lock``).
-- The GPU stages' envs install the rekalm package itself, so that ``python -m rekalm.train``
+- The GPU stages' envs install the rekalm package itself, so that ``python -m rekalm.training.train``
   workers can import it inside a conda env or the container.
 """
 
@@ -311,4 +311,4 @@ def test_container_copies_the_package_where_the_post_deploy_script_finds_it():
     assert Path(copies["pyproject.toml"]).parent == script.parent.parent  # "$(dirname $0)/.." in the image
     assert Path(copies["rekalm"]) == script.parent.parent / "rekalm"
     assert f"bash {script}" in definition.split("%post")[1]
-    assert "rekalm.train" in definition.split("%test")[1]  # the image proves the package imports
+    assert "rekalm.training.train" in definition.split("%test")[1]  # the image proves the package imports

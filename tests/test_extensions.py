@@ -68,8 +68,8 @@ TOY_FORMAT = """
     # A dataset format of our own: user<TAB>item<TAB>stars, plus an item<TAB>title file.
     import pandas as pd
 
-    from rekalm.prepare import register_format
-    from rekalm.raw_files import binarize
+    from rekalm.registries import register_format
+    from rekalm.data.raw_files import binarize
 
 
     @register_format("stars_tsv", roles=("ratings", "titles"))
@@ -143,7 +143,7 @@ TOY_BASELINE = """
     # A baseline of our own: items liked by more training users first, ties by item id.
     import numpy as np
 
-    from rekalm.baselines import register_baseline
+    from rekalm.registries import register_baseline
 
 
     @register_baseline("most_liked")
@@ -171,7 +171,7 @@ def test_a_new_baseline_is_one_registered_fit_function(tmp_path):
 
 TOY_LEXICALIZER = """
     # A knowledge source on a table the workflow already makes (the graph facts): genres only.
-    from rekalm.lexicalize import register_lexicalizer
+    from rekalm.registries import register_lexicalizer
 
 
     @register_lexicalizer("genres", key="item", required_columns=("item", "relation", "value"))
@@ -205,7 +205,7 @@ POPULARITY_MODULE = """
     # A knowledge source with a stage of its own: how many training users like each item.
     import pandas as pd
 
-    from rekalm.lexicalize import register_lexicalizer
+    from rekalm.registries import register_lexicalizer
 
 
     def like_counts(split):

@@ -60,10 +60,10 @@ def test_gpu_check_smoke_runs_every_part_and_its_checks_pass(tmp_path, smollm2_t
 
 def test_train_throughput_data_works_without_a_chat_template(smollm2_tokenizer_dir):
     """Llama-3-8B base has no chat template: the benchmark renders prompts as the workflow
-    does (rekalm.prompts' plain template) instead of failing in apply_chat_template."""
+    does (rekalm.llm.prompts' plain template) instead of failing in apply_chat_template."""
     import importlib.util
 
-    from rekalm.hf import load_tokenizer
+    from rekalm.llm.hf import load_tokenizer
 
     spec = importlib.util.spec_from_file_location("train_throughput", REPO / "benchmarks" / "train_throughput.py")
     benchmark = importlib.util.module_from_spec(spec)

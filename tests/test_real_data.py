@@ -18,13 +18,13 @@ import pandas as pd
 import pytest
 from snakemake_helpers import local_original_files, run_workflow, write_override
 
-from rekalm.build_sets import describe_lengths
+from rekalm.common.io import read_jsonl
 from rekalm.config import load_yaml
-from rekalm.generation import generation_budget
-from rekalm.inference_inputs import InferenceSettings, read_test_prompts
-from rekalm.io import read_jsonl
-from rekalm.prompts import ranking_answer
-from rekalm.scoring import answer_tokens
+from rekalm.llm.build_sets import describe_lengths
+from rekalm.llm.prompts import ranking_answer
+from rekalm.ranking.generation import generation_budget
+from rekalm.ranking.inference_inputs import InferenceSettings, read_test_prompts
+from rekalm.ranking.scoring import answer_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 # The reproduction figures: the original's shipped split and rule files (see
@@ -152,8 +152,8 @@ def check_llm_stages(results: Path, model_dir: Path, test_users: int) -> None:
     files; finite metrics."""
     from transformers import AutoTokenizer
 
-    from rekalm.build_inputs import BuildSettings
-    from rekalm.lexicalize import item_names
+    from rekalm.knowledge.lexicalize import item_names
+    from rekalm.llm.build_inputs import BuildSettings
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
 
@@ -219,7 +219,7 @@ def check_llm_stages(results: Path, model_dir: Path, test_users: int) -> None:
         values = metrics["standard"]
         assert values and all(math.isfinite(v) and 0 <= v <= 1 for v in values.values()), system
         # ClayRS's nDCG leaves out users whose returned list holds no relevant item, which a
-        # random model's few generated names may not: null then (rekalm.evaluate: JSON has no NaN).
+        # random model's few generated names may not: null then (rekalm.evaluation.evaluate: JSON has no NaN).
         values = {name: v for name, v in metrics["clayrs"].items() if not (name.startswith("ndcg") and v is None)}
         assert values and all(math.isfinite(v) and 0 <= v <= 1 for v in values.values()), system
     assert 0 < cut_users < 2 * test_users  # the context rule cut some users' candidates, not every user's

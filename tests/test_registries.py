@@ -13,20 +13,20 @@ import pytest
 import yaml
 
 from rekalm import registries, systems
-from rekalm.baselines import BASELINES, SEEDED_BASELINES, BaselineSettings, register_baseline
-from rekalm.build_inputs import BuildSettings
 from rekalm.config import ConfigError, check_config
-from rekalm.dbpedia import DbpediaSettings
-from rekalm.download import DownloadSettings
-from rekalm.evaluate import MetricSettings
+from rekalm.data.download import DownloadSettings
+from rekalm.data.prepare import FORMATS, PrepareSettings
+from rekalm.data.split import SplitSettings
+from rekalm.evaluation.baselines import BASELINES, SEEDED_BASELINES, BaselineSettings, register_baseline
+from rekalm.evaluation.evaluate import MetricSettings
 from rekalm.extensions import load_extensions
-from rekalm.inference_inputs import InferenceSettings
-from rekalm.lexicalize import LEXICALIZERS
-from rekalm.mine_rules import ENGINES, RuleMiningSettings
-from rekalm.original_knowledge import OriginalGraphSettings
-from rekalm.prepare import FORMATS, PrepareSettings
-from rekalm.split import SplitSettings
-from rekalm.train import TrainingSettings
+from rekalm.knowledge.dbpedia import DbpediaSettings
+from rekalm.knowledge.lexicalize import LEXICALIZERS
+from rekalm.knowledge.mine_rules import ENGINES, RuleMiningSettings
+from rekalm.knowledge.original_knowledge import OriginalGraphSettings
+from rekalm.llm.build_inputs import BuildSettings
+from rekalm.ranking.inference_inputs import InferenceSettings
+from rekalm.training.train import TrainingSettings
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
@@ -163,18 +163,23 @@ class Decorator:
 
 DECORATORS = {
     "knowledge sources": Decorator(
-        "rekalm.lexicalize",
+        "rekalm.knowledge.lexicalize",
         "register_lexicalizer",
         ", key='item', required_columns=('item',)",
         "graph",
         LEXICALIZERS,
         lambda unit: unit.function,
     ),
-    "baselines": Decorator("rekalm.baselines", "register_baseline", "", "popularity", BASELINES),
+    "baselines": Decorator("rekalm.evaluation.baselines", "register_baseline", "", "popularity", BASELINES),
     "dataset formats": Decorator(
-        "rekalm.prepare", "register_format", ", roles=('ratings',)", "ml1m_recbole", FORMATS, lambda unit: unit.parse
+        "rekalm.data.prepare",
+        "register_format",
+        ", roles=('ratings',)",
+        "ml1m_recbole",
+        FORMATS,
+        lambda unit: unit.parse,
     ),
-    "rule-mining engines": Decorator("rekalm.mine_rules", "register_engine", "", "bitset", ENGINES),
+    "rule-mining engines": Decorator("rekalm.knowledge.mine_rules", "register_engine", "", "bitset", ENGINES),
 }
 
 
@@ -221,7 +226,7 @@ def test_an_extension_under_a_built_in_name_is_an_error_naming_both(registry, tm
 def test_replace_true_takes_a_built_in_name_with_a_warning(registry, tmp_path, restored_registries, caplog):
     decorator = DECORATORS[registry]
     path = write_unit(tmp_path / "replacing.py", decorator.source(decorator.built_in, replace=True))
-    with caplog.at_level("WARNING", logger="rekalm.registries"):
+    with caplog.at_level("WARNING", logger="rekalm.common.registry"):
         (module,) = load_extensions([path])
     assert f"replaced by my_unit ({path}) (replace=True)" in caplog.text
     assert decorator.function_of(decorator.units[decorator.built_in]) is module.my_unit
@@ -252,3 +257,51 @@ def test_a_replacing_baseline_takes_its_own_seededness(restored_registries):
         return lambda users, items: items * 0.0
 
     assert "random" not in SEEDED_BASELINES and BASELINES["random"] is deterministic_random
+
+
+def test_every_decorator_has_one_documented_import_path():
+    # Extension authors import from rekalm.registries; it hands out the very function the stage owns.
+    from rekalm.data.prepare import register_format
+    from rekalm.evaluation.baselines import register_baseline
+    from rekalm.knowledge.lexicalize import register_lexicalizer
+    from rekalm.knowledge.mine_rules import register_engine
+
+    owned = [register_format, register_lexicalizer, register_baseline, register_engine]
+    assert [getattr(registries, name) for name in registries.DECORATORS] == owned
+    assert set(registries.DECORATORS) <= set(registries.__all__)
+    with pytest.raises(AttributeError, match="register_nothing"):
+        registries.register_nothing  # noqa: B018
+
+
+def test_old_module_paths_still_work_for_one_release_with_a_deprecation_warning():
+    import importlib
+    import sys
+    import warnings
+
+    from rekalm.moved_modules import MOVED, new_name
+
+    for old in MOVED:
+        sys.modules.pop(f"rekalm.{old}", None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module = importlib.import_module(f"rekalm.{old}")
+        assert module is importlib.import_module(new_name(f"rekalm.{old}")), old
+        assert any(
+            issubclass(w.category, DeprecationWarning) and new_name(f"rekalm.{old}") in str(w.message) for w in caught
+        ), old
+    # An extension written for 0.1.0 registers into the one registry.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from rekalm.prepare import FORMATS as old_formats
+    from rekalm.data.prepare import FORMATS
+
+    assert old_formats is FORMATS
+
+
+def test_the_old_paths_map_every_moved_module_and_nothing_else():
+    from rekalm.moved_modules import MOVED
+
+    package = REPO / "rekalm"
+    moved = {path.stem: path.parent.name for path in package.glob("*/*.py") if path.stem != "__init__"}
+    new_since_the_move = {"text", "registry"}  # no old path to keep
+    assert MOVED == {name: family for name, family in moved.items() if name not in new_since_the_move}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rekalm.prepare import PrepareSettings, prepare_dataset
+from rekalm.data.prepare import PrepareSettings, prepare_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

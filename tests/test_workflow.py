@@ -160,7 +160,7 @@ def trained_replicates(config: dict) -> list[str]:
 
 
 def baseline_replicates(config: dict) -> list[str]:
-    from rekalm.baselines import SEEDED_BASELINES
+    from rekalm.evaluation.baselines import SEEDED_BASELINES
 
     return [
         name

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from rekalm.oxigraph_server import stop_process
+from rekalm.knowledge.oxigraph_server import stop_process
 
 PACKAGE = "virtuoso-opensource-7-bin"
 # As the public endpoint: at most 10,000 rows per answer (DBpedia's ResultSetMaxRows).

@@ -1,11 +1,12 @@
-"""One classical baseline of one dataset, tuned and ranking its test users' candidates (rekalm.baselines)."""
+"""One classical baseline of one dataset, tuned and ranking its test users' candidates
+(rekalm.evaluation.baselines)."""
 
 from _common import start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake; stderr -> snakemake.log[0])
 
-from rekalm.baselines import BaselineSettings, run_baseline
-from rekalm.io import read_parquet, write_json, write_parquet
+from rekalm.evaluation.baselines import BaselineSettings, run_baseline
+from rekalm.common.io import read_parquet, write_json, write_parquet
 
 name = snakemake.wildcards.baseline
 predictions, run, tuning = run_baseline(

@@ -1,11 +1,11 @@
-"""Train/test sets of one dataset and ablation (rekalm.build_sets)."""
+"""Train/test sets of one dataset and ablation (rekalm.llm.build_sets)."""
 
 from _common import start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)
 
-from rekalm.build_inputs import BuildSettings  # noqa: E402
-from rekalm.build_sets import build_sets_files  # noqa: E402
+from rekalm.llm.build_inputs import BuildSettings  # noqa: E402
+from rekalm.llm.build_sets import build_sets_files  # noqa: E402
 
 stats = build_sets_files(
     split_path=snakemake.input.split,  # noqa: F821

@@ -1,4 +1,4 @@
-"""Compare every system of one dataset: tables, plot and summary over seeds (rekalm.compare)."""
+"""Compare every system of one dataset: tables, plot and summary over seeds (rekalm.evaluation.compare)."""
 
 import json
 
@@ -6,9 +6,9 @@ from _common import start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)
 
-from rekalm.compare import write_comparison
-from rekalm.evaluate import MetricSettings, held_out_judgements, relevant_qrels
-from rekalm.io import read_parquet
+from rekalm.evaluation.compare import write_comparison
+from rekalm.evaluation.evaluate import MetricSettings, held_out_judgements, relevant_qrels
+from rekalm.common.io import read_parquet
 
 
 def read_json(path):

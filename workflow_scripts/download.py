@@ -1,4 +1,4 @@
-"""Fetch one dataset's source files and write their manifest (rekalm.download)."""
+"""Fetch one dataset's source files and write their manifest (rekalm.data.download)."""
 
 from _common import start
 
@@ -6,8 +6,8 @@ log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)
 
 from pathlib import Path
 
-from rekalm.download import DownloadSettings, fetch_dataset
-from rekalm.io import write_json
+from rekalm.data.download import DownloadSettings, fetch_dataset
+from rekalm.common.io import write_json
 
 output = Path(snakemake.output[0])
 manifest = fetch_dataset(

@@ -1,4 +1,4 @@
-"""Metrics of one system's ranking of one dataset (rekalm.evaluate)."""
+"""Metrics of one system's ranking of one dataset (rekalm.evaluation.evaluate)."""
 
 import json
 
@@ -6,8 +6,8 @@ from _common import start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)
 
-from rekalm.evaluate import MetricSettings, evaluate_ranking
-from rekalm.io import read_parquet, write_json
+from rekalm.evaluation.evaluate import MetricSettings, evaluate_ranking
+from rekalm.common.io import read_parquet, write_json
 
 with open(snakemake.input.run, encoding="utf-8") as handle:
     run = json.load(handle)

@@ -1,13 +1,14 @@
-"""Rank one system's test prompts with its model, stopping at once when a requested GPU is missing (rekalm.infer)."""
+"""Rank one system's test prompts with its model, stopping at once when a requested GPU is
+missing (rekalm.ranking.infer)."""
 
 from _common import one_line_errors, start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)
 
-from rekalm.hf import DeviceUnavailableError
-from rekalm.infer import run_inference
-from rekalm.inference_inputs import InferenceSettings
-from rekalm.io import write_json, write_parquet
+from rekalm.llm.hf import DeviceUnavailableError
+from rekalm.ranking.infer import run_inference
+from rekalm.ranking.inference_inputs import InferenceSettings
+from rekalm.common.io import write_json, write_parquet
 
 with one_line_errors(log, DeviceUnavailableError):
     predictions, run = run_inference(

@@ -1,10 +1,10 @@
-"""Lexicalize one knowledge source of one dataset (rekalm.lexicalize)."""
+"""Lexicalize one knowledge source of one dataset (rekalm.knowledge.lexicalize)."""
 
 from _common import start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)
 
-from rekalm.lexicalize import lexicalize_files  # noqa: E402
+from rekalm.knowledge.lexicalize import lexicalize_files  # noqa: E402
 
 stats = lexicalize_files(
     source=snakemake.wildcards.source,  # noqa: F821

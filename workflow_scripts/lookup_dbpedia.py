@@ -1,4 +1,4 @@
-"""Factual knowledge of one dataset: triples, abstracts, mapping, stats (rekalm.lookup_dbpedia).
+"""Factual knowledge of one dataset: triples, abstracts, mapping, stats (rekalm.knowledge.lookup_dbpedia).
 
 A lookup error (endpoint, budget, malformed knowledge file) is one line in the log.
 """
@@ -11,8 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from rekalm.lookup_dbpedia import lookup_dbpedia_files
-from rekalm.sparql import SparqlError
+from rekalm.knowledge.lookup_dbpedia import lookup_dbpedia_files
+from rekalm.knowledge.sparql import SparqlError
 
 downloads = snakemake.input.downloads
 manifest = json.loads(Path(downloads).read_text()) if downloads else {}

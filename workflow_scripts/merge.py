@@ -1,11 +1,11 @@
-"""Merge one LoRA adapter into its base model and check the merge (rekalm.merge)."""
+"""Merge one LoRA adapter into its base model and check the merge (rekalm.training.merge)."""
 
 from _common import one_line_errors, start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)
 
-from rekalm.hf import DeviceUnavailableError
-from rekalm.merge import merge_adapter
+from rekalm.llm.hf import DeviceUnavailableError
+from rekalm.training.merge import merge_adapter
 
 with one_line_errors(log, DeviceUnavailableError):
     check = merge_adapter(

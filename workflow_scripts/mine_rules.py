@@ -1,10 +1,10 @@
-"""Snakemake script for rule mine_rules: split.parquet -> rules.parquet (see rekalm/mine_rules.py)."""
+"""Snakemake script for rule mine_rules: split.parquet -> rules.parquet (see rekalm/knowledge/mine_rules.py)."""
 
 from _common import start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake); sends stderr to the log
 
-from rekalm.mine_rules import RuleMiningSettings, mine_rules_file
+from rekalm.knowledge.mine_rules import RuleMiningSettings, mine_rules_file
 
 params = RuleMiningSettings(**snakemake.params.options)  # noqa: F821
 log.info("mine_rules %s: %s", snakemake.wildcards.dataset, params)  # noqa: F821

@@ -1,4 +1,4 @@
-"""Parse one dataset's raw files into the canonical interactions and items tables (rekalm.prepare)."""
+"""Parse one dataset's raw files into the canonical interactions and items tables (rekalm.data.prepare)."""
 
 from _common import start
 
@@ -7,8 +7,8 @@ log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)
 import json
 from pathlib import Path
 
-from rekalm.io import write_json, write_parquet
-from rekalm.prepare import PrepareSettings, Repairs, dataset_stats, prepare_dataset
+from rekalm.common.io import write_json, write_parquet
+from rekalm.data.prepare import PrepareSettings, Repairs, dataset_stats, prepare_dataset
 
 manifest = json.loads(Path(snakemake.input[0]).read_text())
 files = {role: Path(entry["path"]) for role, entry in manifest.items()}

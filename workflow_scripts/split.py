@@ -1,11 +1,11 @@
-"""Split one dataset's users and build their candidate lists (rekalm.split)."""
+"""Split one dataset's users and build their candidate lists (rekalm.data.split)."""
 
 from _common import start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)
 
-from rekalm.io import read_parquet, write_json, write_parquet
-from rekalm.split import SplitSettings, split_interactions, split_stats
+from rekalm.common.io import read_parquet, write_json, write_parquet
+from rekalm.data.split import SplitSettings, split_interactions, split_stats
 
 interactions = read_parquet(snakemake.input[0], required=["user", "item", "liked"])
 split, candidates = split_interactions(interactions, SplitSettings(**snakemake.params.options))

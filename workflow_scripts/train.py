@@ -1,11 +1,11 @@
-"""LoRA-train one ablation of one dataset, stopping at once when a requested GPU is missing (rekalm.train)."""
+"""LoRA-train one ablation of one dataset, stopping at once when a requested GPU is missing (rekalm.training.train)."""
 
 from _common import one_line_errors, start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by Snakemake)
 
-from rekalm.hf import DeviceUnavailableError
-from rekalm.train import TrainingJob, TrainingSettings, run_training_job
+from rekalm.llm.hf import DeviceUnavailableError
+from rekalm.training.train import TrainingJob, TrainingSettings, run_training_job
 
 job = TrainingJob(
     train_jsonl=snakemake.input.train_set,
