@@ -44,7 +44,7 @@ def test_a_failing_jobs_one_line_reason_reaches_the_console_once(tmp_path):
     assert console.count(f"rule lookup_dbpedia (dataset=ml1m_mini): {unreachable}") == 1, console[-3000:]
     log = (tmp_path / "logs/ml1m_mini/lookup_dbpedia.log").read_text()
     (error,) = [line for line in log.splitlines() if " ERROR " in line]  # once
-    assert error.endswith(f"ERROR rekalm.knowledge.lookup_dbpedia: {unreachable} attempt(s)")
+    assert error.endswith(f"ERROR rekalm.lookup_dbpedia: {unreachable} attempt(s)")
 
     nobody = (
         "ValueError: the user filters keep none of the 6040 users (min_user_interactions=100000, "
