@@ -46,6 +46,7 @@ from collections import OrderedDict
 import numpy as np
 from scipy import sparse
 
+from rekalm.recommenders.global_seed import numpy_global_seed
 from rekalm.recommenders.interactions import Interactions, PairScorer, rows_scorer
 from rekalm.recommenders.item_graph import ItemGraph, facts_graph, rules_graph
 from rekalm.recommenders.registry import register_baseline
@@ -139,12 +140,8 @@ def fit_c2pf_on(baseline: str, data: Interactions, graph: ItemGraph, seed: int, 
     context = symmetric(graph.matrix)  # cornac's C2PF segfaults on a one-way link: see symmetric()
     dataset = cornac_dataset(liked.row, liked.col, np.ones(liked.nnz), data.matrix.shape, context, seed)
     model = C2PF(k=int(k), max_iter=int(max_iter), variant="c2pf")
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
+    with numpy_global_seed(seed):  # C2PF's C++ draws its starting values from np.random
         model.fit(dataset)
-    finally:
-        np.random.set_state(state)
     users = np.asarray(model.Theta, dtype=np.float64)
     items = np.asarray(model.Beta, dtype=np.float64) + np.asarray(model.Xi, dtype=np.float64)
     return lambda user_index, item_index: np.einsum("ij,ij->i", users[user_index], items[item_index])

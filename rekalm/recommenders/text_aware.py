@@ -16,12 +16,11 @@ than half of the documents out (they carry no topic).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
+from rekalm.recommenders.global_seed import numpy_global_seed
 from rekalm.recommenders.interactions import Interactions, PairScorer, rows_scorer
 from rekalm.recommenders.registry import register_baseline
 
@@ -76,18 +75,6 @@ def cornac_train_set(
     train_set.add_modalities(item_text=text)
     log.info("cornac: %d users, %d items, %d ratings, vocabulary %d", n_users, n_items, len(ratings), text.vocab.size)
     return train_set
-
-
-@contextmanager
-def numpy_global_seed(seed: int) -> Iterator[None]:
-    """Seed NumPy's global generator for the block and restore it after: HFT draws its
-    topic assignments from ``np.random`` rather than from its ``seed``."""
-    state = np.random.get_state()
-    np.random.seed(seed % 2**32)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
 
 
 @register_baseline("ctr", seeded=True, reads=("item_text",))
